@@ -1,0 +1,64 @@
+"""The contract between the quantizer's shared framework and each format's arithmetic.
+
+The framework (``hdl/quantizer.py``) collects a whole block of 32 sanitized FP16 elements, hands it
+to the format's *block unit*, which derives the block header (the ggml scale fields) and the per-block
+constants every lane needs, and then streams the block's elements, ``lanes`` per beat, through
+``lanes`` copies of the format's *lane unit*, which turn one element into one code.
+
+Both units are fixed-latency pipelines gated by ``en``: every register in them updates only on cycles
+with ``en`` high, and an output belongs to the input presented ``latency`` enabled cycles earlier. The
+framework owns valid bits, stalls (``en`` low while the output is back-pressured) and bubbles, so the
+units hold no handshake logic and stay easy to prove equal to the golden model.
+"""
+
+from amaranth.hdl import unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, BlockFormat
+
+FP16 = unsigned(ELEM_BITS)
+
+
+class BlockUnitSignature(wiring.Signature):
+    """``block`` in (all 32 elements, element i at lane i); ``header`` and ``const`` out."""
+
+    def __init__(self, fmt: BlockFormat, const_layout: data.Layout):
+        super().__init__({
+            "en": In(1),
+            "block": In(data.ArrayLayout(FP16, BLOCK_ELEMS)),
+            # ggml's scale fields, little-endian, first field in the low bits: byte k of the
+            # block is header[8k:8k+8].
+            "header": Out(unsigned(8 * fmt.header_bytes)),
+            "const": Out(const_layout),
+        })
+
+
+class LaneUnitSignature(wiring.Signature):
+    """One element ``x`` and its block's ``const`` in; its ``code`` out."""
+
+    def __init__(self, fmt: BlockFormat, const_layout: data.Layout):
+        super().__init__({
+            "en": In(1),
+            "x": In(FP16),
+            "const": In(const_layout),
+            "code": Out(unsigned(fmt.code_bits)),
+        })
+
+
+class FormatDatapath:
+    """What a format contributes to the quantizer; subclasses live one per format.
+
+    Subclasses set ``fmt`` and ``const_layout`` and implement ``block_unit()`` and ``lane_unit()``,
+    each returning a new ``wiring.Component`` with the signature above and an int attribute
+    ``latency``.
+    """
+
+    fmt: BlockFormat
+    const_layout: data.Layout
+
+    def block_unit(self) -> wiring.Component:
+        raise NotImplementedError
+
+    def lane_unit(self) -> wiring.Component:
+        raise NotImplementedError

@@ -1,0 +1,90 @@
+"""The one source of truth for kvpath's parameters.
+
+The RTL generator, the golden model, the testbenches, the CLI and the driver all read formats and
+limits from here; nothing else spells a block size or a block byte count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BLOCK_ELEMS = 32  # every supported format quantizes blocks of 32 elements along the last axis
+ELEM_BITS = 16  # K/V elements arrive as FP16
+
+
+@dataclass(frozen=True)
+class BlockFormat:
+    """Byte layout of one quantized block, in ggml's order (scale fields first, then codes)."""
+
+    name: str
+    code_bits: int  # bits per element code
+    scale_fields: tuple[str, ...]  # FP16 fields before the codes, in byte order
+    ggml_type: str  # gguf.GGMLQuantizationType member name, for cross-checks
+
+    @property
+    def block_elems(self) -> int:
+        return BLOCK_ELEMS
+
+    @property
+    def header_bytes(self) -> int:
+        return 2 * len(self.scale_fields)
+
+    @property
+    def code_bytes(self) -> int:
+        return BLOCK_ELEMS * self.code_bits // 8
+
+    @property
+    def block_bytes(self) -> int:
+        return self.header_bytes + self.code_bytes
+
+    @property
+    def bits_per_element(self) -> float:
+        return 8 * self.block_bytes / BLOCK_ELEMS
+
+
+FORMATS: dict[str, BlockFormat] = {
+    f.name: f
+    for f in (
+        BlockFormat("q8_0", 8, ("d",), "Q8_0"),
+        BlockFormat("q4_0", 4, ("d",), "Q4_0"),
+        BlockFormat("q4_1", 4, ("d", "m"), "Q4_1"),
+    )
+}
+
+QUANT_LANES = (8, 16, 32)
+DEQUANT_LANES = (8, 16, 32, 64, 128)
+
+
+def get_format(name: str) -> BlockFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}") from None
+
+
+@dataclass(frozen=True)
+class KVPathConfig:
+    """Generate-time configuration of one KV path instance."""
+
+    fmt: str = "q8_0"
+    quant_lanes: int = 16
+    dequant_lanes: int = 16
+    # Limits a later register block reports, and the driver checks against its model.
+    max_layers: int = 20
+    max_kv_heads: int = 2
+    max_head_dim: int = 256
+    kv_max_tokens: int = 32768
+
+    def __post_init__(self):
+        get_format(self.fmt)
+        if self.quant_lanes not in QUANT_LANES:
+            raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {self.quant_lanes}")
+        if self.dequant_lanes not in DEQUANT_LANES:
+            raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {self.dequant_lanes}")
+
+    @property
+    def format(self) -> BlockFormat:
+        return get_format(self.fmt)
+
+
+DEFAULT = KVPathConfig()
