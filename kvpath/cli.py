@@ -1,0 +1,150 @@
+"""The ``kvpath`` command: generate Verilog, run the bit-exact regressions, run the proofs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kvpath.config import DEQUANT_LANES, FORMATS, QUANT_LANES, KVPathConfig
+
+DEFAULT = KVPathConfig()
+TARGETS = ("quantizer", "dequantizer")
+
+
+class UsageError(Exception):
+    """A bad argument combination argparse cannot see by itself."""
+
+
+def _lanes(allowed):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"{value} is not one of {', '.join(map(str, allowed))}")
+        return value
+    return parse
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def cmd_generate(args) -> int:
+    from kvpath.hdl.dequantizer import Dequantizer
+    from kvpath.hdl.quantizer import Quantizer
+    from kvpath.sim.regression import DUT_MODULE
+    from kvpath.sim.runner import write_verilog
+
+    config = KVPathConfig(fmt=args.fmt, quant_lanes=args.lanes, dequant_lanes=args.read_lanes)
+    out = Path(args.output)
+    blocks = {"quantizer": Quantizer(config.fmt, config.quant_lanes),
+              "dequantizer": Dequantizer(config.fmt, config.dequant_lanes)}
+    for target, component in blocks.items():
+        path = write_verilog(component, DUT_MODULE[target], out / f"{DUT_MODULE[target]}.v")
+        lanes = config.quant_lanes if target == "quantizer" else config.dequant_lanes
+        print(f"wrote {path} ({target}, format {config.fmt}, {lanes} lanes, "
+              f"{path.stat().st_size} bytes)")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    if args.target == "ring":
+        from kvpath.sim.ring_sim import run_ring_sim
+
+        result = run_ring_sim(args.simulator, args.ops, args.seed, Path(args.build_dir) / f"ring_{args.simulator}")
+        for key, value in result.items():
+            if key not in ("mismatches", "ops"):
+                print(f"{key}={value}")
+        print(f"target=ring simulator={args.simulator} ops={result['ops']} mismatches={result['mismatches']}")
+        return 1 if result["mismatches"] else 0
+
+    from kvpath.sim import regression
+
+    if args.ops is not None:
+        raise UsageError("--ops applies to --target ring only")
+    targets = TARGETS if args.target == "both" else (args.target,)
+    lanes = {"quantizer": args.lanes, "dequantizer": args.read_lanes}
+    if args.lanes not in QUANT_LANES and "quantizer" in targets:
+        raise UsageError(f"--lanes {args.lanes}: the quantizer takes {', '.join(map(str, QUANT_LANES))}")
+    results = []
+    for target in targets:
+        r = regression.run(target, args.fmt, lanes[target], args.simulator, args.vectors, args.seed,
+                           Path(args.build_dir))
+        results.append(r)
+        for line in r.details:
+            print(f"  {line}")
+        print(f"{target}: {r.summary()} wall_s={r.wall_s:.1f} elements_per_s={r.vectors / r.wall_s:.0f}",
+              flush=True)
+    mismatches = sum(r.mismatches for r in results)
+    bpc = min(r.beats_per_cycle for r in results)
+    shown_lanes = results[0].lanes
+    print(f"format={args.fmt} simulator={args.simulator} lanes={shown_lanes} vectors={args.vectors} "
+          f"mismatches={mismatches} beats_per_cycle={bpc:.3f}")
+    return 1 if mismatches else 0
+
+
+def cmd_formal(args) -> int:
+    from kvpath.formal import run_all
+
+    ok = run_all(Path(args.build_dir) / "formal", verbose=args.verbose)
+    print("formal: all properties proven" if ok else "formal: FAILED")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kvpath", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write the Verilog of the quantizer and dequantizer")
+    gen.add_argument("-o", "--output", required=True, help="directory to write into")
+    gen.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default=DEFAULT.fmt)
+    gen.add_argument("--lanes", type=_lanes(QUANT_LANES), default=DEFAULT.quant_lanes,
+                     help="FP16 elements per beat on the write path")
+    gen.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes,
+                     help="FP16 elements per beat on the read path")
+    gen.set_defaults(func=cmd_generate)
+
+    sim = sub.add_parser("sim", help="bit-exact regression of the RTL against the golden model")
+    sim.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
+    sim.add_argument("--target", choices=(*TARGETS, "both", "ring"), default="both")
+    sim.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default=DEFAULT.fmt)
+    sim.add_argument("--lanes", type=_lanes(QUANT_LANES), default=DEFAULT.quant_lanes)
+    sim.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes)
+    sim.add_argument("--vectors", type=_positive, default=65536, help="elements per block under test")
+    sim.add_argument("--ops", type=_positive, default=None, help="operations (--target ring)")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--build-dir", default="build/sim")
+    sim.set_defaults(func=cmd_sim)
+
+    formal = sub.add_parser("formal", help="run the bounded proofs of the ring tracker")
+    formal.add_argument("--build-dir", default="build")
+    formal.add_argument("-v", "--verbose", action="store_true")
+    formal.set_defaults(func=cmd_formal)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "target", None) == "ring" and args.ops is None:
+        args.ops = 100_000
+    try:
+        return args.func(args)
+    except UsageError as e:
+        parser.error(str(e))
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"kvpath: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
