@@ -82,7 +82,8 @@ def cmd_sim(args) -> int:
         results.append(r)
         for line in r.details:
             print(f"  {line}")
-        print(f"{target}: {r.summary()} wall_s={r.wall_s:.1f} sim_s={r.sim_s:.1f} "
+        print(f"{target}: {r.summary()} steady_beats_per_cycle={r.steady_beats_per_cycle:.3f} "
+              f"wall_s={r.wall_s:.1f} sim_s={r.sim_s:.1f} "
               f"stream_elements_per_s={r.stream_elements_per_s:.0f}", flush=True)
     mismatches = sum(r.mismatches for r in results)
     bpc = min(r.beats_per_cycle for r in results)

@@ -43,7 +43,11 @@ module {HARNESS_TOP} (
     output reg         done,
     output reg  [31:0] cycles,
     output reg  [31:0] in_sent,
-    output reg  [31:0] out_got{counter_ports}
+    output reg  [31:0] out_got,
+    output reg  [31:0] first_in,
+    output reg  [31:0] last_in,
+    output reg  [31:0] first_out,
+    output reg  [31:0] last_out{counter_ports}
 );
     reg [{in_bits - 1}:0]  stim [0:{in_depth - 1}];
     reg [{out_bits - 1}:0] resp [0:{out_depth - 1}];
@@ -88,7 +92,18 @@ module {HARNESS_TOP} (
         end else if (start) begin
             running <= 1'b1; done <= 1'b0; cycles <= 32'd0; in_sent <= 32'd0; out_got <= 32'd0;
             i_valid <= 1'b0; o_ready <= 1'b0;
+            first_in <= 32'd0; last_in <= 32'd0; first_out <= 32'd0; last_out <= 32'd0;
         end else if (running) begin
+            // Cycle stamps of the first and last beat on each side give the steady-state rate,
+            // free of pipeline fill and drain.
+            if (i_fire) begin
+                if (in_sent == 32'd0) first_in <= cycles;
+                last_in <= cycles;
+            end
+            if (o_fire) begin
+                if (out_got == 32'd0) first_out <= cycles;
+                last_out <= cycles;
+            end
             lfsr_v <= lfsr_v_next;
             lfsr_r <= lfsr_r_next;
             cycles <= cycles + 32'd1;

@@ -38,6 +38,15 @@ class SimRun:
     out_beats: int
     run_s: float  # wall time of the whole simulation (all passes), build excluded
     pass_s: float  # wall time of this pass alone, from start to the last output beat
+    stamps: tuple[int, int, int, int]  # cycles of the first and last input beat, first and last output
+
+    @property
+    def steady_beats_per_cycle(self) -> float:
+        """Beats per cycle on the busier side between its first and last beat (no fill, no drain)."""
+        first_in, last_in, first_out, last_out = self.stamps
+        rate_in = (self.in_beats - 1) / max(1, last_in - first_in)
+        rate_out = (self.out_beats - 1) / max(1, last_out - first_out)
+        return rate_in if self.in_beats >= self.out_beats else rate_out
 
 
 @dataclass
@@ -48,7 +57,8 @@ class RegressionResult:
     lanes: int
     vectors: int
     mismatches: int = 0
-    beats_per_cycle: float = 0.0
+    beats_per_cycle: float = 0.0  # no-pause pass, busier side, beats / all cycles (fill included)
+    steady_beats_per_cycle: float = 0.0  # the same between first and last beat
     wall_s: float = 0.0
     sim_s: float = 0.0  # simulation only: every pass, no build, no golden model
     stream_elements_per_s: float = 0.0  # the no-pause pass: elements per wall second while streaming
@@ -105,7 +115,7 @@ def simulate_stream(dut, module: str, in_beats: np.ndarray, out_beats: int, out_
     for r in json.loads(result_file.read_text()):
         outputs = harness.read_hex(Path(r["resp_file"]), r["out_got"], out_bytes)
         runs.append(SimRun(outputs, r["counters"], r["cycles"], r["n_in"], r["n_out"], times["run_s"],
-                           r["wall_s"]))
+                           r["wall_s"], tuple(r["stamps"])))
     return runs
 
 
@@ -222,5 +232,6 @@ def run(target: str, fmt: str, lanes: int, simulator: str, vectors: int, seed: i
     result.sim_s = first.run_s
     result.stream_elements_per_s = elements / first.pass_s
     result.beats_per_cycle = max(first.in_beats, first.out_beats) / max(1, first.cycles)
+    result.steady_beats_per_cycle = first.steady_beats_per_cycle
     result.wall_s = time.perf_counter() - start
     return result

@@ -64,6 +64,7 @@ class TB:
             "finished": finished,
             "timed_out": not finished and timed_out is not None,
             "cycles": int(dut.cycles.value),
+            "stamps": [int(getattr(dut, n).value) for n in ("first_in", "last_in", "first_out", "last_out")],
             "wall_s": wall_s,
             "in_sent": int(dut.in_sent.value),
             "out_got": int(dut.out_got.value),

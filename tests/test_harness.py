@@ -48,4 +48,5 @@ def test_harness_delivers_every_beat(simulator, tmp_path):
         assert r.counters["beats"] == r.in_beats, f"pass {k} seed {seed}"
     assert runs[0].out_beats == n
     assert n / runs[0].cycles > 0.99, runs[0].cycles
+    assert runs[0].steady_beats_per_cycle == 1.0, runs[0].stamps
     assert runs[3].cycles > 1.5 * runs[3].out_beats  # throttling really made bubbles

@@ -43,4 +43,8 @@ def test_bit_exact(target, fmt, lanes, simulator, vectors, build_root):
     result = regression.run(target, fmt, lanes, simulator, vectors, SEED, build_root)
     print(result.summary(), f"wall_s={result.wall_s:.1f}")
     assert result.mismatches == 0, f"seed {SEED}: " + "\n".join(result.details)
-    assert result.beats_per_cycle >= 0.99, result.summary()
+    # Short runs are dominated by pipeline fill; the steady-state rate must be one beat per clock
+    # whatever the run length, and long runs must reach 0.99 overall.
+    assert result.steady_beats_per_cycle >= 0.999, result.summary()
+    if vectors >= 1 << 20:
+        assert result.beats_per_cycle >= 0.99, result.summary()
