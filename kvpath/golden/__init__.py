@@ -1,0 +1,37 @@
+"""kvpath's golden model: the normative numerics of quantize-on-write and dequantize-on-read.
+
+Byte-identical to gguf-py (ggml's reference) for finite inputs, with kvpath's defined behaviour
+for non-finite inputs, non-finite scale fields and FP16 overflow on dequantize. Everything is
+integer arithmetic on FP16 bit patterns; docs/numerics.md is the prose version of this package.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .fp16 import sanitize
+from .frame import dequantize_report, quantize_blocks_exact, quantize_report
+from .recip import fp32_div, fp32_recip, recip_table_q4_0, recip_table_q8_0
+
+__all__ = [
+    "quantize",
+    "dequantize",
+    "quantize_report",
+    "dequantize_report",
+    "sanitize",
+    "quantize_blocks_exact",
+    "recip_table_q8_0",
+    "recip_table_q4_0",
+    "fp32_div",
+    "fp32_recip",
+]
+
+
+def quantize(x: np.ndarray, fmt: str) -> np.ndarray:
+    """float16 ``(..., n)`` with ``n % 32 == 0`` -> uint8 ggml blocks ``(..., n//32*block_bytes)``."""
+    return quantize_report(x, fmt)[0]
+
+
+def dequantize(blocks: np.ndarray, fmt: str) -> np.ndarray:
+    """uint8 ggml blocks ``(..., k*block_bytes)`` -> float16 ``(..., k*32)``."""
+    return dequantize_report(blocks, fmt)[0]

@@ -1,0 +1,260 @@
+"""Arithmetic shared by the q8_0 and q4_0 datapaths: ggml's fp32 rounding, done in integers.
+
+ggml computes ``p = fl32(x * id)`` with ``x`` an FP16 element and ``id`` a 24-bit fp32 reciprocal.
+``ProductFront`` reproduces that product bit for bit: it normalizes ``x`` (so subnormals need no
+special case later), multiplies the 11-bit significand by ``id``'s 24-bit significand in one DSP, and
+rounds the 35-bit product to 24 bits with round-to-nearest-even at the position fp32 would use. The
+result leaves as a fixed window ``w`` plus a small per-element shift ``r``; each format's tail turns
+that into its code.
+
+The rest are pieces both block units need: the reduction to the element of largest magnitude,
+FP16 normalization, and the integer long division that fills the reciprocal ROMs.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath.config import BLOCK_ELEMS
+
+FRAC_BITS = 10  # FP16 fraction field
+EXP_BITS = 5
+SIG_BITS = 24  # fp32 significand, hidden bit included
+PRODUCT_BITS = 11 + SIG_BITS
+# The rounded significand sits in product bits [10, 35) or [11, 36); the window starts at bit 10 so
+# both land in it unshifted, and one carry-out bit is kept.
+WINDOW_LSB = 10
+WINDOW_BITS = PRODUCT_BITS + 1 - WINDOW_LSB
+
+
+# --- integer models used to build ROM contents (no floating point involved) -------------------
+
+def round_div(num: int, den: int, bits: int = SIG_BITS) -> tuple[int, int]:
+    """``num / den`` rounded to ``bits`` significant bits, ties to even, as ``(sig, exp)``.
+
+    ``sig * 2**exp`` is the rounded value and ``2**(bits-1) <= sig < 2**bits``; this is exactly
+    what an IEEE binary32 division returns when the result is a normal number.
+    """
+    if num <= 0 or den <= 0:
+        raise ValueError("round_div takes positive integers")
+    exp = num.bit_length() - den.bit_length() - bits
+    while True:
+        q, r = divmod(num << -exp, den) if exp < 0 else divmod(num, den << exp)
+        if q >= 1 << bits:
+            exp += 1
+        elif q < 1 << (bits - 1):
+            exp -= 1
+        else:
+            break
+    if 2 * r > den or (2 * r == den and q & 1):
+        q += 1
+        if q == 1 << bits:
+            q >>= 1
+            exp += 1
+    return q, exp
+
+
+def trailing_zeros(value: int) -> int:
+    return (value & -value).bit_length() - 1
+
+
+# --- small combinational helpers ---------------------------------------------------------------
+
+def leading_zeros(m: Module, value, width: int) -> Signal:
+    """Count of leading zeros of ``value[:width]`` (``width`` when it is zero)."""
+    lz = Signal(range(width + 1))
+    m.d.comb += lz.eq(width)
+    for bit in range(width):  # later (higher) bits take priority
+        with m.If(value[bit]):
+            m.d.comb += lz.eq(width - 1 - bit)
+    return lz
+
+
+def fp16_significand(m: Module, x) -> tuple[Signal, Signal]:
+    """The 11-bit integer significand and the effective exponent (1 for subnormals) of ``x``.
+
+    ``|x| == mx * 2**(ee - 25)`` for every finite ``x``.
+    """
+    exp = x[FRAC_BITS:FRAC_BITS + EXP_BITS]
+    mx = Signal(11)
+    ee = Signal(EXP_BITS)
+    m.d.comb += [
+        mx.eq(Cat(x[:FRAC_BITS], exp != 0)),
+        ee.eq(Mux(exp == 0, 1, exp)),
+    ]
+    return mx, ee
+
+
+def delayed(m: Module, en, value, stages: int, name: str):
+    """``value`` as it was ``stages`` enabled cycles ago."""
+    for k in range(stages):
+        nxt = Signal.like(value, name=f"{name}_d{k + 1}")
+        with m.If(en):
+            m.d.sync += nxt.eq(value)
+        value = nxt
+    return value
+
+
+# --- the block reduction ----------------------------------------------------------------------
+
+class MaxMagnitudeTree(wiring.Component):
+    """The block element of largest magnitude, the first one on ties (numpy argmax order).
+
+    A binary tree whose left subtree always holds the lower indices, so taking the right operand
+    only when it is strictly larger keeps the first of equal magnitudes. A pipeline register
+    follows every ``levels_per_stage`` levels (one compare carry chain plus a 2:1 mux per level).
+    With ``keep_sign`` off only the magnitude travels, which is all q8_0 needs.
+    """
+
+    def __init__(self, keep_sign: bool, levels_per_stage: int = 2):
+        self.keep_sign = keep_sign
+        self.levels_per_stage = levels_per_stage
+        levels = (BLOCK_ELEMS - 1).bit_length()
+        self.latency = -(-levels // levels_per_stage)
+        width = 16 if keep_sign else 15
+        super().__init__({
+            "en": In(1),
+            "block": In(unsigned(16)).array(BLOCK_ELEMS),
+            "max": Out(width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        width = len(self.max)
+        layer = []
+        for k, x in enumerate(self.block):
+            v = Signal(width, name=f"leaf{k}")
+            m.d.comb += v.eq(x[:width])
+            layer.append(v)
+        level = 0
+        while len(layer) > 1:
+            nxt = []
+            for k in range(0, len(layer), 2):
+                left, right = layer[k], layer[k + 1]
+                v = Signal(width, name=f"l{level + 1}n{k // 2}")
+                m.d.comb += v.eq(Mux(right[:15] > left[:15], right, left))
+                nxt.append(v)
+            layer = nxt
+            level += 1
+            if level % self.levels_per_stage == 0 or len(layer) == 1:
+                regs = []
+                for k, v in enumerate(layer):
+                    r = Signal(width, name=f"s{level}n{k}")
+                    with m.If(self.en):
+                        m.d.sync += r.eq(v)
+                    regs.append(r)
+                layer = regs
+        m.d.comb += self.max.eq(layer[0])
+        return m
+
+
+# --- the per-element product ------------------------------------------------------------------
+
+class ProductFront(wiring.Component):
+    """``fl32(x * id)`` for one element, as ggml's fp32 multiply rounds it.
+
+    Inputs (one element per enabled cycle): ``x`` (sanitized FP16), ``mi`` (id's 24-bit
+    significand, 0 when id is 0), ``rb`` (the block's shift base) and ``neg`` (id's sign).
+
+    Outputs, ``latency`` enabled cycles later: ``w``, product bits [10, 36) after rounding; the
+    rounded product equals ``w * 2**(ee_n + k_block)`` where ``ee_n`` is x's exponent after
+    normalization, so the format tail only needs ``r = rb - ee_n`` to align it; ``r`` is given
+    modulo 16 with ``far`` set when it is negative or at least ``r_limit`` (the product is then too
+    small to reach any code boundary, by the format's own bound); ``sign`` and ``zero`` (x or id
+    is zero).
+
+    Rounding: normalized significands give a product in [2**33, 2**35), so fp32 keeps bits
+    [10, 34] or, when bit 34 is set, [11, 35]. Half an ulp is added at that position, and a tie
+    (all bits below the kept LSB zero after the add) clears the kept LSB: round to nearest even.
+    """
+
+    latency = 6
+
+    def __init__(self, r_limit: int):
+        if not 0 < r_limit <= 16:
+            raise ValueError("r_limit must be in 1..16")
+        self.r_limit = r_limit
+        super().__init__({
+            "en": In(1),
+            "x": In(16),
+            "mi": In(SIG_BITS),
+            "rb": In(signed(8)),
+            "neg": In(1),
+            "w": Out(WINDOW_BITS),
+            "r": Out(4),
+            "far": Out(1),
+            "sign": Out(1),
+            "zero": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+
+        def stage(**values):
+            regs = {}
+            for name, v in values.items():
+                r = Signal.like(v, name=name) if isinstance(v, Signal) else Signal(len(v), name=name)
+                with m.If(en):
+                    m.d.sync += r.eq(v)
+                regs[name] = r
+            return regs
+
+        # F1: unpack and count leading zeros of the significand.
+        mx, ee = fp16_significand(m, self.x)
+        lz = leading_zeros(m, mx, 11)
+        rbe = Signal(signed(8))
+        m.d.comb += rbe.eq(self.rb - ee)
+        s1 = stage(s1_mx=mx, s1_lz=lz, s1_rbe=rbe, s1_sign=self.x[15] ^ self.neg,
+                   s1_zero=(mx == 0) | (self.mi == 0), s1_mi=self.mi)
+
+        # F2: normalize; the exponent shift joins the alignment shift.
+        mxn = Signal(11)
+        r_full = Signal(signed(8))
+        m.d.comb += [mxn.eq(s1["s1_mx"] << s1["s1_lz"]), r_full.eq(s1["s1_rbe"] + s1["s1_lz"])]
+        s2 = stage(s2_mxn=mxn, s2_r=r_full, s2_sign=s1["s1_sign"], s2_zero=s1["s1_zero"],
+                   s2_mi=s1["s1_mi"])
+
+        # F3: multiplier operand registers (a DSP's A/B registers); range check of r.
+        far = Signal()
+        m.d.comb += far.eq(s2["s2_r"][7] | (s2["s2_r"] >= self.r_limit))
+        s3 = stage(s3_a=s2["s2_mi"], s3_b=s2["s2_mxn"], s3_r=s2["s2_r"][:4], s3_far=far,
+                   s3_sign=s2["s2_sign"], s3_zero=s2["s2_zero"])
+
+        # F4: the product; F5: plus half an ulp at the fp32 position.
+        prod = Signal(PRODUCT_BITS)
+        m.d.comb += prod.eq(s3["s3_a"] * s3["s3_b"])
+        s4 = stage(s4_p=prod, s4_r=s3["s3_r"], s4_far=s3["s3_far"], s4_sign=s3["s3_sign"],
+                   s4_zero=s3["s3_zero"])
+        p4 = s4["s4_p"]
+        wide = p4[PRODUCT_BITS - 1]
+        rounded = Signal(PRODUCT_BITS + 1)
+        m.d.comb += rounded.eq(p4 + Cat(Const(0, WINDOW_LSB - 1), ~wide, wide))
+        s5 = stage(s5_p=rounded, s5_wide=wide, s5_r=s4["s4_r"], s5_far=s4["s4_far"],
+                   s5_sign=s4["s4_sign"], s5_zero=s4["s4_zero"])
+
+        # F6: ties to even, and drop the bit below the kept LSB when the wide position applies.
+        p, wide6 = s5["s5_p"], s5["s5_wide"]
+        tie = Signal()
+        w = Signal(WINDOW_BITS)
+        m.d.comb += [
+            tie.eq(Mux(wide6, p[:WINDOW_LSB + 1] == 0, p[:WINDOW_LSB] == 0)),
+            w.eq(p[WINDOW_LSB:]),
+        ]
+        with m.If(wide6):
+            m.d.comb += w[0].eq(0)
+            with m.If(tie):
+                m.d.comb += w[1].eq(0)
+        with m.Elif(tie):
+            m.d.comb += w[0].eq(0)
+        s6 = stage(s6_w=w, s6_r=s5["s5_r"], s6_far=s5["s5_far"], s6_sign=s5["s5_sign"],
+                   s6_zero=s5["s5_zero"])
+
+        m.d.comb += [
+            self.w.eq(s6["s6_w"]),
+            self.r.eq(s6["s6_r"]),
+            self.far.eq(s6["s6_far"]),
+            self.sign.eq(s6["s6_sign"]),
+            self.zero.eq(s6["s6_zero"]),
+        ]
+        return m

@@ -1,0 +1,214 @@
+"""q4_0 datapath: ``d = max / -8`` (max = the first element of largest magnitude), codes
+``min(15, trunc(fl32(fl32(x * (1/d)) + 8.5)))``.
+
+Block unit (latency 6): the signed maximum by magnitude (3 stages); ``d`` is exact in fp32, so its
+FP16 form is the maximum's own bits with the exponent lowered by 3 (rounded to nearest even when
+that leaves the FP16 normal range); ``1/d`` comes from a 1024-word ROM of ``fl32(1/m)`` indexed by
+the normalized fraction. An all-zero block keeps the first zero's sign: d = -0 for +0 and +0 for -0.
+
+Lane unit (latency 8): ``quant_fp32.ProductFront`` gives the exactly rounded product ``p``; the tail
+reproduces the second fp32 rounding, of ``S = p + 8.5``, and the truncation. With ``a = |p|``
+split into integer ``I`` and fraction ``F`` (``a`` is exact in 25 fraction bits whenever
+``a >= 1/4``; below that the code is 8 whatever the rounding):
+
+- ``p >= 0``: ``S`` lies in [8, 16), its ulp is 2**-20, and it rounds up to the next integer when
+  ``F >= 0.5 - 2**-21`` (the tie goes to the even integer): code ``8 + floor(a + 0.5 + 2**-21)``;
+- ``p < 0``: ``S = (7 - I) + (1.5 - F)`` rounds up to ``8 - I`` when ``F <= 0.5 + 2**(n-24)``,
+  ``n`` being S's binade: 2**-22 for ``I <= 3``; for ``I >= 4`` ``a``'s own ulp (2**-21) exceeds
+  the margin, so 2**-22 gives the same answer there too: code ``8 - I - [F > 0.5 + 2**-22]``.
+
+Both are one carry-chain add of a constant chosen by the sign and the alignment ``r``, then the
+integer bits at ``r``'s position, clipped to 0..15.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+
+from kvpath.config import get_format
+
+from .quant_fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront, delayed,
+                         fp16_significand, leading_zeros, round_div)
+from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+
+FMT = get_format("q4_0")
+
+CONST_LAYOUT = data.StructLayout({
+    "mi": SIG_BITS,  # |id|'s significand with its hidden bit; 0 for an all-zero block
+    "rb": signed(8),  # lane shift base: r = rb - (x's normalized exponent)
+    "neg": 1,  # id's sign (opposite to the maximum's)
+})
+
+ROM_LAYOUT = data.StructLayout({
+    "mi": 23,  # fl32(1/m) significand below the hidden bit
+    "ie": 1,  # its exponent offset
+})
+
+# A = |p| * 2**25 is the window shifted left by 5 - r; r = 0 belongs to |p| near 8 (x the block
+# maximum with a power-of-two significand) and r >= 8 leaves |p| < 1/4.
+R_LIMIT = 8
+A_FRAC = 25
+A_INT_BITS = 4  # |p| <= 8 + a few ulps, plus the rounding increment
+# floor(a + 1/2 + 2**-21) for p >= 0; floor(a + 1/2 - 2**-22 - 2**-25) for p < 0 (the code drops
+# by one only when F > 1/2 + 2**-22, which for a >= 4, whose ulp is 2**-21, is just F > 1/2).
+K_POS = (1 << 24) + (1 << 4)
+K_NEG = (1 << 24) - (1 << 3) - 1
+
+
+def window_addend(r: int, sign: int) -> int:
+    """floor(K * 2**(r - 5)): adding it to the window is adding K to A, as far as bits >= 2**25
+    are concerned (the window is an integer, so the dropped fraction of K never carries)."""
+    k = K_NEG if sign else K_POS
+    return k >> (5 - r) if r <= 5 else k << (r - 5)
+
+
+def rom_entry(frac: int) -> dict[str, int]:
+    """ROM word for a normalized maximum ``(1024 + frac) * 2**e``: ``fl32(1/m) = mi * 2**(ie - 34)``."""
+    mi, iexp = round_div(1, 1024 + frac)
+    ie = iexp + 34
+    assert ie in (0, 1)
+    return {"mi": mi - (1 << 23), "ie": ie}
+
+
+class Q40BlockUnit(wiring.Component):
+    latency = 6
+
+    def __init__(self):
+        super().__init__(BlockUnitSignature(FMT, CONST_LAYOUT))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+
+        def reg(value, name, shape=None):
+            r = Signal(shape if shape is not None else len(value), name=name)
+            with m.If(en):
+                m.d.sync += r.eq(value)
+            return r
+
+        # Stages 1-3: the signed maximum by magnitude.
+        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=True)
+        m.d.comb += tree.en.eq(en)
+        for k in range(len(self.block)):
+            m.d.comb += tree.block[k].eq(self.block[k])
+        vmax = tree.max
+
+        # Stage 4: normalize, and prepare d = max / 8 in FP16. Exponent fields of 4 and up just
+        # drop by 3; below that d is FP16-subnormal: mx >> (4 - ee), rounded to nearest even.
+        mx, ea = fp16_significand(m, vmax)
+        lz = leading_zeros(m, mx, 11)
+        exp = vmax[10:15]
+        shifted = Signal(11)
+        rbit = Signal()
+        sticky = Signal()
+        with m.Switch(exp):  # ee = 1, 2, 3: shift right by 4 - ee
+            with m.Case(0, 1):
+                m.d.comb += [shifted.eq(mx >> 3), rbit.eq(mx[2]), sticky.eq(mx[:2] != 0)]
+            with m.Case(2):
+                m.d.comb += [shifted.eq(mx >> 2), rbit.eq(mx[1]), sticky.eq(mx[0])]
+            with m.Case(3):
+                m.d.comb += [shifted.eq(mx >> 1), rbit.eq(mx[0])]
+        s4_mx, s4_lz, s4_ea = reg(mx, "s4_mx"), reg(lz, "s4_lz"), reg(ea, "s4_ea")
+        s4_normal = reg(exp >= 4, "s4_normal")
+        s4_hnorm = reg(Cat(vmax[:10], exp - 3), "s4_hnorm", 15)
+        s4_sub = reg(shifted, "s4_sub", 11)
+        s4_rbit, s4_sticky = reg(rbit, "s4_rbit"), reg(sticky, "s4_sticky")
+        s4_neg = reg(~vmax[15], "s4_neg", 1)
+        s4_zero = reg(mx == 0, "s4_zero", 1)
+
+        # Stage 5: ROM read with the normalized fraction; finish d.
+        m.submodules.rom = rom = Memory(shape=ROM_LAYOUT, depth=1024,
+                                        init=[rom_entry(f) for f in range(1024)])
+        rd = rom.read_port(domain="sync")
+        mxn = Signal(11)
+        m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(en)]
+        ean = Signal(signed(7))
+        m.d.comb += ean.eq(s4_ea - s4_lz)
+        s5_ean = reg(ean, "s5_ean", signed(7))
+        up = s4_rbit & (s4_sticky | s4_sub[0])
+        mag = Mux(s4_normal, s4_hnorm, s4_sub + up)
+        s5_header = reg(Cat(mag[:15], s4_neg), "s5_header", 16)
+        s5_neg, s5_zero = reg(s4_neg, "s5_neg"), reg(s4_zero, "s5_zero")
+        word = rd.data
+
+        # Stage 6: the lane constants.
+        rb = Signal(signed(8))
+        m.d.comb += rb.eq(s5_ean - word.ie + 1)
+        s6_const = Signal(CONST_LAYOUT)
+        with m.If(en):
+            m.d.sync += [
+                s6_const.mi.eq(Mux(s5_zero, 0, Cat(word.mi, Const(1, 1)))),
+                s6_const.rb.eq(rb),
+                s6_const.neg.eq(s5_neg),
+            ]
+        s6_header = delayed(m, en, s5_header, 1, "header")
+
+        m.d.comb += [self.header.eq(s6_header), self.const.eq(s6_const)]
+        return m
+
+
+class Q40LaneUnit(wiring.Component):
+    latency = ProductFront.latency + 2
+
+    def __init__(self):
+        super().__init__(LaneUnitSignature(FMT, CONST_LAYOUT))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        m.submodules.front = front = ProductFront(R_LIMIT)
+        m.d.comb += [
+            front.en.eq(en),
+            front.x.eq(self.x),
+            front.mi.eq(self.const.mi),
+            front.rb.eq(self.const.rb),
+            front.neg.eq(self.const.neg),
+        ]
+
+        # Stage 7: one add does the second rounding (see the module docstring): the code is
+        # 8 + floor(A + K) >> 25 for p >= 0 and 8 - that for p < 0, with A = |p| * 2**25
+        # = w * 2**(5 - r). In window units the constant becomes floor(K * 2**(r - 5)).
+        total = Signal(WINDOW_BITS + 1)
+        addend = Signal(WINDOW_BITS)
+        with m.Switch(Cat(front.r[:3], front.sign)):
+            for r in range(R_LIMIT):
+                for sign in (0, 1):
+                    with m.Case(r | sign << 3):
+                        m.d.comb += addend.eq(window_addend(r, sign))
+        m.d.comb += total.eq(front.w + addend)
+        s7_total = Signal(A_INT_BITS + R_LIMIT - 1)  # window bits [20, 31): I for every r
+        s7_r = Signal(3)
+        s7_sign = Signal()
+        s7_small = Signal()
+        with m.If(en):
+            m.d.sync += [
+                s7_total.eq(total[A_FRAC - 5:]),
+                s7_r.eq(front.r[:3]),
+                s7_sign.eq(front.sign),
+                s7_small.eq(front.far | front.zero),
+            ]
+
+        # Stage 8: pick the integer part and saturate.
+        i = Signal(A_INT_BITS)
+        m.d.comb += i.eq(s7_total >> s7_r)
+        code = Signal(4)
+        with m.If(en):
+            with m.If(s7_small):
+                m.d.sync += code.eq(8)
+            with m.Elif(s7_sign):
+                m.d.sync += code.eq(Mux(i >= 8, 0, 8 - i))
+            with m.Else():
+                m.d.sync += code.eq(Mux(i >= 7, 15, 8 + i))
+        m.d.comb += self.code.eq(code)
+        return m
+
+
+class Q40Datapath(FormatDatapath):
+    fmt = FMT
+    const_layout = CONST_LAYOUT
+
+    def block_unit(self):
+        return Q40BlockUnit()
+
+    def lane_unit(self):
+        return Q40LaneUnit()

@@ -1,0 +1,193 @@
+"""q8_0 datapath: ``d = amax / 127``, codes ``roundf(x * (1/d))`` as signed bytes.
+
+Block unit (latency 7): the largest magnitude of the block (3 stages), its normalized fraction
+addresses a 1024-word ROM holding ``fl32(m/127)`` and ``fl32(1/fl32(m/127))`` for the significand
+``m`` (the exponent only shifts both, as long as nothing leaves fp32's normal range, which an FP16
+input cannot cause), then ``d`` is rounded to FP16 with ties to even, including the FP16-subnormal
+range.
+
+Lane unit (latency 8): ``quant_fp32.ProductFront`` gives the exactly rounded product; the code is
+``roundf`` of it, which only needs the integer bits and the half bit: with ``T = floor(2|p|)``,
+``|q| = (T + 1) >> 1``.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+
+from kvpath.config import get_format
+
+from .quant_fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, delayed, fp16_significand,
+                         leading_zeros, round_div, trailing_zeros)
+from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+
+FMT = get_format("q8_0")
+
+CONST_LAYOUT = data.StructLayout({
+    "mi": SIG_BITS,  # id's significand with its hidden bit; 0 when amax is 0
+    "rb": signed(8),  # lane shift base: r = rb - (x's normalized exponent)
+})
+
+ROM_LAYOUT = data.StructLayout({
+    "mi": 23,  # fl32(1/d) significand below the hidden bit
+    "ie": 1,  # its exponent offset
+    "d": 23,  # fl32(m/127) significand below the hidden bit
+    "de": 1,  # its exponent offset
+    "ctz": 5,  # trailing zeros of d's 24-bit significand (sticky bit when rounding d to FP16)
+})
+
+# With |p| < 128 and the window's bit 16 weighing 1/2 for r = 0, any r >= 10 leaves T = 0.
+R_LIMIT = 10
+
+
+def rom_entry(frac: int) -> dict[str, int]:
+    """ROM word for the normalized block maximum ``(1024 + frac) * 2**e``, by long division.
+
+    ``d = fl32(m / 127)`` is ``dsig * 2**(de - 20)`` and ``fl32(1 / d)`` of that is
+    ``mi * 2**(ie - 47)`` relative to the same scale.
+    """
+    m = 1024 + frac
+    dsig, dexp = round_div(m, 127)
+    mi, iexp = round_div(1, dsig)
+    de, ie = dexp + 20, iexp + 47
+    assert de in (0, 1) and ie in (0, 1)
+    return {"mi": mi - (1 << 23), "ie": ie, "d": dsig - (1 << 23), "de": de,
+            "ctz": trailing_zeros(dsig)}
+
+
+def d_to_fp16_plan(ean: int, de: int) -> tuple[int, int]:
+    """How ``d = dsig * 2**(ean + de - 45)`` becomes FP16: ``(shift - 13, base)``.
+
+    FP16 bits are ``base * 1024 + RNE(dsig >> shift)``: for a normal result ``base`` is the biased
+    exponent minus one (the hidden bit of the rounded significand adds the last one, and a carry
+    out of the significand moves into the exponent on its own); for a subnormal result ``base`` is 0
+    and the shift grows. Shifts beyond 25 all give 0 and are clamped there.
+    """
+    e16 = ean + de - 7
+    shift = min(25, 13 + max(0, 1 - e16))
+    return shift - 13, max(0, e16 - 1)
+
+
+class Q80BlockUnit(wiring.Component):
+    latency = 7
+
+    def __init__(self):
+        super().__init__(BlockUnitSignature(FMT, CONST_LAYOUT))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+
+        def reg(value, name, shape=None):
+            r = Signal(shape if shape is not None else len(value), name=name)
+            with m.If(en):
+                m.d.sync += r.eq(value)
+            return r
+
+        # Stages 1-3: amax.
+        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=False)
+        m.d.comb += tree.en.eq(en)
+        for k in range(len(self.block)):
+            m.d.comb += tree.block[k].eq(self.block[k])
+        amax = tree.max
+
+        # Stage 4: normalize subnormal maxima.
+        mx, ea = fp16_significand(m, amax)
+        lz = leading_zeros(m, mx, 11)
+        s4_mx, s4_lz, s4_ea = reg(mx, "s4_mx"), reg(lz, "s4_lz"), reg(ea, "s4_ea")
+        s4_zero = reg(amax == 0, "s4_zero")
+
+        # Stage 5: ROM read with the normalized fraction.
+        m.submodules.rom = rom = Memory(shape=ROM_LAYOUT, depth=1024,
+                                        init=[rom_entry(f) for f in range(1024)])
+        rd = rom.read_port(domain="sync")
+        mxn = Signal(11)
+        m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(en)]
+        ean = Signal(signed(7))
+        m.d.comb += ean.eq(s4_ea - s4_lz)
+        s5_ean = reg(ean, "s5_ean", signed(7))
+        s5_zero = reg(s4_zero, "s5_zero")
+        word = rd.data
+
+        # Stage 6: constants, and d's FP16 shift (a lookup on the exponent) and sticky bit.
+        sp = Signal(4)
+        base = Signal(5)
+        with m.Switch(Cat(word.de, s5_ean)):
+            for e in range(-9, 31):
+                for de in (0, 1):
+                    with m.Case(de | ((e & 0x7F) << 1)):
+                        shift, b = d_to_fp16_plan(e, de)
+                        m.d.comb += [sp.eq(shift), base.eq(b)]
+        dsig = Cat(word.d, Const(1, 1))
+        top = Signal(12)  # dsig bits [12, 24): the 11 kept bits at shift 13 and the round bit
+        m.d.comb += top.eq(dsig[12:] >> sp)
+        s6_q = reg(top[1:], "s6_q")
+        s6_round = reg(top[0], "s6_round")
+        s6_sticky = reg(word.ctz < sp + 12, "s6_sticky")
+        s6_base = reg(base, "s6_base")
+        s6_zero = reg(s5_zero, "s6_zero")
+        rb = Signal(signed(8))
+        m.d.comb += rb.eq(s5_ean + word.de - word.ie)
+        s6_const = Signal(CONST_LAYOUT)
+        with m.If(en):
+            m.d.sync += [
+                s6_const.mi.eq(Mux(s5_zero, 0, Cat(word.mi, Const(1, 1)))),
+                s6_const.rb.eq(rb),
+            ]
+
+        # Stage 7: round d to nearest even.
+        up = s6_round & (s6_sticky | s6_q[0])
+        d16 = Signal(16)
+        m.d.comb += d16.eq((s6_base << 10) + s6_q + up)
+        s7_header = reg(Mux(s6_zero, 0, d16), "s7_header", 16)
+        s7_const = delayed(m, en, s6_const, 1, "const")
+
+        m.d.comb += [self.header.eq(s7_header), self.const.eq(s7_const)]
+        return m
+
+
+class Q80LaneUnit(wiring.Component):
+    latency = ProductFront.latency + 2
+
+    def __init__(self):
+        super().__init__(LaneUnitSignature(FMT, CONST_LAYOUT))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        m.submodules.front = front = ProductFront(R_LIMIT)
+        m.d.comb += [
+            front.en.eq(en),
+            front.x.eq(self.x),
+            front.mi.eq(self.const.mi),
+            front.rb.eq(self.const.rb),
+            front.neg.eq(0),
+        ]
+        # T = floor(2|p|): window bits from 16 + r up; at most 8 bits since |p| < 128.
+        s7_t = Signal(8)
+        s7_sign = Signal()
+        s7_small = Signal()
+        with m.If(en):
+            m.d.sync += [s7_t.eq(front.w[16:] >> front.r), s7_sign.eq(front.sign),
+                         s7_small.eq(front.far | front.zero)]
+        # roundf: (T + 1) >> 1, negated for negative p; one carry chain does both, because
+        # -floor((T+1)/2) == (-T) >> 1 and -T == ~T + 1.
+        t = Mux(s7_small, 0, s7_t)
+        v = Signal(9)
+        m.d.comb += v.eq((Cat(t, Const(0, 1)) ^ s7_sign.replicate(9)) + 1)
+        code = Signal(8)
+        with m.If(en):
+            m.d.sync += code.eq(v[1:])
+        m.d.comb += self.code.eq(code)
+        return m
+
+
+class Q80Datapath(FormatDatapath):
+    fmt = FMT
+    const_layout = CONST_LAYOUT
+
+    def block_unit(self):
+        return Q80BlockUnit()
+
+    def lane_unit(self):
+        return Q80LaneUnit()

@@ -1,0 +1,244 @@
+"""The quantizer: FP16 beats in, one ggml block per beat out.
+
+``Quantizer(fmt, lanes)`` is the format-independent framework around a format's
+``FormatDatapath`` (see ``quant_units``):
+
+1. Input: each accepted beat's elements are sanitized (+-Inf -> +-65504, NaN -> +0) and counted
+   when non-finite. The sanitized beat is written to the *beat store* and to a collect buffer.
+2. Block: when a block's last beat arrives, the collect buffer plus that beat (all 32 elements)
+   enter the format's block unit, which yields the block header and the per-block constants.
+3. Serialize: when the block leaves the block unit, its beats are read back from the beat store one
+   per cycle and presented, with the block's constants, to ``lanes`` lane units. The store is a
+   small memory, so serializing costs no per-element multiplexer; with ``lanes == 32`` a block is a
+   single beat and a register delay line takes the store's place.
+4. Pack: each beat's codes are written straight into the output payload register at their ggml byte
+   positions; the block's last beat also writes the header and raises ``o.valid``.
+
+Flow control: every pipeline register, in the framework and in the units, advances only when
+``en = ~o.valid | o.ready``; stage valid bits carry bubbles. ``i.ready`` is ``en``, so **i.ready
+depends combinationally on o.ready** (through one gate); ``o.valid`` and ``o.payload`` are
+registers, held while ``o.valid & ~o.ready``. With ``o.ready`` high the quantizer accepts a beat on
+every cycle. A block needs 32/lanes input beats, so block tokens leave the block unit at least that
+many enabled cycles apart and the serializer is always free when the next one arrives.
+
+``nonfinite_count`` counts non-finite elements of accepted beats since reset (wrapping at 2**32);
+it trails the input by ``COUNT_LAG`` cycles, independent of output back-pressure.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, get_format
+
+from .quant_units import FormatDatapath
+
+FP16_MAX = 0x7BFF
+COUNT_LAG = 4
+
+
+def datapath_for(fmt: str) -> FormatDatapath:
+    """The format's datapath; imports are lazy so one format's module never needs another's."""
+    get_format(fmt)
+    if fmt == "q8_0":
+        from .quant_q8_0 import Q80Datapath
+        return Q80Datapath()
+    if fmt == "q4_0":
+        from .quant_q4_0 import Q40Datapath
+        return Q40Datapath()
+    if fmt == "q4_1":
+        from .quant_q4_1 import Q41Datapath
+        return Q41Datapath()
+    raise ValueError(f"no quantizer datapath for format {fmt!r}")
+
+
+def sanitize(m: Module, x):
+    """kvpath's input rule: +-Inf -> +-65504, NaN -> +0; returns (sanitized, non-finite)."""
+    exp_max = x[10:15].all()
+    frac_zero = x[:10] == 0
+    y = Signal(ELEM_BITS)
+    with m.If(exp_max & frac_zero):
+        m.d.comb += y.eq(Cat(Const(FP16_MAX, 15), x[15]))
+    with m.Elif(exp_max):
+        m.d.comb += y.eq(0)
+    with m.Else():
+        m.d.comb += y.eq(x)
+    return y, exp_max
+
+
+def code_offset(fmt, element: int) -> int:
+    """Bit offset of ``element``'s code in the block (ggml layout)."""
+    base = 8 * fmt.header_bytes
+    if fmt.code_bits == 8:
+        return base + 8 * element
+    if fmt.code_bits == 4:
+        half = BLOCK_ELEMS // 2  # byte j holds element j (low nibble) and j + 16 (high nibble)
+        return base + 8 * (element % half) + 4 * (element // half)
+    raise ValueError(f"no ggml packing for {fmt.code_bits}-bit codes")
+
+
+class Quantizer(wiring.Component):
+    def __init__(self, fmt: str, lanes: int):
+        if lanes not in QUANT_LANES:
+            raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {lanes}")
+        self.fmt = get_format(fmt)
+        self.lanes = lanes
+        self.beats_per_block = BLOCK_ELEMS // lanes
+        self.datapath = datapath_for(fmt)
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(unsigned(ELEM_BITS), lanes))),
+            "o": Out(stream.Signature(unsigned(8 * self.fmt.block_bytes))),
+            "nonfinite_count": Out(unsigned(32)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, beats = self.lanes, self.beats_per_block
+        en = Signal()
+        accept = Signal()
+        m.d.comb += [
+            en.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(en),
+            accept.eq(self.i.valid & en),
+        ]
+
+        # 1. Sanitize and count.
+        san = Signal(data.ArrayLayout(unsigned(ELEM_BITS), lanes))
+        nonfinite = Signal(lanes)
+        for k in range(lanes):
+            y, bad = sanitize(m, self.i.payload[k])
+            m.d.comb += [san[k].eq(y), nonfinite[k].eq(bad)]
+        self._count(m, accept, nonfinite)
+
+        # 2. Collect a block and run the block unit.
+        beat_in = Signal(range(beats))
+        last_in = Signal()
+        m.d.comb += last_in.eq(beat_in == beats - 1)
+        with m.If(accept):
+            m.d.sync += beat_in.eq(Mux(last_in, 0, beat_in + 1))
+        collect = []
+        for k in range(beats - 1):
+            buf = Signal.like(san, name=f"collect{k}")
+            with m.If(accept & (beat_in == k)):
+                m.d.sync += buf.eq(san)
+            collect.append(buf)
+        blk = Signal(data.ArrayLayout(unsigned(ELEM_BITS), BLOCK_ELEMS))
+        blk_valid = Signal()
+        with m.If(accept & last_in):
+            m.d.sync += blk.eq(Cat(*collect, san))
+        with m.If(en):
+            m.d.sync += blk_valid.eq(accept & last_in)
+
+        m.submodules.block_unit = bu = self.datapath.block_unit()
+        m.d.comb += [bu.en.eq(en), bu.block.eq(blk)]
+        bu_valid = blk_valid
+        for k in range(bu.latency):
+            nxt = Signal(name=f"bu_valid{k + 1}")
+            with m.If(en):
+                m.d.sync += nxt.eq(bu_valid)
+            bu_valid = nxt
+
+        # 3. Serialize: the lane inputs of beat k of a block appear k cycles after its token.
+        ser_valid = Signal()
+        ser_beat = Signal(range(beats))
+        ser_header = Signal.like(bu.header)
+        ser_const = Signal.like(bu.const)
+        with m.If(en & bu_valid):
+            m.d.sync += [ser_header.eq(bu.header), ser_const.eq(bu.const)]
+        ser_x = self._beat_source(m, en, accept, san, blk, bu_valid, bu.latency, ser_valid,
+                                  ser_beat)
+
+        lane_units = []
+        for k in range(lanes):
+            lu = self.datapath.lane_unit()
+            m.submodules[f"lane{k}"] = lu
+            m.d.comb += [lu.en.eq(en), lu.x.eq(ser_x[k]), lu.const.eq(ser_const)]
+            lane_units.append(lu)
+        latency = lane_units[0].latency
+        lv, lbeat, lheader = ser_valid, ser_beat, ser_header
+        for k in range(latency):
+            nv, nb, nh = (Signal(name=f"lane_valid{k + 1}"), Signal.like(ser_beat, name=f"lane_beat{k + 1}"),
+                          Signal.like(ser_header, name=f"lane_header{k + 1}"))
+            with m.If(en):
+                m.d.sync += [nv.eq(lv), nb.eq(lbeat), nh.eq(lheader)]
+            lv, lbeat, lheader = nv, nb, nh
+
+        # 4. Pack into the output register.
+        payload = self.o.payload
+        code_bits = self.fmt.code_bits
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(lv & (lbeat == beats - 1))
+            with m.If(lv & (lbeat == beats - 1)):
+                m.d.sync += payload[:len(lheader)].eq(lheader)
+            for b in range(beats):
+                with m.If(lv & (lbeat == b)):
+                    for k, lu in enumerate(lane_units):
+                        at = code_offset(self.fmt, b * lanes + k)
+                        m.d.sync += payload[at:at + code_bits].eq(lu.code)
+        return m
+
+    def _beat_source(self, m, en, accept, san, blk, bu_valid, bu_latency, ser_valid, ser_beat):
+        """Drive ``ser_valid``/``ser_beat`` and return the lane inputs (a registered beat)."""
+        beats = self.beats_per_block
+        if beats == 1:
+            with m.If(en):
+                m.d.sync += ser_valid.eq(bu_valid)
+            line = blk
+            for k in range(bu_latency + 1):
+                nxt = Signal.like(blk, name=f"beat_line{k + 1}")
+                with m.If(en):
+                    m.d.sync += nxt.eq(line)
+                line = nxt
+            return line
+
+        # Beat k of a block is read bu_latency + 1 + k enabled cycles after the block's last beat
+        # was written, so at most beats + bu_latency + 1 writes (its own block's from beat k on,
+        # one per cycle after) can land before it is read: a deeper store never overwrites an
+        # unread beat, and never relies on read-during-write behaviour.
+        depth = 1 << (beats + bu_latency + 1).bit_length()
+        m.submodules.beat_store = store = Memory(shape=san.shape(), depth=depth, init=[])
+        wr = store.write_port()
+        rd = store.read_port(domain="sync")
+        wptr = Signal(range(depth))
+        rptr = Signal(range(depth))
+        left = Signal(range(beats))
+        reading = Signal()
+        m.d.comb += [
+            wr.addr.eq(wptr), wr.data.eq(san), wr.en.eq(accept),
+            reading.eq(bu_valid | (left != 0)),
+            rd.addr.eq(rptr), rd.en.eq(en),
+        ]
+        with m.If(accept):
+            m.d.sync += wptr.eq(wptr + 1)
+        with m.If(en):
+            m.d.sync += ser_valid.eq(reading)
+            with m.If(reading):
+                m.d.sync += rptr.eq(rptr + 1)
+            with m.If(bu_valid):
+                m.d.sync += [left.eq(beats - 1), ser_beat.eq(0)]
+            with m.Elif(left != 0):
+                m.d.sync += [left.eq(left - 1), ser_beat.eq(ser_beat + 1)]
+        return rd.data
+
+    def _count(self, m, accept, nonfinite):
+        """Pipelined popcount of accepted non-finite flags into a 32-bit counter."""
+        flags = Signal.like(nonfinite)
+        m.d.sync += flags.eq(Mux(accept, nonfinite, 0))
+        group = 8
+        partial = []
+        for k in range(0, len(flags), group):
+            bits = flags[k:k + group]
+            s = Signal(range(group + 1), name=f"nonfinite_part{k // group}")
+            m.d.sync += s.eq(_tree_sum([bits[j] for j in range(len(bits))]))
+            partial.append(s)
+        total = Signal(range(len(flags) + 1))
+        m.d.sync += total.eq(_tree_sum(partial))
+        m.d.sync += self.nonfinite_count.eq(self.nonfinite_count + total)
+
+
+def _tree_sum(values):
+    while len(values) > 1:
+        values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
