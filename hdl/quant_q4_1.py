@@ -342,7 +342,8 @@ class Q41LaneUnit(wiring.Component):
         s2 = p.reg(frac1 | min_frac1, "s2")
 
         # --- stage 3: where D's leading one is, if at bit 23 or above: only those t round inside
-        # the window; lower values stay truncated, which keeps their codes 0.
+        # the window; lower values stay truncated, which keeps their codes 0. Prefix ORs of the
+        # low bits, ready for the sticky bit wherever the lead turns out to be.
         lead = Signal(range(8))  # leading one at bit 23 + lead (0 when below bit 23)
         for i in range(8):
             with m.If(d2[23 + i]):
@@ -350,21 +351,17 @@ class Q41LaneUnit(wiring.Component):
         d3 = p.reg(d2, "d3")
         s3 = p.reg(s2, "s3")
         lead3 = p.reg(lead, "lead3")
+        any3 = p.reg(Cat(*[d2[:j + 1].any() for j in range(6)]), "any3")  # any3[j]: bits 0..j
 
         # --- stages 4-5: t = RNE of D to 24 significant bits, kept in window position: with the
-        # lead at bit 23 + i the kept LSB is bit i, the guard bit i - 1, sticky bits below. The
-        # decision and the addition get a stage each, so that no mapping of the wide ORs can
-        # push a stage past six LUT levels.
-        keep_lsb = Signal(8)
-        m.d.comb += keep_lsb.eq(1 << lead3)
-        guard_at = keep_lsb[1:]  # bit i - 1
-        below = Cat(*[lead3 > j + 1 for j in range(6)])  # bits 0 .. i - 2
+        # lead at bit 23 + i the kept LSB is bit i, the guard bit i - 1 and sticky bits below;
+        # each is one 8:1 selection by i. The decision and the addition get a stage each.
+        lsb = d3[:8].bit_select(lead3, 1)
+        guard = Cat(Const(0, 1), d3[:7]).bit_select(lead3, 1)
+        sticky = Cat(Const(0, 2), any3).bit_select(lead3, 1) | s3
         low_mask = Cat(*[lead3 > j for j in range(7)])  # bits 0 .. i - 1
-        guard = (d3[:7] & guard_at).any()
-        sticky = (d3[:6] & below).any() | s3
-        lsb = (d3[:8] & keep_lsb).any()
         kept4 = p.reg(d3 & ~Cat(low_mask, Const(0, WINDOW_BITS - 7)), "kept4")
-        inc4 = p.reg(Mux(guard & (sticky | lsb), keep_lsb, 0), "inc4")
+        inc4 = p.reg(Mux(guard & (sticky | lsb), 1 << lead3, 0)[:8], "inc4")
         t5 = p.reg((kept4 + inc4)[:WINDOW_BITS], "t5")
 
         # --- stages 6-7: P = t * scale = y * 2**51 exactly, as two 17-bit slices of t so each
@@ -379,7 +376,11 @@ class Q41LaneUnit(wiring.Component):
         y = psum[8:39]  # y * 2**26: fraction bits 0..25, integer bits 26..29, bit 30 = y >= 16
         zf = y[:26] ^ (1 << 25)  # fraction of y + 0.5
         n0 = p.reg(y[26:30] + y[25], "n0")  # floor(y + 0.5)
-        ones = {k: p.reg(zf[26 - k:26].all(), f"ones{k}") for k in (21, 22, 23, 24)}
+        # ones[k]: frac(y + 0.5) >= 1 - 2**-k. The nested tests share one 21-bit AND and finish
+        # in the next stage; registered separately they would map as one long chain.
+        ones21 = p.reg(zf[5:26].all(), "ones21")
+        z = p.reg(zf[2:5], "z")
+        ones = {21: ones21, 22: ones21 & z[2], 23: ones21 & z[1:3].all(), 24: ones21 & z.all()}
         # frac(y + 0.5) > 1 - 3 * 2**-26, given ones(24): bit 2**-25 set, or 2**-26 and any below
         above1 = p.reg(zf[1] | (zf[0] & (st_low | psum[:8].any())), "above1")
         big = p.reg(y[30], "big")

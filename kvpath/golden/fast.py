@@ -52,6 +52,7 @@ class Workspace:
         self.u16 = np.empty(n, np.uint16)
         self.m16 = np.empty(n, np.uint16)
         self.i16 = np.empty(n, np.int16)
+        self.s16 = np.empty(n, np.int16)
         self.i8 = np.empty(n, np.int8)
 
 
@@ -69,22 +70,30 @@ def _sign_mask(x: np.ndarray, ws: Workspace, n: int) -> np.ndarray:
     return s8
 
 
-def _normalize(x: np.ndarray, ws: Workspace, n: int):
+def _normalize(x: np.ndarray, ws: Workspace, n: int, signed: bool = False):
     """``(M, E)`` of each element: ``|x| = M * 2**(E - 25)``, M in [1024, 2047] (int64, int16).
 
     Normal numbers by bit fields; the rare subnormals and zeros from the 15-bit table. A table
-    gather for every element costs more than these few narrow operations.
+    gather for every element costs more than these few narrow operations. ``signed`` gives
+    ``M`` the sign of ``x`` (applied in int16, before widening).
     """
     mag, e16, m16, m = ws.u16[:n], ws.i16[:n], ws.m16[:n], ws.a[:n]
     np.bitwise_and(x, fp16.MAG, out=mag)
     np.right_shift(mag, 10, out=e16, casting="unsafe")
     np.bitwise_and(mag, fp16.FRAC_MASK, out=m16)
     np.bitwise_or(m16, 1024, out=m16)
+    if signed:
+        s16, m16 = ws.s16[:n], m16.view(np.int16)
+        np.right_shift(x.view(np.int16), 15, out=s16)  # 0 / -1
+        np.bitwise_xor(m16, s16, out=m16)  # two's complement negate where s = -1
+        np.subtract(m16, s16, out=m16)
     np.copyto(m, m16)
     sub = np.flatnonzero(e16 == 0)
     if sub.size:
         _, norm_m, norm_e = fp16._tables()
         m[sub] = norm_m[mag[sub]]
+        if signed:
+            m[sub] *= 1 - 2 * (x[sub] >> 15).astype(np.int64)
         e16[sub] = norm_e[mag[sub]]
     return m, e16
 
@@ -133,41 +142,36 @@ def q8_0_codes(bits: np.ndarray, c, ws: Workspace) -> np.ndarray:
 
 
 def q4_0_codes(bits: np.ndarray, c, lane, ws: Workspace) -> np.ndarray:
-    """(nb, 32) uint8 codes: 8 + r for y >= 0, 8 - r for y < 0 (r = round(|y|)), clipped to 15.
+    """(nb, 32) uint8 codes ``min(15, 8 + floor(y + 0.5))``, ``y = x * id``, via the screen.
 
-    Screen without a table: ``v = (M * id_sig) >> (C - E)`` is ``|y| * 2**27`` truncated (by less
-    than 2**-27). ``C - E >= 3`` for every non-zero element, since |y| <= 8 and
-    ``M * id_sig >= 2**33``; for zeros ``M * id_sig = 0`` and any shift gives 0.
+    Without a table: with ``M`` and ``id_sig`` carrying the signs of ``x`` and ``id``,
+    ``v = (M * id_sig) >> (C - E)`` is ``y * 2**27`` rounded down (by less than 2**-27; the
+    shift is arithmetic). ``C - E >= 3`` for every non-zero element, since |y| <= 8 and
+    ``|M * id_sig| >= 2**33``; for zeros the product is 0 and any shift gives 0. Adding
+    ``8.5 * 2**27`` plus the margin, ``t >> 27`` is the code for every element not flagged.
     """
     nb = bits.shape[0]
     out = np.empty((nb, 32), np.uint8)
     c_blk = (25 - Q4_0_POINT - c.id_exp).reshape(-1)
-    s_blk = c.id_sig.reshape(-1)
-    neg_blk = (-c.id_neg.reshape(-1)).astype(np.int8)  # 0 / -1: id < 0 flips every sign
+    s_blk = np.where(c.id_neg == 1, -c.id_sig, c.id_sig).reshape(-1)  # signed id significand
     frac, margin = (1 << Q4_0_POINT) - 1, 1 << (Q4_0_POINT - SCREEN_MARGIN_BITS)
     near: list = []
     for lo, hi, n in _steps(nb, ws):
         x = bits[lo:hi].reshape(-1)
-        p, e16 = _normalize(x, ws, n)
+        p, e16 = _normalize(x, ws, n, signed=True)
         p2 = p.reshape(-1, 32)
         np.multiply(p2, s_blk[lo:hi, None], out=p2)
-        v = ws.i32[:n]  # |y| * 2**27 < 2**31: the rest runs in int32
-        np.right_shift(p, _per_element_shift(e16, c_blk[lo:hi], ws, n), out=v, casting="unsafe")
-        v += (1 << (Q4_0_POINT - 1)) + margin
+        t = ws.i32[:n]  # y * 2**27 in [-2**30, 2**30]: the rest runs in int32
+        np.right_shift(p, _per_element_shift(e16, c_blk[lo:hi], ws, n), out=t, casting="unsafe")
+        t += (17 << (Q4_0_POINT - 1)) + margin  # (8.5 + y) * 2**27 + margin, > 0
         tmp = ws.i32b[:n]
-        np.bitwise_and(v, frac, out=tmp)
+        np.bitwise_and(t, frac, out=tmp)
         hits = np.flatnonzero(tmp < 2 * margin)
         if hits.size:
             near.append(hits + lo * 32)
-        np.right_shift(v, Q4_0_POINT, out=v)
-        q = out.reshape(-1)[lo * 32 : hi * 32].view(np.int8)
-        np.copyto(q, v, casting="unsafe")  # r <= 8
-        s8 = _sign_mask(x, ws, n).reshape(-1, 32)
-        np.bitwise_xor(s8, neg_blk[lo:hi, None], out=s8)
-        s8 = s8.reshape(-1)
-        np.bitwise_xor(q, s8, out=q)
-        np.subtract(q, s8, out=q)
-        q += 8
+        np.right_shift(t, Q4_0_POINT, out=t)
+        q = out.reshape(-1)[lo * 32 : hi * 32]
+        np.copyto(q, t, casting="unsafe")  # 0 <= code <= 16
         np.minimum(q, 15, out=q)
     return _patch(out, bits, c, near, lane)
 

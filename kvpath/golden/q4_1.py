@@ -52,7 +52,7 @@ def header(bits: np.ndarray):
     span = fp16.fx_signed(max_bits) - kmin  # max - min, exact in fixed point
     zero = span == 0
     # fl32(max - min), then fl32(that / 15), then fl32(1 / d): three roundings, as ggml.
-    s_sig, s_exp = round_sig(np.where(zero, 1, span) >> 1 << 1, 24)
+    s_sig, s_exp = round_sig(np.where(zero, 1, span), 24)
     d_sig, d_exp = fp32_div(s_sig, s_exp - 24, LEVELS)
     id_sig, id_exp = fp32_recip(d_sig, d_exp)
     # max == min: ggml's max - min is +0 (x - x), so d is +0 and its reciprocal is taken as 0.
