@@ -3,8 +3,8 @@
 ``synth_xilinx -family xcup`` maps to UltraScale+ primitives; from its netlist we count LUTs, FFs,
 DSP48E2, block RAM and UltraRAM, and find the largest number of LUTs on any register-to-register
 path. Carry chains (CARRY8) and wide-function muxes (MUXF7/8/9) are dedicated silicon that adds far
-less delay than a LUT, so they count as zero LUT levels; DSP48E2, block RAM and SRLs are treated as
-register boundaries. These are estimates: Vivado's placement and retiming decide real timing.
+less delay than a LUT, so they count as zero LUT levels; block RAM and SRLs are register boundaries;
+DSP48E2 are not (yosys leaves their pipeline registers in the fabric). These are estimates: Vivado's placement and retiming decide real timing.
 
 Run ``python -m kvpath.hdl.synth --help``.
 """
@@ -27,7 +27,9 @@ XCK26 = {"luts": 117_120, "ffs": 234_240, "dsps": 1_248, "bram36": 144, "uram": 
 _ZERO_DELAY = re.compile(r"^(CARRY\d|MUXF\d)$")
 _LUT = re.compile(r"^(LUT\d|INV)$")
 _LUTRAM = re.compile(r"^RAM\d+[MSXD]")
-_SEQUENTIAL = re.compile(r"^(FD[A-Z]*|DSP48E2|RAMB\d+E2|URAM288.*|SRL.*|RAM\d+.*)$")
+# yosys folds no registers into DSP48E2 for UltraScale+, so a DSP is a combinational cell here: paths
+# run through it (at zero LUT levels), and a LUT -> DSP -> LUT chain is counted in full.
+_SEQUENTIAL = re.compile(r"^(FD[A-Z]*|RAMB\d+E2|URAM288.*|SRL.*|RAM\d+.*)$")
 
 
 @dataclass
@@ -121,8 +123,10 @@ def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
     def total(pattern: str) -> int:
         return sum(n for t, n in counts.items() if re.match(pattern, t))
 
-    # RAM64M/RAM32M use 4 LUTs, RAM64X1D 2, single-port RAM32/64X1S 1: weight distributed RAM by size.
-    lutram = total(r"^RAM(32|64)M$") * 4 + total(r"^RAM\d+X1D$") * 2 + total(r"^RAM\d+X1S$")
+    # Distributed RAM primitives occupy several LUTs each (UG574): weight them by their size.
+    lutram = (total(r"^(RAM32M16|RAM64M8)$") * 8 + total(r"^(RAM32M|RAM64M)$") * 4
+              + total(r"^RAM(32|64)X1D$") * 2 + total(r"^RAM(32|64)X1S$") + total(r"^RAM128X1D$") * 4
+              + total(r"^RAM(128|256)X1S$") * 2)
     return SynthReport(
         top=top,
         luts=total(r"^(LUT\d|INV)$") + lutram + total(r"^SRL"),
