@@ -1,0 +1,227 @@
+"""Ring-index validity tracker: which KV slots are valid, where the next token goes, and the read order.
+
+The slot mapping, eviction and read order are exactly those of the golden model
+(``kvpath.golden.ring``); docs/ring.md explains them. The state is three counters instead of a
+per-slot valid bit, because validity follows from them (sinks ``0..min(appended, S)-1``, window the
+``win_len`` slots before ``wr_slot`` in the ring ``S..C-1``), and a 32 K-bit valid map would cost
+more flip-flops than the whole datapath.
+
+One tracker holds one ring state. All KV heads of a layer append the same token in the same cycle
+and evict the same position, so one state serves every head of a layer (and every layer with the
+same configuration); per-(layer, head) copies would be identical.
+
+Commands (``cmd`` stream, one per clock when the outputs are drained):
+
+* ``APPEND``: one ``wr`` beat with the slot to write, the token's position and the evicted window
+  slot, if any. ``ok`` is 0 (nothing changed) when unconfigured or the position counter is full.
+* ``READ``: ``rd`` beats, one per clock, for every valid slot in attention order, ``last`` on the
+  final one; an empty ring gives a single beat with ``empty`` and ``last`` set.
+* ``EVICT_UPTO``: window tokens with position < ``pos`` become invalid. No response.
+* ``CLEAR``: samples ``kv_max_tokens``, ``n_sink``, ``n_window``, empties the ring. A configuration
+  breaking ``1 <= W``, ``S + W <= C <= max_tokens`` sets ``cfg_err`` and refuses appends until a
+  good one is cleared in. No response.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath.config import DEFAULT
+
+
+class Op(enum.Enum, shape=2):
+    APPEND = 0
+    READ = 1
+    EVICT_UPTO = 2
+    CLEAR = 3
+
+
+def _width(n: int) -> int:
+    return max(1, n.bit_length())
+
+
+class RingTracker(wiring.Component):
+    """``max_tokens`` is the generate-time maximum of KV_MAX_TOKENS; positions are ``pos_bits`` wide,
+    so a ring accepts ``2**pos_bits - 1`` appends between clears."""
+
+    def __init__(self, max_tokens: int = DEFAULT.kv_max_tokens, pos_bits: int = 32):
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        if pos_bits < 1:
+            raise ValueError(f"pos_bits must be >= 1, got {pos_bits}")
+        self.max_tokens = max_tokens
+        self.pos_bits = pos_bits
+        self.slot_bits = _width(max_tokens - 1)
+        # Configuration ports and counts must hold max_tokens itself; larger values that still fit
+        # the width are refused on CLEAR, never wrapped.
+        self.count_bits = _width(max_tokens)
+        self.cmd_layout = data.StructLayout({"op": Op, "pos": unsigned(pos_bits)})
+        self.append_layout = data.StructLayout({
+            "ok": 1,
+            "slot": unsigned(self.slot_bits),
+            "pos": unsigned(pos_bits),
+            "evict": 1,
+            "evict_slot": unsigned(self.slot_bits),
+            "evict_pos": unsigned(pos_bits),
+        })
+        self.read_layout = data.StructLayout({
+            "slot": unsigned(self.slot_bits),
+            "pos": unsigned(pos_bits),
+            "cache_pos": unsigned(self.count_bits),
+            "last": 1,
+            "empty": 1,
+        })
+        super().__init__({
+            "cmd": In(stream.Signature(self.cmd_layout)),
+            "wr": Out(stream.Signature(self.append_layout)),
+            "rd": Out(stream.Signature(self.read_layout)),
+            # Sampled on CLEAR; later driven by the register block.
+            "kv_max_tokens": In(self.count_bits),
+            "n_sink": In(self.count_bits),
+            "n_window": In(self.count_bits),
+            "configured": Out(1),
+            "cfg_err": Out(1),
+            "n_valid": Out(self.count_bits),
+            "appended": Out(pos_bits),
+        })
+        # The whole state, created here rather than in elaborate() so the formal checker can state
+        # invariants over it (they make each BMC step a local proof instead of a replay of history).
+        self.state = SimpleNamespace(
+            cap=Signal(self.count_bits, name="cap"),
+            n_sink=Signal(self.count_bits, name="n_sink_q"),
+            n_window=Signal(self.count_bits, name="n_window_q"),
+            ok=Signal(name="ok"),
+            count=Signal(pos_bits, name="count"),  # tokens appended since CLEAR = next position
+            win_len=Signal(self.count_bits, name="win_len"),  # valid window tokens
+            wr_slot=Signal(self.slot_bits, name="wr_slot"),  # slot of the next non-sink token
+            reading=Signal(name="reading"),
+        )
+
+    # Small pieces kept as methods so the formal tests can break exactly one of them (mutants).
+    def _next_window_slot(self, slot, n_sink, cap):
+        return Mux(slot + 1 == cap, n_sink, slot + 1)
+
+    def _window_full(self, win_len, n_window):
+        return win_len == n_window
+
+    def _read_next(self, cur, idx, n_sink_valid, lo_slot, win_lo, n_sink, cap):
+        """Slot and position of read entry ``idx``, given entry ``idx - 1`` in ``cur``."""
+        in_sinks = idx < n_sink_valid
+        at_window = idx == n_sink_valid
+        slot = Mux(in_sinks, cur.slot + 1,
+                   Mux(at_window, lo_slot, self._next_window_slot(cur.slot, n_sink, cap)))
+        pos = Mux(at_window, win_lo, cur.pos + 1)
+        return slot, pos
+
+    def _config_ok(self, cap, n_sink, n_window):
+        return (n_window != 0) & (n_sink + n_window <= cap) & (cap <= self.max_tokens)
+
+    def elaborate(self, platform):
+        m = Module()
+        cmd, wr, rd = self.cmd, self.wr, self.rd
+
+        cap, n_sink, n_window = self.state.cap, self.state.n_sink, self.state.n_window
+        ok, count, win_len = self.state.ok, self.state.count, self.state.win_len
+        wr_slot, reading = self.state.wr_slot, self.state.reading
+
+        in_sinks = count < n_sink
+        n_sink_valid = Signal(self.count_bits)
+        n_valid = Signal(self.count_bits)
+        win_lo = Signal(self.pos_bits)  # position of the oldest valid window token
+        lo_slot = Signal(self.slot_bits)  # its slot: win_len steps back from wr_slot in the ring
+        m.d.comb += [
+            n_sink_valid.eq(Mux(in_sinks, count, n_sink)),
+            n_valid.eq(n_sink_valid + win_len),
+            win_lo.eq(count - win_len),
+            lo_slot.eq(Mux(wr_slot >= n_sink + win_len,
+                           wr_slot - win_len,
+                           wr_slot + cap - n_sink - win_len)),
+            self.configured.eq(ok),
+            self.n_valid.eq(n_valid),
+            self.appended.eq(count),
+        ]
+
+        # A command is taken only when both outputs are drained, so responses leave in command
+        # order and at most one output holds a beat at a time.
+        m.d.comb += cmd.ready.eq(~reading & (~wr.valid | wr.ready) & (~rd.valid | rd.ready))
+        with m.If(wr.ready):
+            m.d.sync += wr.valid.eq(0)
+        with m.If(rd.ready):
+            m.d.sync += rd.valid.eq(0)
+
+        with m.If(cmd.valid & cmd.ready):
+            with m.Switch(cmd.payload.op):
+                with m.Case(Op.APPEND):
+                    m.d.sync += [wr.valid.eq(1), wr.payload.eq(0)]
+                    with m.If(ok & (count != 2 ** self.pos_bits - 1)):
+                        m.d.sync += [
+                            wr.payload.ok.eq(1),
+                            wr.payload.pos.eq(count),
+                            count.eq(count + 1),
+                        ]
+                        with m.If(in_sinks):
+                            m.d.sync += wr.payload.slot.eq(count)
+                        with m.Else():
+                            m.d.sync += [
+                                wr.payload.slot.eq(wr_slot),
+                                wr_slot.eq(self._next_window_slot(wr_slot, n_sink, cap)),
+                            ]
+                            with m.If(self._window_full(win_len, n_window)):
+                                m.d.sync += [
+                                    wr.payload.evict.eq(1),
+                                    wr.payload.evict_slot.eq(lo_slot),
+                                    wr.payload.evict_pos.eq(win_lo),
+                                ]
+                            with m.Else():
+                                m.d.sync += win_len.eq(win_len + 1)
+
+                with m.Case(Op.READ):
+                    m.d.sync += [rd.valid.eq(1), rd.payload.eq(0)]
+                    with m.If(n_valid == 0):
+                        m.d.sync += [rd.payload.empty.eq(1), rd.payload.last.eq(1)]
+                    with m.Else():
+                        first_is_sink = n_sink_valid != 0
+                        m.d.sync += [
+                            rd.payload.slot.eq(Mux(first_is_sink, 0, lo_slot)),
+                            rd.payload.pos.eq(Mux(first_is_sink, 0, win_lo)),
+                            rd.payload.last.eq(n_valid == 1),
+                            reading.eq(n_valid != 1),
+                        ]
+
+                with m.Case(Op.EVICT_UPTO):
+                    # Sinks sit below win_lo, so raising the window's lower edge never touches them.
+                    with m.If(cmd.payload.pos > win_lo):
+                        m.d.sync += win_len.eq(Mux(cmd.payload.pos >= count, 0,
+                                                   count - cmd.payload.pos))
+
+                with m.Case(Op.CLEAR):
+                    good = self._config_ok(self.kv_max_tokens, self.n_sink, self.n_window)
+                    m.d.sync += [
+                        cap.eq(self.kv_max_tokens),
+                        n_sink.eq(self.n_sink),
+                        n_window.eq(self.n_window),
+                        ok.eq(good),
+                        self.cfg_err.eq(~good),
+                        count.eq(0),
+                        win_len.eq(0),
+                        wr_slot.eq(self.n_sink),
+                    ]
+
+        # The rd register is the read iterator: the next entry follows from the current one.
+        with m.If(reading & (~rd.valid | rd.ready)):
+            idx = rd.payload.cache_pos + 1
+            m.d.sync += [
+                rd.valid.eq(1),
+                rd.payload.cache_pos.eq(idx),
+                rd.payload.last.eq(idx == n_valid - 1),
+            ]
+            slot, pos = self._read_next(rd.payload, idx, n_sink_valid, lo_slot, win_lo, n_sink, cap)
+            m.d.sync += [rd.payload.slot.eq(slot), rd.payload.pos.eq(pos)]
+            with m.If(idx == n_valid - 1):
+                m.d.sync += reading.eq(0)
+
+        return m
