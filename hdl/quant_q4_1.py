@@ -28,10 +28,9 @@ Lane unit, derived so that no floating-point normalisation is needed per element
   to 1. So the code is ``round-half-up(y)`` plus a correction when the fraction bits just below
   the next half-integer are all ones.
 
-Signed zeros: when the block min (header m) or max is zero, its sign is the last zero's in index
-order, as kvpath.golden defines it. numpy's own choice follows its SIMD reduction tree and so
-depends on the build and the data, but it gives the last zero in every all-zero block and in 99.8 %
-of sampled blocks of positives and zeros (first zero: about 50 %).
+Signed zeros: when the block min (header m) or max is zero, its sign is the last zero's in block
+order, kvpath's rule (docs/numerics.md, section 7). gguf's numpy reduction picks whichever zero its
+SIMD lanes meet last: the last zero in every all-zero block, mostly but not always otherwise.
 """
 
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned

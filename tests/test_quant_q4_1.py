@@ -9,12 +9,13 @@
 - Lane unit: codes against gguf for whole blocks (constants from the simulated block unit), for
   every finite x of selected (min, max) pairs, and for x whose fp32 product lands next to a
   rounding threshold (screened with numpy); and against gguf's expression itself for synthetic
-  (x, min, id) sets, including products exactly on and just above the n = 1 threshold that no
-  random sampling reaches.
+  (x, min, id) sets that random sampling does not reach: products exactly on and just above the
+  n = 1 threshold, and operands with bits below the lane's fixed-point window whose borrow or
+  sticky bit decides t.
 - Gating: random en = 0 cycles with scrambled inputs must change nothing.
 
-Signed zeros: a zero block min (header m) takes the last zero's sign, kvpath's rule (see
-kvpath.golden.q4_1.block_min); gguf's numpy reduction usually but not always agrees, so those
+Signed zeros: a zero block min (header m) takes the last zero's sign, kvpath's rule
+(docs/numerics.md, section 7); gguf's numpy reduction usually but not always agrees, so those
 header bytes are checked against the rule and against kvpath.golden rather than gguf.
 
 KVPATH_LONG=1 runs much larger sets. KVPATH_SEED overrides the seed; failures print it.
@@ -246,6 +247,17 @@ def block_sets(rng, n):
         span = int(rng.integers(1, 300))
         tiny[i] = FINITE_SORTED[np.clip(k + rng.integers(0, span + 1, 32), 0, len(FINITE_SORTED) - 1)]
     sets["tiny_span"] = tiny
+    # Spans of 1 .. 7 * 2**-24: fp16(d) rounds to zero while id, and so the codes, are not zero.
+    k = rng.integers(-40, 40, (n // 4, 1)) + rng.integers(0, 8, (n // 4, 32))
+    sets["d_to_zero"] = to_bits(k * 2.0 ** -24)
+    # A min with bits below the lanes' window (a tiny subnormal next to a large max), with
+    # elements equal to it and just above it: the window subtraction must borrow, never wrap.
+    low = rng.integers(1, 8, (n // 2, 32)).astype(np.uint16)
+    low[:, 0] = 1
+    big = rng.integers(0x5800, 0x7C00, (n // 2, 1)).astype(np.uint16)  # 128 .. 65504
+    low[:, 5] = big[:, 0]
+    low[n // 4:] |= np.where(rng.random((n // 2 - n // 4, 32)) < 0.5, 0, 0x4000).astype(np.uint16)
+    sets["tiny_min"] = low[:, rng.permutation(32)]
     return sets
 
 
@@ -369,8 +381,10 @@ def _pair_vs_gguf(mn, mx, xs):
     got = np.array(run_lane_unit([(x, const) for x in blocks[:, 2:].reshape(-1)]))
     want = codes(gguf_q41(blocks))[:, 2:].reshape(-1)
     bad = np.nonzero(got != want)[0]
-    assert not len(bad), f"seed {SEED}: min {mn:#06x} max {mx:#06x} x {blocks[:, 2:].reshape(-1)[bad[0]]:#06x}: " \
-                         f"code {got[bad[0]]} want {want[bad[0]]}"
+    if len(bad):
+        x = blocks[:, 2:].reshape(-1)[bad[0]]
+        pytest.fail(f"seed {SEED}: min {mn:#06x} max {mx:#06x} x {x:#06x}: code {got[bad[0]]} "
+                    f"want {want[bad[0]]}")
 
 
 def _between(mn, mx):
@@ -439,8 +453,10 @@ def _synthetic_vs_gguf(cases, seed):
     got = np.array(run_lane_unit(pairs))
     want = gguf_code(*zip(*[(x, mn, inv) for x, mn, _, inv in cases]))
     bad = np.nonzero(got != want)[0]
-    assert not len(bad), f"seed {seed}: x {cases[bad[0]][0]:#06x} min {cases[bad[0]][1]:#06x} " \
-                         f"er {cases[bad[0]][2]} id {cases[bad[0]][3]!r}: code {got[bad[0]]} want {want[bad[0]]}"
+    if len(bad):
+        x, mn, er, inv = cases[bad[0]]
+        pytest.fail(f"seed {seed}: x {x:#06x} min {mn:#06x} er {er} id {inv!r}: "
+                    f"code {got[bad[0]]} want {want[bad[0]]}")
 
 
 def _fp32(sig, exp):
@@ -466,7 +482,63 @@ def test_lane_unit_n1_threshold_exactly():
                     cases.append((x, 0, er, inv))
     want = gguf_code(*zip(*[(x, mn, inv) for x, mn, _, inv in cases]))
     assert {0, 1} <= set(want.tolist())
+    # Products just above that threshold, with the excess only in the product's lowest bits
+    # (below 2**-34 of y), or only in the next ones: the sticky bit must see all of them. A min
+    # 13 binades below x gives t = x - min all 24 significant bits, so those bits get used.
+    rng = np.random.default_rng(SEED + 7)
+    found = {"low": 0, "mid": 0}
+    for _ in range(200000):
+        if min(found.values()) >= 12:
+            break
+        ex = int(rng.integers(-1, 13))
+        x = int(to_bits(np.float64(rng.integers(1024, 2048)) * 2.0 ** (ex - 10)))
+        mn = int(to_bits(-np.float64(rng.integers(1024, 2048)) * 2.0 ** (ex - 23)))
+        t = F32(np.uint16(x).view(np.float16).astype(F32) - np.uint16(mn).view(np.float16).astype(F32))
+        er = int(np.floor(np.log2(t))) + int(rng.integers(4, 6))  # y ~ 0.5 with er + exp(id) = 2, 3
+        inv = F32((0.5 - 3 * 2.0 ** -26) / float(t))
+        for _ in range(3):
+            mant, e = np.frexp(np.float64(inv))
+            if er + int(e) - 1 in (2, 3) and er <= 16:
+                p = int(np.float64(t) * 2.0 ** (30 - er)) * (int(mant * (1 << 24)) << (er + int(e) - 3))
+                rest = p & ((1 << 25) - 1)
+                kind = "low" if rest < 1 << 17 else "mid"
+                if p >> 25 == (1 << 25) - 3 and rest and found[kind] < 12:
+                    found[kind] += 1
+                    cases.append((x, mn, er, inv))
+            inv = np.nextafter(inv, F32(1))
+    assert min(found.values()) >= 12, f"seed {SEED + 7}: sticky cases found: {found}"
     _synthetic_vs_gguf(cases, SEED)
+
+
+def test_lane_unit_bits_below_window():
+    # An operand of +-(k + 1/2) window LSBs has a bit below the window: the lane floors it
+    # (borrowing for min, rounding a negative x down) and counts it as sticky. Those decide t
+    # only through a carry (k = 2**j - 1) or a tie (k = 2**j) at the rounding position, and the
+    # code only where y meets a threshold: so pair such an operand with a large other one and
+    # walk id across each threshold. Random data essentially never does this.
+    rng = np.random.default_rng(SEED + 8)
+    cases = []
+    for _ in range(60 if LONG else 12):
+        er = int(rng.integers(8, 17))
+        big = np.float64(rng.integers(1024, 2048)) * 2.0 ** (er - 1 - 10 + int(rng.integers(0, 2)))
+        for k, form in ((k, f) for k in (31, 32, 63, 64, 127, 128, 255, 256, 511, 512) for f in range(3)):
+            tiny = np.float64(2 * k + 1) * 2.0 ** (er - 31)
+            # min tiny below zero and x large; min large below zero and x tiny of either sign
+            x, mn = [(big, -tiny), (-tiny, -big), (tiny, -big)][form]
+            x, mn = int(to_bits(x)), int(to_bits(mn))
+            t = np.uint16(x).view(np.float16).astype(F32) - np.uint16(mn).view(np.float16).astype(F32)
+            if not t < 2.0 ** (er + 1):
+                continue
+            for n in range(2, 16):
+                inv = F32((n - 0.5) / float(t))
+                for _ in range(3):
+                    inv = np.nextafter(inv, F32(0))
+                for _ in range(7):
+                    if er + int(np.frexp(np.float64(inv))[1]) - 1 in (2, 3):
+                        cases.append((x, mn, er, inv))
+                    inv = np.nextafter(inv, F32(1))
+    assert len(cases) > 500
+    _synthetic_vs_gguf(cases, SEED + 8)
 
 
 def synthetic_cases(rng, n):
