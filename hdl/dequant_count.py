@@ -2,10 +2,9 @@
 
 The dequantizer counts saturated elements of a whole output beat (up to 128 per clock) and replaced
 scale fields. ``count`` includes the events presented with ``fire`` two clocks after they were
-presented. The first stage reduces the event bits with 6:3 population-count compressors, one LUT6
-level each, column by column (a Wallace tree) until every bit weight has at most two bits; the
-second stage adds those two rows to the count. 128 events take five compressor levels. The count
-wraps.
+presented. Both stages reduce bits with 6:3 population-count compressors (one LUT6 level each),
+column by column as in a Wallace tree: the first stage runs two levels on the events, the second
+compresses the count plus what is left to two rows and adds them. The count wraps.
 """
 
 from amaranth.hdl import Cat, Const, Module, Signal
@@ -16,15 +15,16 @@ COUNT_BITS = 32
 # Population count of 6 bits as three 64-entry truth tables: each sum bit is one LUT6, where an adder
 # would become a carry chain with LUTs around it.
 _POP6 = [Const(sum(((bin(k).count("1") >> j) & 1) << k for k in range(64)), 64) for j in range(3)]
-ROWS = 5  # the first stage leaves at most five bits per weight: count + 5 rows fit one 6:3 level
-MAX_LEVELS = 3
+# Compressor levels in the first stage; the second stage takes the rest (three levels for 128
+# events) and the final add, so each stays well inside six LUT levels.
+STAGE1_LEVELS = 2
 
 
-def compress(cols: list[list], height: int) -> tuple[list[list], int]:
-    """Columns (bit weight -> list of 1-bit values) with the same sum as ``cols`` and at most
-    ``height`` bits each, and the number of compressor levels used."""
+def compress(cols: list[list], height: int, max_levels: int = 99) -> list[list]:
+    """Columns (bit weight -> list of 1-bit values) with the same sum as ``cols``: compressed until
+    no column has more than ``height`` bits, or for ``max_levels`` compressor levels."""
     levels = 0
-    while any(len(c) > height for c in cols):
+    while any(len(c) > height for c in cols) and levels < max_levels:
         nxt = [[] for _ in range(len(cols) + 2)]
         for w, col in enumerate(cols):
             for k in range(0, len(col), 6):
@@ -39,7 +39,7 @@ def compress(cols: list[list], height: int) -> tuple[list[list], int]:
             nxt.pop()
         cols = nxt
         levels += 1
-    return cols, levels
+    return cols
 
 
 class EventCounter(wiring.Component):
@@ -57,20 +57,18 @@ class EventCounter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # Stage 1: at most ROWS bits per weight.
-        cols, levels = compress([[self.events[k] for k in range(self.width)]], ROWS)
-        if levels > MAX_LEVELS:
-            raise ValueError(f"EventCounter({self.width}) needs {levels} compressor levels")
-        rows = [Signal(len(cols), name=f"row{j}") for j in range(ROWS)]
+        # Stage 1: two compressor levels (128 events leave at most 12 bits per weight).
+        cols = compress([[self.events[k] for k in range(self.width)]], 2, max_levels=STAGE1_LEVELS)
+        height = max(len(c) for c in cols)
+        rows = [Signal(len(cols), name=f"row{j}") for j in range(height)]
         for w, col in enumerate(cols):
             for j, bit in enumerate(col):
                 m.d.sync += rows[j][w].eq(bit)
         fired = Signal()
         m.d.sync += fired.eq(self.fire)
-        # Stage 2: count + rows, compressed to two rows (two levels) and added.
-        total = [[self.count[w]] + [rows[j][w] for j in range(ROWS) if w < len(cols)]
-                 for w in range(COUNT_BITS)]
-        total, _ = compress(total, 2)
+        # Stage 2: count + rows, compressed to two rows and added.
+        total = [[self.count[w]] + [row[w] for row in rows if w < len(row)] for w in range(COUNT_BITS)]
+        total = compress(total, 2)
         two = [Cat(*(col[j] if j < len(col) else Const(0, 1) for col in total[:COUNT_BITS]))
                for j in range(2)]
         with m.If(fired):

@@ -100,13 +100,15 @@ def q41_block(d_bits, m_bits):
     ``delta = g_d - g_m`` picks one of three placements:
 
     * ``delta >= 2`` (d*q dominates, d normal so ``M_d*q >= 1024`` for q >= 1): ``base = g_d - 16``,
-      the sum's leading one is at window bit 25..31, m's bits below the fixed point's LSB only feed
-      the sticky (floor + flag).
+      the sum's leading one is at window bit 25..31, so fp32's guard bit is at window bit 1 or
+      above and m's bits below the fixed point's LSB (``delta > 24``) can only feed the sticky:
+      m is floored and a flag remembers the lost bits. (q == 0 bypasses the window: the sum is m.)
     * ``delta <= -6`` (m dominates, m normal): ``base = g_m - 21``, leading one at 30..32; d*q is
       exact with up to 8 fraction bits (``-delta <= 29``).
     * otherwise both terms are exact at ``base = min(g_d, g_m) - 10``: cancellation can move the
       leading one anywhere from bit 10 up, and the sum is short enough to be exact in fp32.
-    In every case the window shift ``lead - 10`` stays in 0..22 (SHIFT_MAX).
+    In every case the window shift ``lead - 10`` stays in 0..SHIFT_MAX (22), and the magnitude of a
+    sum stays below 2**SUM_BITS in fixed point units.
     """
     sd, md, gd = fields(d_bits)
     sm, mm, gm = fields(m_bits)
@@ -128,14 +130,17 @@ def q41_block(d_bits, m_bits):
 def q41_element(b, q):
     """FP16 of ``fl32(d*q + m)`` from ``q41_block`` constants ``b`` and codes ``q`` (0..15)."""
     q = np.asarray(q, dtype=np.int64)
-    s = b["dfx"] * q + b["yfx"]  # the RTL adds T[q & 3] + U[q >> 2] precomputed per block
+    s = b["dfx"] * q + b["yfx"]  # the RTL adds T[q & 3] + V[q >> 2], both precomputed per block
     neg = s < 0
     sticky_y = b["sticky_y"]
     v = np.where(neg, -s - sticky_y, s)  # floor of |sum| (the RTL: ~s + !sticky_y)
     hi = v >> LEAD_LO
     zero = hi == 0  # exact cancellation (a non-zero sum has its lead at or above LEAD_LO)
-    lead = msb(np.where(zero, 1, hi))
-    sh = np.maximum(lead, -b["base"])  # the FP16 quantum never goes below 2**-24
+    # Window shift = (leading one in the window) - 10 = msb(v) - FRAC - 10, but the FP16 quantum
+    # never goes below 2**-24 (the RTL ORs a one-hot floor into the leading-one search).
+    sh = np.maximum(msb(np.where(zero, 1, hi)), -b["base"])
+    # The widths the RTL is built for (a window choice that broke them would fail here first).
+    assert (v >> SUM_BITS == 0).all() and (sh <= SHIFT_MAX).all() and (b["base"] + sh >= 0).all()
     v6 = v << 6  # window bits sh-14 .. sh+10 are V6 bits sh .. sh+24
     z = (v6 >> sh) & ((1 << 25) - 1)
     t = ((v6 & _low_mask(sh)) != 0) | sticky_y

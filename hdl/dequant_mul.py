@@ -88,16 +88,20 @@ class MulEngine(wiring.Component):
                 lo = reg(m, en, pp(0) + (pp(1) << 2), name=f"plo{i}")
                 hi = reg(m, en, pp(2) + (pp(3) << 2), name=f"phi{i}")
                 # Stage 3: the product.
-                p = reg(m, en, (lo + (hi << 4))[0:18], name=f"p{i}")
+                prod = Signal(18, name=f"prod{i}")
+                m.d.comb += prod.eq(lo + (hi << 4))
                 sign, zero, g = (reg(m, en, v, name=f"{n}{i}_3") for n, v in
                                  (("sign", sign), ("zero", zero), ("g", g)))
                 hi_bits = 8
             else:
-                p = reg(m, en, (pp(0) + (pp(1) << 2))[0:14], name=f"p{i}")
+                prod = Signal(14, name=f"prod{i}")
+                m.d.comb += prod.eq(pp(0) + (pp(1) << 2))
                 hi_bits = 4  # 2047 * 8 < 2**14
+            # With the product, the normalizing shift: the leading one's height above bit 10.
+            p = reg(m, en, prod, name=f"p{i}")
+            sh = reg(m, en, msb_index(m, prod[10:10 + hi_bits], name=f"lead{i}")[0], name=f"sh{i}")
 
-            # Stage 4: normalize: keep 11 bits from the leading one (or from bit 0 below 1024).
-            sh, _ = msb_index(m, p[10:10 + hi_bits], name=f"sh{i}")
+            # Next stage: keep 11 bits from the leading one (or from bit 0 below 1024).
             shifted = (p >> sh)[0:11]
             rbit = select(sh, [Const(0, 1)] + [p[k] for k in range(hi_bits - 1)])
             sticky = select(sh, [Const(0, 1)] + prefix_or(p[0:hi_bits - 2]))
@@ -107,7 +111,7 @@ class MulEngine(wiring.Component):
             pos = reg(m, en, g + sh, name=f"pos{i}")
             sign, zero = (reg(m, en, v, name=f"{n}{i}_4") for n, v in (("sign", sign), ("zero", zero)))
 
-            # Stage 5: round to nearest even, encode, saturate.
+            # Last stage: round to nearest even, encode, saturate.
             inc = rb & (st | sig_n[0])
             enc = Signal(16, name=f"enc{i}")
             m.d.comb += enc.eq((pos << 10) + sig_n + inc)

@@ -5,7 +5,7 @@ output freezes the whole pipeline in place and no unit needs handshakes. Datapat
 reset: their contents are don't-care until a valid bit (which does reset) says otherwise.
 """
 
-from amaranth.hdl import Cat, Const, Module, Signal, Value
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 
 
 def reg(m: Module, en, value, name: str | None = None) -> Signal:
@@ -25,16 +25,28 @@ def delay(m: Module, en, value, cycles: int, name: str = "dly") -> Value:
 
 
 def msb_index(m: Module, value, name: str = "lead") -> tuple[Signal, Signal]:
-    """Index of the leading one of ``value`` and a flag that ``value`` is zero (index 0 then)."""
+    """Index of the leading one of ``value`` and a flag that ``value`` is zero (index 0 then).
+
+    Built as a balanced tree over power-of-two halves (an if-chain would hand synthesis a priority
+    chain as long as ``value``): the index's top bit says whether the upper half has a one, the
+    rest come from that half or the lower one.
+    """
     value = Value.cast(value)
-    width = len(value)
-    idx = Signal(range(max(2, width)), name=name)
-    zero = Signal(name=f"{name}_zero")
-    m.d.comb += zero.eq(value == 0)
-    for bit in range(width):  # later assignments win: the highest set bit
-        with m.If(value[bit]):
-            m.d.comb += idx.eq(bit)
-    return idx, zero
+    width = 1 << max(1, (len(value) - 1).bit_length())
+    idx, zero = _msb_tree(Cat(value, Const(0, width - len(value))))
+    out_idx = Signal(range(width), name=name)
+    out_zero = Signal(name=f"{name}_zero")
+    m.d.comb += [out_idx.eq(idx), out_zero.eq(zero)]
+    return out_idx, out_zero
+
+
+def _msb_tree(value) -> tuple[Value, Value]:
+    if len(value) == 2:
+        return value[1], ~value.any()
+    half = len(value) // 2
+    lo_idx, lo_zero = _msb_tree(value[:half])
+    hi_idx, hi_zero = _msb_tree(value[half:])
+    return Cat(Mux(hi_zero, lo_idx, hi_idx), ~hi_zero), lo_zero & hi_zero
 
 
 def prefix_or(value) -> list[Value]:

@@ -15,10 +15,11 @@ and bubbles travel as cleared valid bits, so the output sustains one beat per cl
 is available and the output is ready.
 
 Latency: an input beat accepted in cycle t shows its first output beat in cycle t + ``latency``
-(with the output ready throughout): 7 clocks for q8_0, 6 for q4_0, 15 for q4_1 with 8 lanes and 16
-with 16 or more. ``i.ready = ~held | (en & last beat of the held block)``: it depends
-combinationally on ``o.ready`` (through ``en``) whenever the holding register is full; ``o.valid``
-and ``o.payload`` come straight from registers.
+(with the output ready throughout): 7 clocks for q8_0, 6 for q4_0, 14 for q4_1 with 8 lanes and 15
+with 16 or more (``Dequantizer.latency``).
+``i.ready = ~held | (en & last beat of the held block)``: it depends combinationally on
+``o.ready`` (through ``en``) whenever the holding register is full; ``o.valid`` and ``o.payload``
+come straight from registers.
 
 Counters (32 bits, wrapping): ``saturated_count`` counts output elements saturated to +/-65504; an
 element is counted two clocks after its beat enters the output register, so the count is complete
@@ -41,6 +42,8 @@ from .dequant_q41 import Q41Engine
 
 
 class Dequantizer(wiring.Component):
+    """Dequantizer for ``fmt`` (q8_0, q4_0, q4_1) emitting ``lanes`` FP16 values per beat."""
+
     def __init__(self, fmt: str, lanes: int):
         self.format = get_format(fmt)
         if lanes not in DEQUANT_LANES:

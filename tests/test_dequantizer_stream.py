@@ -119,10 +119,12 @@ def check_results(rec, fmt, lanes, seed):
     exp, exp_sat, exp_nonfinite = rec["expected"]
     got = np.array(rec["out"], dtype=np.int64).reshape(-1)
     bad = np.flatnonzero(got != exp)
-    assert not len(bad), (f"seed {seed}: {fmt} lanes {lanes}: {len(bad)} wrong elements; first element "
-                          f"{bad[0]} (block {bad[0] // 32}): got {got[bad[0]]:04x} expected {exp[bad[0]]:04x}")
+    assert not len(bad), (f"seed {seed}: {fmt} lanes {lanes}: {len(bad)} wrong elements; first "
+                          f"{bad[0]} (block {bad[0] // 32}): got {got[bad[0]]:04x} "
+                          f"expected {exp[bad[0]]:04x}")
     assert rec["saturated"] == exp_sat, f"seed {seed}: saturated_count {rec['saturated']} != {exp_sat}"
-    assert rec["nonfinite"] == exp_nonfinite, f"seed {seed}: nonfinite_count {rec['nonfinite']} != {exp_nonfinite}"
+    assert rec["nonfinite"] == exp_nonfinite, \
+        f"seed {seed}: nonfinite_count {rec['nonfinite']} != {exp_nonfinite}"
     assert exp_sat > 0 and exp_nonfinite > 0  # the stimulus reaches both counters
 
 

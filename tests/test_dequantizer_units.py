@@ -96,19 +96,24 @@ def pack(engine, scales, codes, rng):
 
 
 MUL_CASES = [("q8_0", 64, 96), ("q4_0", 64, None), ("q8_0", 8, 32), ("q4_0", 16, 48),
-             pytest.param("q8_0", 128, None, marks=pytest.mark.long)]
+             pytest.param("q8_0", 128, None, marks=pytest.mark.long),
+             pytest.param("q4_0", 128, "every", marks=pytest.mark.long)]
 
 
 @pytest.mark.parametrize("fmt,lanes,n_scales", MUL_CASES)
 def test_mul_engine(fmt, lanes, n_scales):
-    """Corner scales (all of them, or ``n_scales`` of them) with every code, and random scales."""
+    """Corner scales (all of them, ``n_scales`` of them, or every finite FP16 value) with every
+    code, and random scales."""
     seed = SEED + lanes
     rng = np.random.default_rng(seed)
     engine = MulEngine(fmt, lanes)
     slot = min(lanes, 32)
     ncodes = 256 if fmt == "q8_0" else 16
     scales = corner_scales()
-    if n_scales is not None:
+    if n_scales == "every":
+        scales = np.arange(1 << 16)
+        scales = scales[(scales & 0x7C00) != 0x7C00]
+    elif n_scales is not None:
         scales = rng.choice(scales, n_scales, replace=False)
     s_all, c_all = scales_with_every_code(scales, ncodes, slot)
     rand = dm.sanitize(rng.integers(0, 1 << 16, 64))[0]
