@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KVPATH=.venv/bin/kvpath
 SIM=${KVPATH_DEMO_SIM:-verilator}
-VECTORS=${KVPATH_DEMO_VECTORS:-65536}
+VECTORS=${KVPATH_DEMO_VECTORS:-262144}
 
 echo "== kvpath generate (default configuration) =="
 $KVPATH generate -o build/verilog
@@ -14,12 +14,13 @@ summary=()
 status=0
 for fmt in q8_0 q4_0 q4_1; do
     echo "== kvpath sim --format $fmt --simulator $SIM --vectors $VECTORS =="
-    if line=$($KVPATH sim --format "$fmt" --simulator "$SIM" --vectors "$VECTORS" | tee /dev/stderr | tail -n 1); then
-        summary+=("$line")
+    if out=$($KVPATH sim --format "$fmt" --simulator "$SIM" --vectors "$VECTORS"); then
+        summary+=("$(tail -n 1 <<<"$out")")
     else
-        summary+=("${line:-format=$fmt FAILED}")
+        summary+=("$(tail -n 1 <<<"$out") FAILED")
         status=1
     fi
+    echo "$out"
     echo
 done
 echo "== summary (quantizer and dequantizer vs golden model, bit-exact) =="

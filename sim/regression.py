@@ -82,7 +82,7 @@ def _depth(beats: int) -> int:
 
 def simulate_stream(dut, module: str, in_beats: np.ndarray, out_beats: int, out_bytes: int,
                     counters: dict[str, int], simulator: str, build_dir: Path, seed: int,
-                    throttles=THROTTLES) -> list[SimRun]:
+                    throttles=THROTTLES, quiet: bool = True) -> list[SimRun]:
     """Stream ``in_beats`` through ``dut`` once per throttle setting; return each pass's outputs."""
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def simulate_stream(dut, module: str, in_beats: np.ndarray, out_beats: int, out_
     plan_file.write_text(json.dumps(plan))
     result_file.unlink(missing_ok=True)
     times = run_cocotb(verilog=[dut_v, top_v], toplevel=harness.HARNESS_TOP, test_module="kvpath.sim.tb_stream",
-               simulator=simulator, build_dir=build_dir, public=False,
+               simulator=simulator, build_dir=build_dir, public=False, quiet=quiet,
                extra_env={"KVPATH_TB_PLAN": str(plan_file), "KVPATH_TB_RESULT": str(result_file)})
     runs = []
     for r in json.loads(result_file.read_text()):

@@ -101,11 +101,12 @@ def _failures(results_xml: Path) -> list[str]:
 
 def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, build_dir: Path,
                extra_env: dict[str, str] | None = None, testcase: str | None = None,
-               waves: bool = False, public: bool = True) -> dict[str, float]:
+               waves: bool = False, public: bool = True, quiet: bool = False) -> dict[str, float]:
     """Build ``verilog`` (a path or a list of paths) and run cocotb ``test_module`` against ``toplevel``.
 
     ``public=False`` keeps Verilator from exposing internal signals (faster; only top-level ports are
-    reachable from cocotb). Returns the wall time of the build and of the simulation run. Raises RuntimeError naming the
+    reachable from cocotb). ``quiet=True`` sends the simulator's output to ``build.log`` and
+    ``sim.log`` in ``build_dir`` instead of the terminal. Returns the wall time of the build and of the simulation run. Raises RuntimeError naming the
     failed cocotb tests, so a failing simulation can never pass silently.
     """
     sources = [Path(v) for v in ([verilog] if isinstance(verilog, (str, Path)) else verilog)]
@@ -124,14 +125,21 @@ def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, buil
     with simulator_environment(simulator):
         runner = _runner(simulator, public)
         t0 = time.perf_counter()
-        runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                     build_args=build_args, timescale=TIMESCALE, waves=waves, always=True)
+        try:
+            runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=build_args, timescale=TIMESCALE, waves=waves, always=True,
+                         log_file=build_dir / "build.log" if quiet else None)
+        except Exception as e:
+            where = f" (log: {build_dir / 'build.log'})" if quiet else ""
+            raise RuntimeError(f"{simulator} build of {toplevel} failed: {e}{where}") from e
         t1 = time.perf_counter()
         results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
                               extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
-                              timescale=TIMESCALE, results_xml=str(build_dir / "results.xml"))
+                              timescale=TIMESCALE, results_xml=str(build_dir / "results.xml"),
+                              log_file=build_dir / "sim.log" if quiet else None)
         t2 = time.perf_counter()
     failed = _failures(Path(results))
     if failed:
-        raise RuntimeError(f"cocotb tests failed on {simulator} ({build_dir}): {', '.join(failed)}")
+        logs = f"; logs in {build_dir}/build.log and sim.log" if quiet else ""
+        raise RuntimeError(f"cocotb tests failed on {simulator} ({build_dir}): {', '.join(failed)}{logs}")
     return {"build_s": t1 - t0, "run_s": t2 - t1}
