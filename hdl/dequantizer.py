@@ -32,7 +32,7 @@ from amaranth.hdl import Array, Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, get_format
+from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format
 
 from .dequant_count import EventCounter
 from .dequant_fields import sanitize
@@ -41,13 +41,30 @@ from .dequant_pipe import reg
 from .dequant_q41 import Q41Engine
 
 
-class Dequantizer(wiring.Component):
-    """Dequantizer for ``fmt`` (q8_0, q4_0, q4_1) emitting ``lanes`` FP16 values per beat."""
+def build_dequantizer(fmt: str, lanes: int, elem: str = "fp16") -> wiring.Component:
+    """The read-path block for any block-scaled format; all share ``Dequantizer``'s ports."""
+    f = get_format(fmt)
+    check_elem(elem)
+    if f.family == "mx":
+        from .dequant_mx import MXDequantizer
+        return MXDequantizer(fmt, lanes, elem)
+    if f.family == "static":
+        raise ValueError(f"{fmt} takes its scales from the scale cache; use kvpath.hdl.static_dequant")
+    return Dequantizer(fmt, lanes, elem)
 
-    def __init__(self, fmt: str, lanes: int):
+
+class Dequantizer(wiring.Component):
+    """Dequantizer for ``fmt`` (q8_0, q4_0, q4_1) emitting ``lanes`` values of type ``elem`` per beat."""
+
+    def __init__(self, fmt: str, lanes: int, elem: str = "fp16"):
         self.format = get_format(fmt)
+        if self.format.family != "ggml":
+            raise ValueError(f"Dequantizer handles the ggml formats; use build_dequantizer for {fmt}")
         if lanes not in DEQUANT_LANES:
             raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {lanes}")
+        self.elem = check_elem(elem)
+        if elem != "fp16":
+            raise ValueError(f"the {fmt} dequantizer has no {elem} output yet")
         self.lanes = lanes
         self.blocks_per_beat = max(1, lanes // BLOCK_ELEMS)
         self.beats_per_block = max(1, BLOCK_ELEMS // lanes)

@@ -186,6 +186,11 @@ class Q80Datapath(FormatDatapath):
     fmt = FMT
     const_layout = CONST_LAYOUT
 
+    def __init__(self, elem: str = "fp16"):
+        if elem != "fp16":
+            raise ValueError(f"{self.fmt.name} quantizer has no {elem} datapath")
+        self.elem = elem
+
     def block_unit(self):
         return Q80BlockUnit()
 

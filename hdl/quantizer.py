@@ -1,9 +1,9 @@
-"""The quantizer: FP16 beats in, one ggml block per beat out.
+"""The quantizer: FP16 or BF16 beats in, one block per beat out.
 
-``Quantizer(fmt, lanes)`` is the format-independent framework around a format's
+``Quantizer(fmt, lanes, elem)`` is the format-independent framework around a format's
 ``FormatDatapath`` (see ``quant_units``):
 
-1. Input: each accepted beat's elements are sanitized (+-Inf -> +-65504, NaN -> +0) and counted
+1. Input: each accepted beat's elements are sanitized (+-Inf -> +-max finite of ``elem``, NaN -> +0) and counted
    when non-finite. The sanitized beat is written to the *beat store* and to a collect buffer.
 2. Block: when a block's last beat arrives, the collect buffer plus that beat (all 32 elements)
    enter the format's block unit, which yields the block header and the per-block constants.
@@ -30,36 +30,44 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, get_format
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_format
 
 from .quant_units import FormatDatapath
 
-FP16_MAX = 0x7BFF
+# Fraction bits and largest finite magnitude of each element type.
+ELEM_FRAC_BITS = {"fp16": 10, "bf16": 7}
+ELEM_MAX = {"fp16": 0x7BFF, "bf16": 0x7F7F}
 COUNT_LAG = 4
 
 
-def datapath_for(fmt: str) -> FormatDatapath:
+def datapath_for(fmt: str, elem: str = "fp16") -> FormatDatapath:
     """The format's datapath; imports are lazy so one format's module never needs another's."""
-    get_format(fmt)
+    f = get_format(fmt)
+    check_elem(elem)
+    if f.family == "mx":
+        from .quant_mx import MXDatapath
+        return MXDatapath(fmt, elem)
     if fmt == "q8_0":
         from .quant_q8_0 import Q80Datapath
-        return Q80Datapath()
+        return Q80Datapath(elem)
     if fmt == "q4_0":
         from .quant_q4_0 import Q40Datapath
-        return Q40Datapath()
+        return Q40Datapath(elem)
     if fmt == "q4_1":
         from .quant_q4_1 import Q41Datapath
-        return Q41Datapath()
-    raise ValueError(f"no quantizer datapath for format {fmt!r}")
+        return Q41Datapath(elem)
+    raise ValueError(f"{fmt} has no per-block quantizer datapath"
+                     + ("; static-scale formats use kvpath.hdl.static_quant" if f.family == "static" else ""))
 
 
-def sanitize(m: Module, x):
-    """kvpath's input rule: +-Inf -> +-65504, NaN -> +0; returns (sanitized, non-finite)."""
-    exp_max = x[10:15].all()
-    frac_zero = x[:10] == 0
+def sanitize(m: Module, x, elem: str = "fp16"):
+    """kvpath's input rule: +-Inf -> +-max finite, NaN -> +0; returns (sanitized, non-finite)."""
+    frac = ELEM_FRAC_BITS[elem]
+    exp_max = x[frac:15].all()
+    frac_zero = x[:frac] == 0
     y = Signal(ELEM_BITS)
     with m.If(exp_max & frac_zero):
-        m.d.comb += y.eq(Cat(Const(FP16_MAX, 15), x[15]))
+        m.d.comb += y.eq(Cat(Const(ELEM_MAX[elem], 15), x[15]))
     with m.Elif(exp_max):
         m.d.comb += y.eq(0)
     with m.Else():
@@ -79,13 +87,14 @@ def code_offset(fmt, element: int) -> int:
 
 
 class Quantizer(wiring.Component):
-    def __init__(self, fmt: str, lanes: int):
+    def __init__(self, fmt: str, lanes: int, elem: str = "fp16"):
         if lanes not in QUANT_LANES:
             raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {lanes}")
         self.fmt = get_format(fmt)
         self.lanes = lanes
+        self.elem = check_elem(elem)
         self.beats_per_block = BLOCK_ELEMS // lanes
-        self.datapath = datapath_for(fmt)
+        self.datapath = datapath_for(fmt, elem)
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(ELEM_BITS), lanes))),
             "o": Out(stream.Signature(unsigned(8 * self.fmt.block_bytes))),
@@ -107,7 +116,7 @@ class Quantizer(wiring.Component):
         san = Signal(data.ArrayLayout(unsigned(ELEM_BITS), lanes))
         nonfinite = Signal(lanes)
         for k in range(lanes):
-            y, bad = sanitize(m, self.i.payload[k])
+            y, bad = sanitize(m, self.i.payload[k], self.elem)
             m.d.comb += [san[k].eq(y), nonfinite[k].eq(bad)]
         self._count(m, accept, nonfinite)
 

@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kvpath.config import DEQUANT_LANES, FORMATS, QUANT_LANES
+from kvpath.config import BLOCK_SCALED_FORMATS, DEQUANT_LANES, ELEM_TYPES, QUANT_LANES
 
 # XCK26 totals (../shared/reference/facts.md: Vivado utilisation report for xck26).
 XCK26 = {"luts": 117_120, "ffs": 234_240, "dsps": 1_248, "bram36": 144, "uram": 64}
@@ -146,20 +146,21 @@ def synthesize(component, top: str, workdir: Path) -> SynthReport:
     return synthesize_verilog(verilog, top, workdir)
 
 
-def block(target: str, fmt: str, lanes: int):
+def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
     if target == "quantizer":
         from kvpath.hdl.quantizer import Quantizer
-        return Quantizer(fmt, lanes)
+        return Quantizer(fmt, lanes, elem)
     if target == "dequantizer":
-        from kvpath.hdl.dequantizer import Dequantizer
-        return Dequantizer(fmt, lanes)
+        from kvpath.hdl.dequantizer import build_dequantizer
+        return build_dequantizer(fmt, lanes, elem)
     raise ValueError(f"unknown target {target!r}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvpath.hdl.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=("quantizer", "dequantizer"), default="quantizer")
-    parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="q8_0")
+    parser.add_argument("--format", dest="fmt", choices=sorted(BLOCK_SCALED_FORMATS), default="q8_0")
+    parser.add_argument("--input", dest="elem", choices=ELEM_TYPES, default="fp16")
     parser.add_argument("--lanes", type=int, nargs="+", default=[16])
     parser.add_argument("--workdir", type=Path, default=Path("build/synth"))
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
@@ -172,8 +173,8 @@ def main(argv=None) -> int:
         print("| block | format | lanes | LUTs | FFs | DSP48E2 | BRAM36 | URAM | LUT levels |")
         print("|---|---|---|---|---|---|---|---|---|")
     for lanes in args.lanes:
-        top = f"kvpath_{args.target}_{args.fmt}_l{lanes}"
-        report = synthesize(block(args.target, args.fmt, lanes), top, args.workdir / top)
+        top = f"kvpath_{args.target}_{args.fmt}{'' if args.elem == 'fp16' else '_' + args.elem}_l{lanes}"
+        report = synthesize(block(args.target, args.fmt, lanes, args.elem), top, args.workdir / top)
         if args.json:
             print(json.dumps(asdict(report)))
         else:

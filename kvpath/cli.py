@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvpath.config import DEQUANT_LANES, FORMATS, QUANT_LANES, KVPathConfig
+from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_LANES, KVPathConfig, get_format
 
 DEFAULT = KVPathConfig()
 TARGETS = ("quantizer", "dequantizer")
@@ -39,19 +39,19 @@ def _positive(text: str) -> int:
 
 
 def cmd_generate(args) -> int:
-    from kvpath.hdl.dequantizer import Dequantizer
+    from kvpath.hdl.dequantizer import build_dequantizer
     from kvpath.hdl.quantizer import Quantizer
     from kvpath.sim.regression import DUT_MODULE
     from kvpath.sim.runner import write_verilog
 
-    config = KVPathConfig(fmt=args.fmt, quant_lanes=args.lanes, dequant_lanes=args.read_lanes)
+    config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes)
     out = Path(args.output)
-    blocks = {"quantizer": Quantizer(config.fmt, config.quant_lanes),
-              "dequantizer": Dequantizer(config.fmt, config.dequant_lanes)}
+    blocks = {"quantizer": Quantizer(config.fmt, config.quant_lanes, config.elem),
+              "dequantizer": build_dequantizer(config.fmt, config.dequant_lanes, config.elem)}
     for target, component in blocks.items():
         path = write_verilog(component, DUT_MODULE[target], out / f"{DUT_MODULE[target]}.v")
         lanes = config.quant_lanes if target == "quantizer" else config.dequant_lanes
-        print(f"wrote {path} ({target}, format {config.fmt}, {lanes} lanes, "
+        print(f"wrote {path} ({target}, format {config.fmt}, {config.elem} elements, {lanes} lanes, "
               f"{path.stat().st_size} bytes)")
     return 0
 
@@ -67,7 +67,10 @@ def cmd_sim(args) -> int:
         print(f"target=ring simulator={args.simulator} ops={result['ops']} mismatches={result['mismatches']}")
         return 1 if result["mismatches"] else 0
 
-    from kvpath.sim import regression
+    if get_format(args.fmt).family == "static":
+        from kvpath.sim import static_regression as regression
+    else:
+        from kvpath.sim import regression
 
     if args.ops is not None:
         raise UsageError("--ops applies to --target ring only")
@@ -78,7 +81,7 @@ def cmd_sim(args) -> int:
     results = []
     for target in targets:
         r = regression.run(target, args.fmt, lanes[target], args.simulator, args.vectors, args.seed,
-                           Path(args.build_dir))
+                           Path(args.build_dir), elem=args.elem)
         results.append(r)
         for line in r.details:
             print(f"  {line}")
@@ -89,7 +92,7 @@ def cmd_sim(args) -> int:
     bpc = min(r.beats_per_cycle for r in results)
     shown_lanes = results[0].lanes
     print(f"format={args.fmt} simulator={args.simulator} lanes={shown_lanes} vectors={args.vectors} "
-          f"mismatches={mismatches} beats_per_cycle={bpc:.3f}")
+          f"mismatches={mismatches} beats_per_cycle={bpc:.3f} input={args.elem}")
     return 1 if mismatches else 0
 
 
@@ -108,16 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="write the Verilog of the quantizer and dequantizer")
     gen.add_argument("-o", "--output", required=True, help="directory to write into")
     gen.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default=DEFAULT.fmt)
+    gen.add_argument("--input", dest="elem", choices=ELEM_TYPES, default=DEFAULT.elem,
+                     help="K/V element type on both streams")
     gen.add_argument("--lanes", type=_lanes(QUANT_LANES), default=DEFAULT.quant_lanes,
-                     help="FP16 elements per beat on the write path")
+                     help="elements per beat on the write path")
     gen.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes,
-                     help="FP16 elements per beat on the read path")
+                     help="elements per beat on the read path")
     gen.set_defaults(func=cmd_generate)
 
     sim = sub.add_parser("sim", help="bit-exact regression of the RTL against the golden model")
     sim.add_argument("--simulator", choices=("icarus", "verilator"), default="verilator")
     sim.add_argument("--target", choices=(*TARGETS, "both", "ring"), default="both")
     sim.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default=DEFAULT.fmt)
+    sim.add_argument("--input", dest="elem", choices=ELEM_TYPES, default=DEFAULT.elem)
     sim.add_argument("--lanes", type=_lanes(QUANT_LANES), default=DEFAULT.quant_lanes)
     sim.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes)
     sim.add_argument("--vectors", type=_positive, default=262144,

@@ -9,17 +9,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 BLOCK_ELEMS = 32  # every supported format quantizes blocks of 32 elements along the last axis
-ELEM_BITS = 16  # K/V elements arrive as FP16
+ELEM_BITS = 16  # K/V elements arrive as 16-bit floats: FP16 or BF16, chosen at generate time
+ELEM_TYPES = ("fp16", "bf16")
 
 
 @dataclass(frozen=True)
 class BlockFormat:
-    """Byte layout of one quantized block, in ggml's order (scale fields first, then codes)."""
+    """Byte layout of one quantized block, in ggml's order (scale fields first, then codes).
+
+    ``family`` says where the scale comes from:
+    ``ggml`` -- FP16 fields computed per block (q8_0, q4_0, q4_1);
+    ``mx`` -- one E8M0 shared-exponent byte per block (OCP MX v1.0);
+    ``static`` -- no per-block field: scales live in the scale constant cache, loaded by the driver
+    per (layer, kv_head) (``scope == "head"``) or per (layer, kv_head, channel) (``"channel"``).
+    """
 
     name: str
     code_bits: int  # bits per element code
-    scale_fields: tuple[str, ...]  # FP16 fields before the codes, in byte order
-    ggml_type: str  # gguf.GGMLQuantizationType member name, for cross-checks
+    scale_fields: tuple[str, ...]  # per-block scale fields before the codes, in byte order
+    ggml_type: str | None  # gguf.GGMLQuantizationType member name, for cross-checks (None: no ggml twin)
+    family: str = "ggml"
+    scale_bytes: int = 2  # bytes per scale field: FP16 for ggml, E8M0 for mx
+    scope: str | None = None  # static formats only: "head" or "channel"
 
     @property
     def block_elems(self) -> int:
@@ -27,7 +38,7 @@ class BlockFormat:
 
     @property
     def header_bytes(self) -> int:
-        return 2 * len(self.scale_fields)
+        return self.scale_bytes * len(self.scale_fields)
 
     @property
     def code_bytes(self) -> int:
@@ -48,8 +59,19 @@ FORMATS: dict[str, BlockFormat] = {
         BlockFormat("q8_0", 8, ("d",), "Q8_0"),
         BlockFormat("q4_0", 4, ("d",), "Q4_0"),
         BlockFormat("q4_1", 4, ("d", "m"), "Q4_1"),
+        BlockFormat("mxfp4", 4, ("e",), "MXFP4", family="mx", scale_bytes=1),
+        BlockFormat("mxint8", 8, ("e",), None, family="mx", scale_bytes=1),
+        BlockFormat("mxfp8_e4m3", 8, ("e",), None, family="mx", scale_bytes=1),
+        BlockFormat("int8_ph", 8, (), None, family="static", scope="head"),
+        BlockFormat("int4_ph", 4, (), None, family="static", scope="head"),
+        BlockFormat("int8_pc", 8, (), None, family="static", scope="channel"),
+        BlockFormat("int4_pc", 4, (), None, family="static", scope="channel"),
     )
 }
+GGML_FORMATS = tuple(n for n, f in FORMATS.items() if f.family == "ggml")
+MX_FORMATS = tuple(n for n, f in FORMATS.items() if f.family == "mx")
+STATIC_FORMATS = tuple(n for n, f in FORMATS.items() if f.family == "static")
+BLOCK_SCALED_FORMATS = GGML_FORMATS + MX_FORMATS  # scale travels inside the block
 
 QUANT_LANES = (8, 16, 32)
 DEQUANT_LANES = (8, 16, 32, 64, 128)
@@ -62,11 +84,18 @@ def get_format(name: str) -> BlockFormat:
         raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}") from None
 
 
+def check_elem(elem: str) -> str:
+    if elem not in ELEM_TYPES:
+        raise ValueError(f"unknown element type {elem!r}; choose one of {', '.join(ELEM_TYPES)}")
+    return elem
+
+
 @dataclass(frozen=True)
 class KVPathConfig:
     """Generate-time configuration of one KV path instance."""
 
     fmt: str = "q8_0"
+    elem: str = "fp16"  # K/V element type on the streams: "fp16" or "bf16"
     quant_lanes: int = 16
     dequant_lanes: int = 16
     # Limits a later register block reports, and the driver checks against its model.
@@ -77,6 +106,7 @@ class KVPathConfig:
 
     def __post_init__(self):
         get_format(self.fmt)
+        check_elem(self.elem)
         if self.quant_lanes not in QUANT_LANES:
             raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {self.quant_lanes}")
         if self.dequant_lanes not in DEQUANT_LANES:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from kvpath import golden
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, get_format
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, check_elem, get_format
+from kvpath.golden.frame import ELEM_DTYPES
 from kvpath.sim import harness, stimulus
 from kvpath.sim.runner import run_cocotb, write_verilog
 
@@ -63,11 +64,12 @@ class RegressionResult:
     sim_s: float = 0.0  # simulation only: every pass, no build, no golden model
     stream_elements_per_s: float = 0.0  # the no-pause pass: elements per wall second while streaming
     details: list[str] = field(default_factory=list)
+    elem: str = "fp16"
 
     def summary(self) -> str:
         return (f"format={self.fmt} simulator={self.simulator} lanes={self.lanes} "
                 f"vectors={self.vectors} mismatches={self.mismatches} "
-                f"beats_per_cycle={self.beats_per_cycle:.3f}")
+                f"beats_per_cycle={self.beats_per_cycle:.3f} input={self.elem}")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -119,51 +121,55 @@ def simulate_stream(dut, module: str, in_beats: np.ndarray, out_beats: int, out_
     return runs
 
 
-def _elements(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x, dtype=np.float16).reshape(-1)
+def _elements(x: np.ndarray, elem: str = "fp16") -> np.ndarray:
+    if x.dtype != ELEM_DTYPES[elem]:
+        raise ValueError(f"{elem} regression given {x.dtype} elements")
+    return np.ascontiguousarray(x).reshape(-1)
 
 
-def ref_quantize(x: np.ndarray, fmt: str, lanes: int, **_) -> tuple[np.ndarray, dict[str, int]]:
-    blocks, nonfinite = golden.quantize_report(_elements(x).reshape(-1, BLOCK_ELEMS), fmt)
+def ref_quantize(x: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp16",
+                 **_) -> tuple[np.ndarray, dict[str, int]]:
+    blocks, nonfinite = golden.quantize_report(_elements(x, elem).reshape(-1, BLOCK_ELEMS), fmt)
     return blocks.reshape(-1, get_format(fmt).block_bytes), {"nonfinite_count": int(nonfinite)}
 
 
 def rtl_quantize(x: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_dir: Path, seed: int = 1,
-                 throttles=THROTTLES) -> list[SimRun]:
+                 throttles=THROTTLES, elem: str = "fp16") -> list[SimRun]:
     from kvpath.hdl.quantizer import Quantizer
 
     f = get_format(fmt)
-    in_beats = _elements(x).view(np.uint8).reshape(-1, 2 * lanes)
-    return simulate_stream(Quantizer(fmt, lanes), DUT_MODULE["quantizer"], in_beats,
+    in_beats = _elements(x, elem).view(np.uint8).reshape(-1, 2 * lanes)
+    return simulate_stream(Quantizer(fmt, lanes, elem), DUT_MODULE["quantizer"], in_beats,
                            len(in_beats) * lanes // BLOCK_ELEMS, f.block_bytes,
                            {"nonfinite_count": 32}, simulator, build_dir, seed, throttles)
 
 
-def ref_dequantize(blocks: np.ndarray, fmt: str, lanes: int, **_) -> tuple[np.ndarray, dict[str, int]]:
-    values, saturated, nonfinite = golden.dequantize_report(blocks.reshape(-1), fmt)
+def ref_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp16",
+                   **_) -> tuple[np.ndarray, dict[str, int]]:
+    values, saturated, nonfinite = golden.dequantize_report(blocks.reshape(-1), fmt, ELEM_DTYPES[elem])
     out = values.reshape(-1).view(np.uint8).reshape(-1, 2 * lanes)
     return out, {"saturated_count": int(saturated), "nonfinite_count": int(nonfinite)}
 
 
 def rtl_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_dir: Path,
-                   seed: int = 1, throttles=THROTTLES) -> list[SimRun]:
-    from kvpath.hdl.dequantizer import Dequantizer
+                   seed: int = 1, throttles=THROTTLES, elem: str = "fp16") -> list[SimRun]:
+    from kvpath.hdl.dequantizer import build_dequantizer
 
     f = get_format(fmt)
     per_beat = max(1, lanes // BLOCK_ELEMS)
     in_beats = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1, f.block_bytes * per_beat)
     n_out = len(in_beats) * per_beat * BLOCK_ELEMS // lanes
-    return simulate_stream(Dequantizer(fmt, lanes), DUT_MODULE["dequantizer"], in_beats, n_out,
+    return simulate_stream(build_dequantizer(fmt, lanes, elem), DUT_MODULE["dequantizer"], in_beats, n_out,
                            lanes * ELEM_BITS // 8, {"saturated_count": 32, "nonfinite_count": 32},
                            simulator, build_dir, seed, throttles)
 
 
-def dequantizer_stimulus(fmt: str, n: int, seed: int) -> np.ndarray:
+def dequantizer_stimulus(fmt: str, n: int, seed: int, elem: str = "fp16") -> np.ndarray:
     """Blocks to read back: what our quantizer writes, and arbitrary bytes (any d and m, Inf and NaN
     included) that a corrupted or foreign KV image could hold."""
     f = get_format(fmt)
     rng = np.random.default_rng(seed ^ 0x5EED)
-    valid = golden.quantize(stimulus.mixed(fmt, n, seed), fmt).reshape(-1, f.block_bytes)
+    valid = golden.quantize(stimulus.mixed(fmt, n, seed, elem), fmt).reshape(-1, f.block_bytes)
     junk = rng.integers(0, 256, valid.shape, dtype=np.uint8)
     take = rng.random(len(valid)) < 0.25
     return np.where(take[:, None], junk, valid)
@@ -194,36 +200,37 @@ def _compare(name: str, expected: np.ndarray, expected_counters: dict[str, int],
 
 
 def run(target: str, fmt: str, lanes: int, simulator: str, vectors: int, seed: int,
-        build_root: Path, throttles=THROTTLES) -> RegressionResult:
+        build_root: Path, throttles=THROTTLES, elem: str = "fp16") -> RegressionResult:
     """Regress one block (``quantizer`` or ``dequantizer``) against the golden model."""
     f = get_format(fmt)
+    check_elem(elem)
     start = time.perf_counter()
-    build_dir = Path(build_root) / f"{target}_{f.name}_l{lanes}_{simulator}"
+    build_dir = Path(build_root) / f"{target}_{f.name}_{elem}_l{lanes}_{simulator}"
     if target == "quantizer":
         per_beat = lanes
-        x = stimulus.mixed(fmt, max(vectors, per_beat), seed)
+        x = stimulus.mixed(fmt, max(vectors, per_beat), seed, elem)
         x = x[: len(x) // per_beat * per_beat]
-        expected, counters = ref_quantize(x, fmt, lanes)
+        expected, counters = ref_quantize(x, fmt, lanes, elem=elem)
         runs = rtl_quantize(x, fmt, lanes, simulator=simulator, build_dir=build_dir, seed=seed,
-                            throttles=throttles)
+                            throttles=throttles, elem=elem)
         unit, elements = 1, x.size
     elif target == "dequantizer":
         per_beat = max(1, lanes // BLOCK_ELEMS)
-        blocks = dequantizer_stimulus(fmt, max(vectors, per_beat * BLOCK_ELEMS), seed)
+        blocks = dequantizer_stimulus(fmt, max(vectors, per_beat * BLOCK_ELEMS), seed, elem)
         blocks = blocks[: len(blocks) // per_beat * per_beat]
-        expected, counters = ref_dequantize(blocks, fmt, lanes)
+        expected, counters = ref_dequantize(blocks, fmt, lanes, elem=elem)
         runs = rtl_dequantize(blocks, fmt, lanes, simulator=simulator, build_dir=build_dir, seed=seed,
-                              throttles=throttles)
+                              throttles=throttles, elem=elem)
         unit, elements = 2, len(blocks) * BLOCK_ELEMS
     else:
         raise ValueError(f"unknown target {target!r}")
-    result = RegressionResult(target, f.name, simulator, lanes, elements)
+    result = RegressionResult(target, f.name, simulator, lanes, elements, elem=elem)
     for k, r in enumerate(runs):
         if r.out_beats < len(expected):
             # A throttled pass replays a prefix; its counters must match the golden model on that prefix.
             prefix = x[: r.in_beats * lanes] if target == "quantizer" else blocks[: r.in_beats * per_beat]
             ref = ref_quantize if target == "quantizer" else ref_dequantize
-            counters = ref(prefix, fmt, lanes)[1]
+            counters = ref(prefix, fmt, lanes, elem=elem)[1]
         m, details = _compare(f"pass {k} (valid {throttles[k][0]}/256, ready {throttles[k][1]}/256)",
                               expected, counters, r, unit)
         result.mismatches += m

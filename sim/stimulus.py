@@ -2,16 +2,21 @@
 quantizers.
 
 Every generator returns float16 arrays whose length is a whole number of blocks; ``mixed`` interleaves
-them so that even a short run touches every class.
+them so that even a short run touches every class. ``mixed(..., elem="bf16")`` returns
+ml_dtypes.bfloat16 arrays with the same classes plus BF16's own corners (scales that overflow or
+underflow FP16, the full BF16 exponent range).
 """
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
-from kvpath.config import BLOCK_ELEMS, get_format
+from kvpath.config import BLOCK_ELEMS, check_elem, get_format
 
 FP16_MAX_BITS = 0x7BFF
+BF16 = np.dtype(ml_dtypes.bfloat16)
+BF16_MAX = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
 
 
 def normal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -90,19 +95,70 @@ def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64) -> np.ndarra
     return np.concatenate(blocks)
 
 
-def mixed(fmt: str, n: int, seed: int) -> np.ndarray:
+def bf16_edge_blocks(rng: np.random.Generator) -> np.ndarray:
+    """BF16's corners: the FP16 edge blocks' shapes at BF16's extremes, and blocks whose ggml scale
+    ``d`` overflows or underflows FP16 (BF16 reaches 3.4e38 and 9.2e-41, FP16 only 65504 and 6e-8)."""
+    blocks = [edge_blocks(rng).astype(np.float32).astype(BF16)]
+    b = lambda v: np.asarray(v, np.float32).astype(BF16)  # noqa: E731
+    blocks.append(b(np.full(BLOCK_ELEMS, BF16_MAX)))
+    blocks.append(b(np.full(BLOCK_ELEMS, -BF16_MAX)))
+    for _ in range(32):
+        sub = rng.integers(0, 0x80, BLOCK_ELEMS).astype(np.uint16)  # BF16 subnormals
+        sub |= (rng.random(BLOCK_ELEMS) < 0.5).astype(np.uint16) << 15
+        blocks.append(sub.view(BF16))
+        # Largest magnitude around the FP16 limits of d = amax / 127, / 7 or / 15, both sides.
+        for amax in (65504.0 * 127, 65504.0 * 15, 65504.0 * 8, 65504.0 * 7, 6e-8 * 127, 6e-8 * 8, 6e-8,
+                     2.0 ** -24 * 7, 2.0 ** -25, 2.0 ** -26 * 127):
+            amax *= float(2.0 ** rng.uniform(-1.0, 1.0))
+            v = rng.uniform(-1, 1, BLOCK_ELEMS) * amax
+            v[rng.integers(BLOCK_ELEMS)] = amax * rng.choice([-1.0, 1.0])
+            blocks.append(b(v))
+        # Whole-range dynamic range: exponents spread across BF16's 254 binades.
+        wide = rng.choice([-1.0, 1.0], BLOCK_ELEMS) * 2.0 ** rng.uniform(-133, 127, BLOCK_ELEMS)
+        blocks.append(b(wide))
+    return np.concatenate(blocks)
+
+
+def all_bf16_patterns(rng: np.random.Generator) -> np.ndarray:
+    """All 65,536 BF16 bit patterns (Inf and NaN included), once in order and once shuffled."""
+    bits = np.arange(1 << 16, dtype=np.uint16)
+    return np.concatenate([bits, rng.permutation(bits)]).view(BF16)
+
+
+def mixed(fmt: str, n: int, seed: int, elem: str = "fp16") -> np.ndarray:
     """``n`` elements (rounded up to whole blocks): edge, tie and bit-pattern blocks first, then normal
-    and heavy-tailed data, in seeded order of blocks."""
+    and heavy-tailed data, in seeded order of blocks. float16, or ml_dtypes.bfloat16 for ``elem="bf16"``."""
+    check_elem(elem)
     rng = np.random.default_rng(seed)
     n = -(-n // BLOCK_ELEMS) * BLOCK_ELEMS
+    if elem == "bf16":
+        # The tie blocks' thresholds (k + 0.5 times a power of two, below 256) are exact in BF16 too,
+        # but the one-FP16-ulp nudges are not: rebuild them on BF16's grid.
+        ties = tie_blocks(rng, fmt).astype(np.float32).astype(BF16)
+        special = np.concatenate([bf16_edge_blocks(rng), ties, all_bf16_patterns(rng)])
+        if n <= special.size:
+            return _interleave(rng, special, None, n)
+        rest = n - special.size
+        half = rest // 2 // BLOCK_ELEMS * BLOCK_ELEMS
+        scale = 2.0 ** rng.integers(-100, 100, size=(max(1, rest // BLOCK_ELEMS), 1))
+        data = np.concatenate([rng.standard_normal(half).astype(np.float32),
+                               heavy_tailed(rng, rest - half).astype(np.float32)])
+        data = (data.reshape(-1, BLOCK_ELEMS) * scale[: len(data) // BLOCK_ELEMS]).astype(np.float32)
+        return _interleave(rng, special, data.reshape(-1).astype(BF16), n)
     special = np.concatenate([edge_blocks(rng), tie_blocks(rng, fmt), all_bit_patterns(rng)])
+    if n <= special.size:
+        return _interleave(rng, special, None, n)
+    rest = n - special.size
+    half = rest // 2 // BLOCK_ELEMS * BLOCK_ELEMS
+    data = np.concatenate([normal(rng, half), heavy_tailed(rng, rest - half)])
+    return _interleave(rng, special, data, n)
+
+
+def _interleave(rng, special, data, n):
     if n <= special.size:
         # Short runs still see a slice of every class of special block.
         blocks = special.reshape(-1, BLOCK_ELEMS)
         pick = np.sort(rng.choice(len(blocks), n // BLOCK_ELEMS, replace=False))
         return blocks[pick].reshape(-1)
-    rest = n - special.size
-    half = rest // 2 // BLOCK_ELEMS * BLOCK_ELEMS
-    data = np.concatenate([normal(rng, half), heavy_tailed(rng, rest - half)])
     blocks = np.concatenate([special, data]).reshape(-1, BLOCK_ELEMS)
     return blocks[rng.permutation(len(blocks))].reshape(-1)

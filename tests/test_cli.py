@@ -43,7 +43,9 @@ def test_sim_last_line_contract(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
     fields = dict(kv.split("=") for kv in last.split())
-    assert list(fields) == ["format", "simulator", "lanes", "vectors", "mismatches", "beats_per_cycle"]
+    # The six contract keys come first, in order; ``input`` (the element type) was appended by issue 3.
+    assert list(fields) == ["format", "simulator", "lanes", "vectors", "mismatches", "beats_per_cycle", "input"]
+    assert fields["input"] == "fp16"
     assert fields["format"] == "q8_0" and fields["simulator"] == "icarus" and fields["lanes"] == "32"
     assert fields["vectors"] == "2048" and fields["mismatches"] == "0"
     # Rate targets live in test_rtl_regression; a 2048-element run is mostly pipeline fill.

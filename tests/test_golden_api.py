@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from kvpath import golden
-from kvpath.config import FORMATS, get_format
+from kvpath.config import GGML_FORMATS, get_format
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", GGML_FORMATS)
 def test_shapes_and_dtypes(fmt):
     f = get_format(fmt)
     x = np.linspace(-3, 3, 2 * 3 * 64).astype(np.float16).reshape(2, 3, 64)
@@ -44,7 +44,7 @@ def test_unknown_format_and_bad_block_bytes():
         golden.dequantize(np.zeros(34, np.int8), "q8_0")
 
 
-@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("fmt", GGML_FORMATS)
 def test_reports_agree_with_plain_calls(fmt):
     x = np.array([np.inf, -np.inf, np.nan, 1.0] * 8, np.float16)
     q, n = golden.quantize_report(x, fmt)

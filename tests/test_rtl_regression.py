@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from kvpath.config import DEQUANT_LANES, FORMATS, QUANT_LANES
+from kvpath.config import DEQUANT_LANES, GGML_FORMATS, QUANT_LANES
 from kvpath.sim import regression
 
 LONG = os.environ.get("KVPATH_LONG") == "1"
@@ -20,7 +20,7 @@ SEED = 20261123
 
 
 def cases():
-    for fmt in FORMATS:
+    for fmt in GGML_FORMATS:
         # Icarus: every lane count, short runs.
         for lanes in QUANT_LANES:
             yield "quantizer", fmt, lanes, "icarus", 4096
@@ -30,10 +30,10 @@ def cases():
         yield "quantizer", fmt, 16, "verilator", 1 << 20
         yield "dequantizer", fmt, 16, "verilator", 1 << 20
     if LONG:
-        for fmt, lanes, sim in itertools.product(FORMATS, QUANT_LANES, ("icarus", "verilator")):
+        for fmt, lanes, sim in itertools.product(GGML_FORMATS, QUANT_LANES, ("icarus", "verilator")):
             yield pytest.param("quantizer", fmt, lanes, sim, 1 << 22 if sim == "verilator" else 1 << 16,
                                marks=pytest.mark.long, id=f"long-quantizer-{fmt}-l{lanes}-{sim}")
-        for fmt, lanes, sim in itertools.product(FORMATS, DEQUANT_LANES, ("icarus", "verilator")):
+        for fmt, lanes, sim in itertools.product(GGML_FORMATS, DEQUANT_LANES, ("icarus", "verilator")):
             yield pytest.param("dequantizer", fmt, lanes, sim, 1 << 22 if sim == "verilator" else 1 << 16,
                                marks=pytest.mark.long, id=f"long-dequantizer-{fmt}-l{lanes}-{sim}")
 

@@ -28,10 +28,11 @@ __all__ = [
 
 
 def quantize(x: np.ndarray, fmt: str) -> np.ndarray:
-    """float16 ``(..., n)`` with ``n % 32 == 0`` -> uint8 ggml blocks ``(..., n//32*block_bytes)``."""
+    """float16 or ml_dtypes.bfloat16 ``(..., n)`` with ``n % 32 == 0`` -> uint8 blocks
+    ``(..., n//32*block_bytes)``."""
     return quantize_report(x, fmt)[0]
 
 
-def dequantize(blocks: np.ndarray, fmt: str) -> np.ndarray:
-    """uint8 ggml blocks ``(..., k*block_bytes)`` -> float16 ``(..., k*32)``."""
-    return dequantize_report(blocks, fmt)[0]
+def dequantize(blocks: np.ndarray, fmt: str, dtype=np.float16) -> np.ndarray:
+    """uint8 blocks ``(..., k*block_bytes)`` -> ``dtype`` (float16 or ml_dtypes.bfloat16) ``(..., k*32)``."""
+    return dequantize_report(blocks, fmt, dtype)[0]

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from kvpath.config import FORMATS, get_format
+from kvpath.config import GGML_FORMATS, get_format
 
 from . import quantize
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="timed runs per format (median reported)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--formats", nargs="*", default=list(FORMATS))
+    ap.add_argument("--formats", nargs="*", default=list(GGML_FORMATS))
     args = ap.parse_args(argv)
 
     x = np.random.default_rng(args.seed).standard_normal(SHAPE).astype(np.float16)

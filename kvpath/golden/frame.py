@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+
+import ml_dtypes
 import numpy as np
 
 from kvpath.config import BLOCK_ELEMS, get_format
 
-from . import fast, fp16, q4_0, q4_1, q8_0
+from . import bf16, fast, fp16, q4_0, q4_1, q8_0
 
 _UNITS = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
 _FAST = {
@@ -22,18 +25,39 @@ CHUNK_BLOCKS = 32768
 DEQUANT_CHUNK_BLOCKS = 4096
 
 
+# Element type name <-> NumPy dtype; ml_dtypes.bfloat16 is the bfloat16 the ecosystem shares.
+ELEM_DTYPES = {"fp16": np.dtype(np.float16), "bf16": np.dtype(ml_dtypes.bfloat16)}
+_SANITIZE = {"fp16": fp16.sanitize, "bf16": bf16.sanitize}
+# Modules with the block functions of the other families / input types, imported on first use:
+#   quantize_blocks(bits (nb, 32) uint16 sanitized, fmt[, elem]) -> (nb, block_bytes) uint8
+#   dequantize_blocks(rows (nb, block_bytes) uint8, fmt[, elem]) -> (values uint16, n_sat, n_bad)
+_MX = "kvpath.golden.mx"
+_GGML_BF16_IN = "kvpath.golden.ggml_bf16"
+_GGML_BF16_OUT = "kvpath.golden.dequant_bf16"
+
+
 def _unit(fmt: str):
     f = get_format(fmt)  # raises ValueError for unknown names
-    return f, _UNITS[f.name]
+    if f.family == "static":
+        raise ValueError(f"{f.name} takes its scales from the scale cache: use kvpath.golden.static "
+                         f"with the driver's scale table")
+    return f, _UNITS.get(f.name)
 
 
-def _check_fp16(x) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype != np.float16:
-        got = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
-        raise ValueError(f"quantize expects a numpy float16 array, got {got}")
+def elem_of_dtype(dtype) -> str:
+    for name, dt in ELEM_DTYPES.items():
+        if np.dtype(dtype) == dt:
+            return name
+    raise ValueError(f"K/V elements must be float16 or ml_dtypes.bfloat16, got {np.dtype(dtype)}")
+
+
+def _check_input(x) -> str:
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"quantize expects a numpy float16 or bfloat16 array, got {type(x).__name__}")
+    elem = elem_of_dtype(x.dtype)
     if x.ndim == 0 or x.shape[-1] % BLOCK_ELEMS != 0:
         raise ValueError(f"last dimension must be a multiple of {BLOCK_ELEMS}, got shape {x.shape}")
-    return x
+    return elem
 
 
 def quantize_blocks_exact(bits: np.ndarray, fmt: str) -> np.ndarray:
@@ -50,36 +74,54 @@ def quantize_blocks_exact(bits: np.ndarray, fmt: str) -> np.ndarray:
 def block_dtype(fmt: str) -> np.dtype:
     """A structured dtype with one field per ggml block field; its itemsize is the block size."""
     f = get_format(fmt)
-    dt = np.dtype([*((name, "<u2") for name in f.scale_fields), ("qs", "u1", (f.code_bytes,))])
+    dt = np.dtype([*((name, f"<u{f.scale_bytes}") for name in f.scale_fields), ("qs", "u1", (f.code_bytes,))])
     assert dt.itemsize == f.block_bytes
     return dt
 
 
 def quantize_report(x: np.ndarray, fmt: str):
-    """``(blocks, n_nonfinite)``: ggml block bytes of shape ``(..., n // 32 * block_bytes)``."""
+    """``(blocks, n_nonfinite)``: block bytes of shape ``(..., n // 32 * block_bytes)``.
+
+    ``x`` is float16 or ml_dtypes.bfloat16; the element type selects the arithmetic.
+    """
     f, unit = _unit(fmt)
-    x = _check_fp16(x)
+    elem = _check_input(x)
     rows = np.ascontiguousarray(x).view(np.uint16).reshape(-1, BLOCK_ELEMS)
     # Filling a structured array field by field copies long runs; slicing columns of a
     # (nb, block_bytes) byte array would loop per block.
     out = np.empty(rows.shape[0], block_dtype(fmt))
+    out_bytes = out.view(np.uint8).reshape(rows.shape[0], f.block_bytes)
     ws = fast.Workspace()
     n_nonfinite = 0
     for lo in range(0, rows.shape[0], CHUNK_BLOCKS):
-        bits, n = fp16.sanitize(rows[lo : lo + CHUNK_BLOCKS])
+        bits, n = _SANITIZE[elem](rows[lo : lo + CHUNK_BLOCKS])
         n_nonfinite += n
+        if f.family == "mx":
+            out_bytes[lo : lo + CHUNK_BLOCKS] = importlib.import_module(_MX).quantize_blocks(bits, f.name, elem)
+            continue
+        if elem == "bf16":
+            out_bytes[lo : lo + CHUNK_BLOCKS] = importlib.import_module(_GGML_BF16_IN).quantize_blocks(bits, f.name)
+            continue
         hdr, const = unit.header(bits)
         part = out[lo : lo + CHUNK_BLOCKS]
         for i, name in enumerate(f.scale_fields):
             part[name] = hdr[:, i]
         part["qs"] = unit.pack(_FAST[f.name](bits, const, ws))
-    blocks = out.view(np.uint8).reshape(*x.shape[:-1], x.shape[-1] // BLOCK_ELEMS * f.block_bytes)
+    blocks = out_bytes.reshape(*x.shape[:-1], x.shape[-1] // BLOCK_ELEMS * f.block_bytes)
     return blocks, n_nonfinite
 
 
-def dequantize_report(blocks: np.ndarray, fmt: str):
-    """``(values, n_saturated, n_nonfinite_scale)``; values are float16 of shape ``(..., n)``."""
+def dequantize_report(blocks: np.ndarray, fmt: str, dtype=np.float16):
+    """``(values, n_saturated, n_nonfinite_scale)``; values are ``dtype`` (float16 or
+    ml_dtypes.bfloat16) of shape ``(..., n)``, saturated to the type's largest finite value."""
     f, unit = _unit(fmt)
+    elem = elem_of_dtype(dtype)
+    if f.family == "mx":
+        blocks_fn = lambda rows: importlib.import_module(_MX).dequantize_blocks(rows, f.name, elem)  # noqa: E731
+    elif elem == "bf16":
+        blocks_fn = lambda rows: importlib.import_module(_GGML_BF16_OUT).dequantize_blocks(rows, f.name)  # noqa: E731
+    else:
+        blocks_fn = unit.dequantize_blocks
     if not isinstance(blocks, np.ndarray) or blocks.dtype != np.uint8:
         got = blocks.dtype if isinstance(blocks, np.ndarray) else type(blocks).__name__
         raise ValueError(f"dequantize expects a numpy uint8 array, got {got}")
@@ -90,9 +132,9 @@ def dequantize_report(blocks: np.ndarray, fmt: str):
     out = np.empty((rows.shape[0], BLOCK_ELEMS), dtype=np.uint16)
     n_sat = n_bad = 0
     for i in range(0, rows.shape[0], DEQUANT_CHUNK_BLOCKS):
-        vals, s, b = unit.dequantize_blocks(rows[i : i + DEQUANT_CHUNK_BLOCKS])
+        vals, s, b = blocks_fn(rows[i : i + DEQUANT_CHUNK_BLOCKS])
         out[i : i + DEQUANT_CHUNK_BLOCKS] = vals
         n_sat += s
         n_bad += b
     shape = (*blocks.shape[:-1], blocks.shape[-1] // f.block_bytes * BLOCK_ELEMS)
-    return out.view(np.float16).reshape(shape), n_sat, n_bad
+    return out.view(ELEM_DTYPES[elem]).reshape(shape), n_sat, n_bad
