@@ -1,0 +1,1 @@
+"""kvpath's register map: declared once, generated into RTL, C header, JSON and docs."""
