@@ -4,6 +4,10 @@ import pytest
 
 LONG = os.environ.get("KVPATH_LONG") == "1"
 
+# Test builds trade Verilator simulation speed for build time (see sim/runner.py); the benchmarks
+# and `make demo` keep Verilator's optimised default. Set it to -Os to test the shipped settings.
+os.environ.setdefault("KVPATH_VERILATOR_CXX_OPT", "-O0")
+
 
 def pytest_collection_modifyitems(config, items):
     if LONG:

@@ -1,0 +1,85 @@
+"""SQNR of every block-scaled format, FP16 and BF16 input, on the same seeded 1 M-element arrays.
+
+``python -m kvpath.golden.sqnr`` prints a Markdown table: kvpath's golden quantize -> dequantize (values
+rounded to the input's element type, as the RTL returns them) next to gguf's own quantize -> dequantize
+(float32 values) for the formats gguf has. SQNR is 10*log10(sum x^2 / sum (x - x_hat)^2) over the whole
+array, with x the input as the model receives it (after rounding to FP16 or BF16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import ml_dtypes
+import numpy as np
+
+from kvpath.config import BLOCK_SCALED_FORMATS, get_format
+from kvpath.golden import dequantize, quantize
+from kvpath.sim.stimulus import heavy_tailed
+
+ELEM_DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
+
+
+def datasets(n: int, seed: int) -> dict[str, np.ndarray]:
+    """float32 sources; both are well inside FP16's range so FP16 and BF16 see the same data."""
+    rng = np.random.default_rng(seed)
+    return {
+        "normal": rng.standard_normal(n).astype(np.float32),
+        # Student-t (3 degrees of freedom) with 1/32 of 256 channels scaled 20-200x (KIVI/KVQuant keys).
+        "heavy-tailed": heavy_tailed(rng, n).astype(np.float32),
+    }
+
+
+def sqnr_db(x: np.ndarray, x_hat: np.ndarray) -> float:
+    x = x.astype(np.float64)
+    err = float(np.sum((x - x_hat.astype(np.float64)) ** 2))
+    sig = float(np.sum(x * x))
+    return math.inf if err == 0 else 10 * math.log10(sig / err)
+
+
+def kvpath_sqnr(x: np.ndarray, fmt: str) -> float:
+    return sqnr_db(x, dequantize(quantize(x, fmt), fmt, x.dtype))
+
+
+def gguf_sqnr(x: np.ndarray, fmt: str) -> float | None:
+    """gguf's round trip on the same input values (float32 out, no final rounding)."""
+    import gguf
+
+    ggml_type = get_format(fmt).ggml_type
+    if ggml_type is None:
+        return None
+    qtype = gguf.GGMLQuantizationType[ggml_type]
+    x32 = x.astype(np.float32)
+    return sqnr_db(x32, gguf.dequantize(gguf.quantize(x32, qtype), qtype))
+
+
+def table(n: int, seed: int, formats=BLOCK_SCALED_FORMATS) -> list[str]:
+    data = datasets(n, seed)
+    rows = ["| format | bits/elem | input | data | kvpath SQNR (dB) | gguf SQNR (dB) |",
+            "|---|---|---|---|---|---|"]
+    for fmt in formats:
+        bits = get_format(fmt).bits_per_element
+        for elem, dtype in ELEM_DTYPES.items():
+            for name, src in data.items():
+                x = src.astype(dtype)
+                ours = kvpath_sqnr(x, fmt)
+                ref = gguf_sqnr(x, fmt)
+                rows.append(f"| {fmt} | {bits:g} | {elem} | {name} | {ours:.2f} | "
+                            f"{'-' if ref is None else f'{ref:.2f}'} |")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kvpath.golden.sqnr", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--elements", type=int, default=1 << 20)
+    ap.add_argument("--seed", type=int, default=20261123)
+    ap.add_argument("--formats", nargs="*", default=list(BLOCK_SCALED_FORMATS))
+    args = ap.parse_args(argv)
+    print(f"# {args.elements} elements per array, seed {args.seed}")
+    print("\n".join(table(args.elements, args.seed, args.formats)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
