@@ -141,10 +141,17 @@ def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, buil
             where = f" (log: {build_dir / 'build.log'})" if quiet else ""
             raise RuntimeError(f"{simulator} build of {toplevel} failed: {e}{where}") from e
         t1 = time.perf_counter()
-        results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
-                              extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
-                              timescale=TIMESCALE, results_xml=str(build_dir / "results.xml"),
-                              log_file=build_dir / "sim.log" if quiet else None)
+        results_xml = build_dir / "results.xml"
+        try:
+            results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
+                                  extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
+                                  timescale=TIMESCALE, results_xml=str(results_xml),
+                                  log_file=build_dir / "sim.log" if quiet else None)
+        except SystemExit:
+            # cocotb's runner exits instead of returning when a test fails; name the failures instead.
+            results = results_xml
+            if not results_xml.exists():
+                raise RuntimeError(f"cocotb run on {simulator} ({build_dir}) exited without results") from None
         t2 = time.perf_counter()
     failed = _failures(Path(results))
     if failed:
