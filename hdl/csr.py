@@ -1,0 +1,179 @@
+"""The control/status register block behind an AXI4-Lite slave, generated from the register map.
+
+Every register, field position, access type and reset value comes from ``kvpath.regmap.build_map``;
+nothing here names a register except by the access semantics the map gives it. docs/regmap.md
+("Bus behaviour") is the contract this implements.
+
+Ports (besides the flat ``s_axil_*`` slave, see ``hdl/axil.py``), named by the map's ``port``:
+
+* ``Out`` per RW field (its current value) and per W1P field (a one-cycle pulse);
+* ``In`` per live RO field and per 64-bit counter (the datapath's value);
+* ``In`` per W1C field: a pulse that sets the sticky bit (``axi_error`` is also set internally);
+* ``scale_write``: ``Out(stream.Signature(ScaleWrite))``, one beat per accepted SCALE_DATA write.
+
+Write path: AW and W are captured in holding registers, in either order; once both are held and no
+response is pending the write executes (a SCALE_DATA write first waits for ``scale_write.ready``)
+and B is raised. Read path: AR is decoded on acceptance and R is registered. One transaction of
+each kind at a time: simple, deadlock-free, and far faster than any driver issues them.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath.config import DEFAULT, KVPathConfig
+from kvpath.hdl.axil import AxiLitePort, axil_slave_members
+from kvpath.hdl.scale_port import ScaleWrite
+from kvpath.regmap import build_map
+from kvpath.regmap.json_map import RESP
+from kvpath.regmap.layout import DATA_BITS, RO, RW, W1C, W1P, WORD_BYTES
+from kvpath.regmap.map import AXI_ERROR, SCALE_DATA, SCALE_INDEX
+
+OKAY, SLVERR = RESP["okay"], RESP["slverr"]
+ALL_LANES = (1 << (DATA_BITS // 8)) - 1
+
+
+def _members(regmap) -> dict:
+    members = axil_slave_members(regmap.addr_width, DATA_BITS)
+    for r, f in regmap.fields():
+        if f.is_constant or r.part == "hi":
+            continue
+        if r.wide:
+            members[f.port] = In(2 * DATA_BITS)
+        elif f.access == RW:
+            members[f.port] = Out(f.width, init=f.reset)
+        elif f.access == W1P:
+            members[f.port] = Out(1)
+        elif f.access in (RO, W1C):
+            members[f.port] = In(f.width)
+    members["scale_write"] = Out(stream.Signature(ScaleWrite))
+    return members
+
+
+class CSRBlock(wiring.Component):
+    def __init__(self, config: KVPathConfig = DEFAULT):
+        self.config = config
+        self.regmap = build_map(config)
+        self._scale_data = self.regmap.register(SCALE_DATA)
+        self._scale_index = self.regmap.register(SCALE_INDEX)
+        super().__init__(_members(self.regmap))
+
+    def elaborate(self, platform):
+        m = Module()
+        regmap = self.regmap
+        bus = AxiLitePort(self)
+        word = slice(2, regmap.addr_width)
+
+        # --- storage: RW fields are the output ports themselves; sticky bits and LO/HI snapshots
+        sticky = {f.port: Signal(f.width, name=f"sticky_{f.port}") for _, f in regmap.fields()
+                  if f.access == W1C}
+        snapshot = {r.wide: Signal(DATA_BITS, name=f"snap_{r.wide}") for r in regmap.registers
+                    if r.part == "hi"}
+
+        def read_value(r):
+            """The register's read data as one full-width expression: gaps and write-only bits are 0."""
+            parts, next_lsb = [], 0
+            for f in r.fields:
+                if f.is_constant:
+                    src = Const(f.reset, f.width)
+                elif r.part == "lo":
+                    src = getattr(self, r.wide)[:DATA_BITS]
+                elif r.part == "hi":
+                    src = snapshot[r.wide]
+                elif f.access in (RW, RO):
+                    src = getattr(self, f.port)
+                elif f.access == W1C:
+                    src = sticky[f.port]
+                else:  # W1P, WO read 0
+                    continue
+                parts += [Const(0, f.lsb - next_lsb), src]
+                next_lsb = f.lsb + f.width
+            return Cat(*parts, Const(0, DATA_BITS - next_lsb))
+
+        # --- read path
+        r_valid, r_data, r_resp = Signal(), Signal(DATA_BITS), Signal(2)
+        read_error = Signal()
+        m.d.comb += [bus.arready.eq(~r_valid), bus.rvalid.eq(r_valid), bus.rdata.eq(r_data),
+                     bus.rresp.eq(r_resp)]
+        with m.If(r_valid & bus.rready):
+            m.d.sync += r_valid.eq(0)
+        with m.If(bus.arvalid & ~r_valid):
+            m.d.sync += r_valid.eq(1)
+            with m.Switch(bus.araddr[word]):
+                for r in regmap.registers:
+                    with m.Case(r.offset // WORD_BYTES):
+                        m.d.sync += [r_data.eq(read_value(r)), r_resp.eq(OKAY)]
+                        if r.part == "lo":
+                            m.d.sync += snapshot[r.wide].eq(getattr(self, r.wide)[DATA_BITS:])
+                with m.Default():
+                    m.d.sync += [r_data.eq(0), r_resp.eq(SLVERR)]
+                    m.d.comb += read_error.eq(1)
+
+        # --- write path
+        aw_full, aw_addr = Signal(), Signal(regmap.addr_width)
+        w_full, w_data, w_strb = Signal(), Signal(DATA_BITS), Signal(DATA_BITS // 8)
+        b_valid, b_resp = Signal(), Signal(2)
+        m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full), bus.bvalid.eq(b_valid),
+                     bus.bresp.eq(b_resp)]
+        with m.If(bus.awvalid & ~aw_full):
+            m.d.sync += [aw_full.eq(1), aw_addr.eq(bus.awaddr)]
+        with m.If(bus.wvalid & ~w_full):
+            m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
+        with m.If(b_valid & bus.bready):
+            m.d.sync += b_valid.eq(0)
+
+        ready_to_write = aw_full & w_full & ~b_valid
+        done, resp = Signal(), Signal(2)  # the held write completes this cycle, with this response
+        m.d.comb += resp.eq(SLVERR)
+        with m.If(done):
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), b_valid.eq(1), b_resp.eq(resp)]
+
+        def lane_bits(f) -> Signal:
+            """1 where the written data bit is in an enabled byte lane."""
+            return Cat(w_strb[(f.lsb + i) // 8] for i in range(f.width))
+
+        clear = {port: Signal(s.shape(), name=f"clear_{port}") for port, s in sticky.items()}
+        for port in (f.port for _, f in regmap.fields() if f.access == W1P):
+            m.d.sync += getattr(self, port).eq(0)
+        scale_index = getattr(self, self._scale_index.fields[0].port)
+
+        with m.If(ready_to_write):
+            with m.Switch(aw_addr[word]):
+                for r in regmap.registers:
+                    if not r.writable:
+                        continue
+                    with m.Case(r.offset // WORD_BYTES):
+                        if r is self._scale_data:
+                            m.d.comb += [self.scale_write.payload.index.eq(scale_index),
+                                         self.scale_write.payload.value.eq(w_data)]
+                            with m.If(w_strb != ALL_LANES):
+                                m.d.comb += done.eq(1)
+                            with m.Else():
+                                m.d.comb += self.scale_write.valid.eq(1)
+                                with m.If(self.scale_write.ready):
+                                    m.d.comb += [done.eq(1), resp.eq(OKAY)]
+                                    m.d.sync += scale_index.eq(scale_index + 1)
+                            continue
+                        m.d.comb += [done.eq(1), resp.eq(OKAY)]
+                        for f in r.fields:
+                            data, lanes = w_data[f.lsb:f.lsb + f.width], lane_bits(f)
+                            port = getattr(self, f.port, None)
+                            if f.access == RW:
+                                m.d.sync += port.eq(Cat(Mux(lanes[i], data[i], port[i])
+                                                        for i in range(f.width)))
+                            elif f.access == W1P:
+                                m.d.sync += port.eq(data & lanes)
+                            elif f.access == W1C:
+                                m.d.comb += clear[f.port].eq(data & lanes)
+                with m.Default():
+                    m.d.comb += done.eq(1)
+
+        # Sticky bits: a set in the same cycle as a clear wins, so no event is lost.
+        for port, bit in sticky.items():
+            set_ = getattr(self, port)
+            if port == AXI_ERROR:
+                set_ = set_ | (done & (resp == SLVERR)) | read_error
+            m.d.sync += bit.eq((bit & ~clear[port]) | set_)
+        return m
