@@ -74,9 +74,27 @@ def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64) -> np.ndarra
     """Blocks whose scale comes out exact (1 or a power of two) and whose elements sit on the rounding
     thresholds of the format, and one FP16 ulp either side of them."""
     name = get_format(fmt).name
+    # MX: (pin, thresholds) in units of the shared scale 2**X. The pin 2**emax makes X exact; the
+    # thresholds are the element grid's decision points (mxfp4 ties go down, the others to even)
+    # and its saturation points (mxfp4 past 6, mxint8 at 127.5/64, mxfp8_e4m3 at 464 = (448+480)/2).
+    e4m3 = np.array([(8 | (c & 7)) * 2.0 ** ((c >> 3) - 10) if c >> 3 else c * 2.0 ** -9 for c in range(0x7F)])
+    mx_ties = {
+        "mxfp4": (4.0, np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0])),
+        "mxint8": (1.0, (np.arange(128) + 0.5) / 64),
+        "mxfp8_e4m3": (256.0, np.concatenate([(e4m3[:-1] + e4m3[1:]) / 2, [464.0]])),
+    }
     blocks = []
     for _ in range(count):
         scale = np.float16(2.0 ** int(rng.integers(-8, 6)))
+        if name in mx_ties:
+            pin, thresholds = mx_ties[name]
+            vals = rng.choice(thresholds, BLOCK_ELEMS - 1) * rng.choice([-1.0, 1.0], BLOCK_ELEMS - 1)
+            vals = (vals * float(scale)).astype(np.float16)
+            nudge = rng.integers(-1, 2, vals.size).astype(np.int16)
+            # Every threshold stays below 2 * pin after a one-ulp nudge, so the pin keeps setting X.
+            vals = (vals.view(np.int16) + nudge).view(np.float16)
+            blocks.append(rng.permutation(np.concatenate([np.array([pin * float(scale)], np.float16), vals])))
+            continue
         if name == "q8_0":
             pin = [127.0]  # d = 127/127 = 1
             half = np.arange(-127, 127) + 0.5
