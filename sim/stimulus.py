@@ -70,10 +70,13 @@ def edge_blocks(rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(blocks)
 
 
-def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64) -> np.ndarray:
+def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64, elem: str = "fp16") -> np.ndarray:
     """Blocks whose scale comes out exact (1 or a power of two) and whose elements sit on the rounding
-    thresholds of the format, and one FP16 ulp either side of them."""
+    thresholds of the format, and one ulp of the element type either side of them. Every threshold
+    has at most 8 significant bits, so it is exact in BF16 as well as FP16."""
     name = get_format(fmt).name
+    dt = np.dtype(np.float16) if check_elem(elem) == "fp16" else BF16
+    cast = lambda v: np.asarray(v, np.float32).astype(dt)  # noqa: E731
     # MX: (pin, thresholds) in units of the shared scale 2**X. The pin 2**emax makes X exact; the
     # thresholds are the element grid's decision points (mxfp4 ties go down, the others to even)
     # and its saturation points (mxfp4 past 6, mxint8 at 127.5/64, mxfp8_e4m3 at 464 = (448+480)/2).
@@ -89,11 +92,11 @@ def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64) -> np.ndarra
         if name in mx_ties:
             pin, thresholds = mx_ties[name]
             vals = rng.choice(thresholds, BLOCK_ELEMS - 1) * rng.choice([-1.0, 1.0], BLOCK_ELEMS - 1)
-            vals = (vals * float(scale)).astype(np.float16)
+            vals = cast(vals * float(scale))
             nudge = rng.integers(-1, 2, vals.size).astype(np.int16)
             # Every threshold stays below 2 * pin after a one-ulp nudge, so the pin keeps setting X.
-            vals = (vals.view(np.int16) + nudge).view(np.float16)
-            blocks.append(rng.permutation(np.concatenate([np.array([pin * float(scale)], np.float16), vals])))
+            vals = (vals.view(np.int16) + nudge).view(dt)
+            blocks.append(rng.permutation(np.concatenate([cast([pin * float(scale)]), vals])))
             continue
         if name == "q8_0":
             pin = [127.0]  # d = 127/127 = 1
@@ -104,12 +107,12 @@ def tie_blocks(rng: np.random.Generator, fmt: str, count: int = 64) -> np.ndarra
         else:
             pin = [0.0, 15.0]  # d = (15 - 0)/15 = 1, min 0
             half = np.arange(0, 15) + 0.5
-        vals = rng.choice(half, BLOCK_ELEMS - len(pin)).astype(np.float16)
+        vals = cast(rng.choice(half, BLOCK_ELEMS - len(pin)))
         nudge = rng.integers(-1, 2, vals.size).astype(np.int16)
         # One ulp either way stays well inside the pinned range, so the pins keep setting the scale.
-        vals = (vals.view(np.int16) + nudge).view(np.float16)
-        block = np.concatenate([np.array(pin, np.float16), vals]) * scale
-        blocks.append(rng.permutation(block.astype(np.float16)))
+        vals = (vals.view(np.int16) + nudge).view(dt)
+        block = np.concatenate([cast(pin), vals]).astype(np.float32) * np.float32(scale)
+        blocks.append(rng.permutation(cast(block)))
     return np.concatenate(blocks)
 
 
@@ -150,9 +153,7 @@ def mixed(fmt: str, n: int, seed: int, elem: str = "fp16") -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = -(-n // BLOCK_ELEMS) * BLOCK_ELEMS
     if elem == "bf16":
-        # The tie blocks' thresholds (k + 0.5 times a power of two, below 256) are exact in BF16 too,
-        # but the one-FP16-ulp nudges are not: rebuild them on BF16's grid.
-        ties = tie_blocks(rng, fmt).astype(np.float32).astype(BF16)
+        ties = tie_blocks(rng, fmt, elem="bf16")
         special = np.concatenate([bf16_edge_blocks(rng), ties, all_bf16_patterns(rng)])
         if n <= special.size:
             return _interleave(rng, special, None, n)
