@@ -2,8 +2,8 @@
 
 Each parameter set builds in its own directory. Every run includes a no-pause pass (which must reach
 0.99 beats per clock) and throttled passes with random input bubbles and output backpressure.
-The default matrix keeps the suite short; KVPATH_LONG=1 runs every format x lanes x simulator with
-larger vector counts.
+The default matrix keeps the suite short; KVPATH_LONG=1 runs every format x element type x lanes x
+simulator with larger vector counts.
 """
 
 import itertools
@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from kvpath.config import DEQUANT_LANES, GGML_FORMATS, QUANT_LANES
+from kvpath.config import DEQUANT_LANES, ELEM_TYPES, GGML_FORMATS, MX_FORMATS, QUANT_LANES
 from kvpath.sim import regression
 
 LONG = os.environ.get("KVPATH_LONG") == "1"
@@ -19,28 +19,48 @@ LONG = os.environ.get("KVPATH_LONG") == "1"
 SEED = 20261123
 
 
+# Every (format, element type) beyond the FP16 ggml formats: Icarus runs both blocks of each; Verilator
+# builds cost ~25 s each, so the default suite gives it one block per pair, alternating so that every
+# format meets Verilator in both directions across its two element types. KVPATH_LONG=1 runs them all.
+EXTRA_PAIRS = [(fmt, elem) for fmt in MX_FORMATS for elem in ELEM_TYPES] + [(fmt, "bf16") for fmt in GGML_FORMATS]
+VERILATOR_DEFAULT = {
+    ("mxfp4", "fp16"): "quantizer", ("mxfp4", "bf16"): "dequantizer",
+    ("mxint8", "fp16"): "dequantizer", ("mxint8", "bf16"): "quantizer",
+    ("mxfp8_e4m3", "fp16"): "quantizer", ("mxfp8_e4m3", "bf16"): "dequantizer",
+    ("q8_0", "bf16"): "quantizer", ("q4_0", "bf16"): "dequantizer", ("q4_1", "bf16"): "both",
+}
+
+
 def cases():
     for fmt in GGML_FORMATS:
         # Icarus: every lane count, short runs.
         for lanes in QUANT_LANES:
-            yield "quantizer", fmt, lanes, "icarus", 4096
+            yield "quantizer", fmt, lanes, "icarus", 4096, "fp16"
         for lanes in (8, 32, 128):
-            yield "dequantizer", fmt, lanes, "icarus", 4096
+            yield "dequantizer", fmt, lanes, "icarus", 4096, "fp16"
         # Verilator: the default lanes with more than a million elements.
-        yield "quantizer", fmt, 16, "verilator", 1 << 20
-        yield "dequantizer", fmt, 16, "verilator", 1 << 20
+        yield "quantizer", fmt, 16, "verilator", 1 << 20, "fp16"
+        yield "dequantizer", fmt, 16, "verilator", 1 << 20, "fp16"
+    for k, (fmt, elem) in enumerate(EXTRA_PAIRS):
+        # Lane counts rotate so that every width meets every family somewhere in the default run.
+        yield "quantizer", fmt, QUANT_LANES[k % 3], "icarus", 4096, elem
+        yield "dequantizer", fmt, (8, 32, 128)[k % 3], "icarus", 4096, elem
+        for target in ("quantizer", "dequantizer"):
+            if VERILATOR_DEFAULT[fmt, elem] in (target, "both"):
+                yield target, fmt, 16, "verilator", 1 << 18, elem
     if LONG:
-        for fmt, lanes, sim in itertools.product(GGML_FORMATS, QUANT_LANES, ("icarus", "verilator")):
-            yield pytest.param("quantizer", fmt, lanes, sim, 1 << 22 if sim == "verilator" else 1 << 16,
-                               marks=pytest.mark.long, id=f"long-quantizer-{fmt}-l{lanes}-{sim}")
-        for fmt, lanes, sim in itertools.product(GGML_FORMATS, DEQUANT_LANES, ("icarus", "verilator")):
-            yield pytest.param("dequantizer", fmt, lanes, sim, 1 << 22 if sim == "verilator" else 1 << 16,
-                               marks=pytest.mark.long, id=f"long-dequantizer-{fmt}-l{lanes}-{sim}")
+        pairs = [(fmt, "fp16") for fmt in GGML_FORMATS] + EXTRA_PAIRS
+        for (fmt, elem), lanes, sim in itertools.product(pairs, QUANT_LANES, ("icarus", "verilator")):
+            yield pytest.param("quantizer", fmt, lanes, sim, 1 << 22 if sim == "verilator" else 1 << 16, elem,
+                               marks=pytest.mark.long, id=f"long-quantizer-{fmt}-{elem}-l{lanes}-{sim}")
+        for (fmt, elem), lanes, sim in itertools.product(pairs, DEQUANT_LANES, ("icarus", "verilator")):
+            yield pytest.param("dequantizer", fmt, lanes, sim, 1 << 22 if sim == "verilator" else 1 << 16, elem,
+                               marks=pytest.mark.long, id=f"long-dequantizer-{fmt}-{elem}-l{lanes}-{sim}")
 
 
-@pytest.mark.parametrize("target,fmt,lanes,simulator,vectors", list(cases()))
-def test_bit_exact(target, fmt, lanes, simulator, vectors, build_root):
-    result = regression.run(target, fmt, lanes, simulator, vectors, SEED, build_root)
+@pytest.mark.parametrize("target,fmt,lanes,simulator,vectors,elem", list(cases()))
+def test_bit_exact(target, fmt, lanes, simulator, vectors, elem, build_root):
+    result = regression.run(target, fmt, lanes, simulator, vectors, SEED, build_root, elem=elem)
     print(result.summary(), f"wall_s={result.wall_s:.1f}")
     assert result.mismatches == 0, f"seed {SEED}: " + "\n".join(result.details)
     # Short runs are dominated by pipeline fill; the steady-state rate must be one beat per clock
