@@ -8,6 +8,9 @@ counts each replaced field.
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data
 
+from .dequant_model import BF16_POS
+from .dequant_pipe import msb_index
+
 MAX_FINITE = 0x7BFF
 
 
@@ -44,3 +47,32 @@ def decode(m: Module, bits) -> Fields:
         f.g.eq(Mux(normal, e - 1, 0)),
     ]
     return f
+
+
+def fraction_lead(m: Module, bits, name: str = "norm") -> Signal:
+    """Index of the leading one of an FP16 pattern's fraction: ``normalize``'s shift, searched one
+    stage ahead so that search and shift do not stack up in one clock."""
+    lead, _ = msb_index(m, Value.cast(bits)[0:10], name=f"{name}_lead")
+    return lead
+
+
+def normalize(m: Module, bits, lead, name: str = "norm") -> tuple[Signal, Signal]:
+    """``(sig_n, pos)`` of a sanitized FP16 pattern for BF16 output: ``sig_n`` in [1024, 2048) (0 for
+    zero) and ``pos`` the BF16 exponent field minus one, so ``|value| = sig_n * 2**(pos - BF16_POS - 24)``.
+    ``lead`` is ``fraction_lead(bits)``.
+
+    FP16 subnormals are normal in BF16: the fraction is shifted up until its leading one reaches
+    bit 10 and the exponent is lowered by as much. Normal and subnormal are computed side by side
+    from the raw bits and picked by the exponent field.
+    """
+    bits = Value.cast(bits)
+    frac, e = bits[0:10], bits[10:15]
+    normal = e.any()
+    sig_n = Signal(11, name=f"{name}_sig")
+    pos = Signal(8, name=f"{name}_pos")
+    m.d.comb += [
+        sig_n.eq(Mux(normal, Cat(frac, Const(1, 1)), ((frac << 10) >> lead)[0:11])),
+        # Normal: g = e - 1 with the leading one at bit 10; subnormal: g = 0, leading one at ``lead``.
+        pos.eq(Mux(normal, e + (BF16_POS - 1), lead + (BF16_POS - 10))),
+    ]
+    return sig_n, pos

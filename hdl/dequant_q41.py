@@ -1,4 +1,4 @@
-"""q4_1 element arithmetic: FP16 of ``fl32(d*q + m)``, a double rounding (fp32, then FP16).
+"""q4_1 element arithmetic: FP16 (or BF16) of ``fl32(d*q + m)``, a double rounding (fp32, then FP16).
 
 Mirrors ``dequant_model.q41_block`` / ``q41_element``, where the window placement and why it is
 exact are documented. Per block (5 stages): ``d``'s significand and ``m`` are placed in a 41-bit
@@ -16,16 +16,23 @@ Two arrangements of the same element pipeline:
   folds the code multiplexers away, and every lane picks its result with a 16:1 mux. That trades
   32 pipelines per block for 15 plus 32 muxes, and wins from 16 lanes up (yosys synth_xilinx on
   the 16-lane engine: 6081 LUTs as a table against 6341 per lane).
+
+BF16 output (``elem="bf16"``, ``dequant_model.q41_element(..., "bf16")``) uses the same windows and
+sums. Its results are all normal BF16 numbers, so the shift is the sum's true leading one (no
+2**-24 floor), the second rounding keeps 8 bits instead of 11, the exponent field is offset by
+``BF16_POS`` (folded into the block's ``base``), and nothing saturates. Code 0 (``d*0 + m``) is no
+longer a plain copy of ``m``: the block converts ``m`` to BF16 (normalize, round 11 bits to 8) in B2
+and B3.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS
+from kvpath.config import BLOCK_ELEMS, check_elem
 
 from . import dequant_model as model
-from .dequant_fields import MAX_FINITE, decode
+from .dequant_fields import MAX_FINITE, decode, fraction_lead, normalize
 from .dequant_pipe import delay, msb_index, reg
 
 BLOCK_STAGES = 5
@@ -36,9 +43,11 @@ SUM = model.SUM_BITS + 1  # signed sum width
 class Q41Engine(wiring.Component):
     """``lanes`` values of a beat: ``value[i] = FP16(fl32(d*q[i] + m))`` of lane ``i``'s block
     (``i // 32``), ``latency`` enabled cycles after ``d``, ``m`` and ``codes`` are presented.
-    ``table`` selects the arrangement (default: table when ``lanes >= 16``)."""
+    ``table`` selects the arrangement (default: table when ``lanes >= 16``); ``elem`` the output
+    element type (``"fp16"`` or ``"bf16"``; same latency)."""
 
-    def __init__(self, lanes: int, table: bool | None = None):
+    def __init__(self, lanes: int, table: bool | None = None, elem: str = "fp16"):
+        self.elem = check_elem(elem)
         self.lanes = lanes
         self.blocks = max(1, lanes // BLOCK_ELEMS)
         self.table = lanes >= 16 if table is None else table
@@ -57,6 +66,7 @@ class Q41Engine(wiring.Component):
     def _block(self, m: Module, en, d_bits, m_bits, b: int) -> list[dict]:
         """Block constants; returns them as seen at each lane stage (index 0 = lane stage 1 input)."""
         r = lambda v, n: reg(m, en, v, name=f"b{b}_{n}")  # noqa: E731
+        bf16 = self.elem == "bf16"
 
         # B1: fields and exponent difference.
         fd, fm = decode(m, d_bits), decode(m, m_bits)
@@ -83,6 +93,9 @@ class Q41Engine(wiring.Component):
         base2, kx2, ky2 = r(base, "base"), r(kx, "kx"), r(ky + 5, "ky5")
         sd2, sm2, sigd2, sigm2, mb2 = (r(v, n + "2") for v, n in
                                        ((sd, "sd"), (sm, "sm"), (sigd, "sigd"), (sigm, "sigm"), (mb, "mb")))
+        if bf16:
+            # m alone (code 0) as BF16: the normalizing shift is found here, applied and rounded in B3.
+            m_lead2 = r(fraction_lead(m, mb, name=f"b{b}_mnorm"), "mlead")
 
         # B3: shift the significands into the window. m's bits below the fixed point's LSB
         # (ky < 0, at most 5) leave as a sticky flag; the floor is taken with m's sign in B4.
@@ -92,6 +105,12 @@ class Q41Engine(wiring.Component):
         sticky_y = r(wide[0:5].any(), "sticky_y")
         sd3, sm3, mb3, base3 = (r(v, n + "3") for v, n in ((sd2, "sd"), (sm2, "sm"), (mb2, "mb"),
                                                             (base2, "base")))
+        if bf16:
+            m_sig, m_pos = normalize(m, mb2, m_lead2, name=f"b{b}_mnorm")
+            m_inc = m_sig[2] & (m_sig[0:2].any() | m_sig[3])  # RNE of 11 bits to 8
+            mb3 = r(Cat(((m_pos << 7) + m_sig[3:11] + m_inc)[0:15], sm2), "mb_bf16")
+            # The exponent field offset rides on base, so each element adds only its shift.
+            base3 = r(base2 + model.BF16_POS, "base_bf16")
         dzero3 = r(sigd2 == 0, "dzero")
         mzero3 = r(sigm2 == 0, "mzero")
 
@@ -114,8 +133,9 @@ class Q41Engine(wiring.Component):
         c["t"], c["v"] = t, v
         # The FP16 quantum's floor (2**-24) as a window shift: a one-hot bit OR-ed into the
         # leading-one search makes it return max(lead, floor). Only the near case ever needs it.
-        floor = -k4["base"]
-        c["floor"] = r(Mux(floor > 0, Const(1, 23) << floor[0:5], 0)[0:23], "floor")
+        if not bf16:
+            floor = -k4["base"]
+            c["floor"] = r(Mux(floor > 0, Const(1, 23) << floor[0:5], 0)[0:23], "floor")
         # The FP16 value when d*q is zero: m itself, or a zero that is -0 only if both addends are.
         c["bypass"] = r(Mux(k4["mzero"], Cat(Const(0, 15), k4["sd"] & k4["sm"]), k4["mb"]), "byp")
 
@@ -125,6 +145,8 @@ class Q41Engine(wiring.Component):
             prev = stages[-1]
             nxt = {}
             for n in ("sd", "sticky_y", "base", "floor", "dzero", "bypass"):
+                if bf16 and n == "floor":
+                    continue
                 nxt[n] = reg(m, en, prev[n], name=f"b{b}_{n}_l{k}")
             stages.append(nxt)
         return stages
@@ -134,6 +156,7 @@ class Q41Engine(wiring.Component):
     def _element(self, m: Module, en, cs: list[dict], q, name: str):
         """One element pipeline for code ``q``; returns registered ``(value, sat)``."""
         r = lambda v, n: reg(m, en, v, name=f"{name}_{n}")  # noqa: E731
+        bf16 = self.elem == "bf16"
         c = cs[0]
         q = Cat(q)  # a Const or a 4-bit signal
 
@@ -153,7 +176,8 @@ class Q41Engine(wiring.Component):
         # can have it), never below the 2**-24 grid. Searched per 8-bit group here; the group
         # picks the coarse shift in L4 and its local index is the fine shift.
         c = cs[2]
-        search = Cat(mag[model.LEAD_LO:model.SUM_BITS] | c["floor"], Const(0, 1))
+        lead_bits = mag[model.LEAD_LO:model.SUM_BITS]
+        search = Cat(lead_bits if bf16 else lead_bits | c["floor"], Const(0, 1))
         groups = []
         for k in range(3):
             idx, none = msb_index(m, search[8 * k:8 * k + 8], name=f"{name}_lead{k}")
@@ -170,7 +194,7 @@ class Q41Engine(wiring.Component):
         v6 = Cat(Const(0, 6), mag4, Const(0, 1))
         w1 = r(Mux(coarse[1], v6[16:48], Mux(coarse[0], v6[8:40], v6[0:32])), "w1")
         st1 = r(Mux(coarse[1], v6[0:16].any(), Mux(coarse[0], v6[0:8].any(), 0)), "st1")
-        pos5 = r((c["base"] + Cat(fine, coarse))[0:6], "pos4")
+        pos5 = r((c["base"] + Cat(fine, coarse))[0:8 if bf16 else 6], "pos4")
         fine5, zero5, neg5, byp5 = (r(v, n) for v, n in ((fine, "fine5"), (zero4, "zero5"),
                                                          (neg4, "neg5"), (byp4, "byp5")))
 
@@ -184,17 +208,19 @@ class Q41Engine(wiring.Component):
         pos6, zero6, neg6, byp6 = (r(v, n) for v, n in ((pos5, "pos6"), (zero5, "zero6"),
                                                         (neg5, "neg6"), (byp5, "byp6")))
 
-        # L6: round to fp32 (24 bits: down to mid's LSB), then that to FP16; encode.
-        sig, rb, mid, gb = z[14:25], z[13], z[1:13], z[0]
+        # L6: round to fp32 (24 bits: down to mid's LSB), then that to FP16 (BF16); encode.
+        sig_bits = 8 if bf16 else 11
+        low = 24 - sig_bits
+        sig, rb, mid, gb = z[low + 1:25], z[low], z[1:low], z[0]
         up32 = gb & (st6 | mid[0])
-        carry = up32 & mid.all()  # the fp32 round-up ripples into FP16's round bit
+        carry = up32 & mid.all()  # the fp32 round-up ripples into the target's round bit
         inc = Mux(carry, rb | sig[0], rb & (mid.any() | up32 | sig[0]))
-        enc = r(((pos6 << 10) + sig + inc)[0:17], "enc")
+        enc = r(((pos6 << (sig_bits - 1)) + sig + inc)[0:17], "enc")
         zero7, neg7, byp7 = r(zero6, "zero7"), r(neg6, "neg7"), r(byp6, "byp7")
 
-        # L7: saturate, pick the zero and bypass cases.
+        # L7: saturate, pick the zero and bypass cases. BF16 results stay below 2**21.
         c = cs[6]
-        sat = enc >= 0x7C00
+        sat = Const(0, 1) if bf16 else enc >= 0x7C00
         normal = Cat(Mux(sat, MAX_FINITE, enc[0:15]), neg7)
         value = r(Mux(byp7, c["bypass"], Mux(zero7, 0, normal)), "value")
         satr = r(sat & ~zero7 & ~byp7, "sat")

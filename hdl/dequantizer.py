@@ -1,8 +1,9 @@
-"""The read path: ggml blocks in, FP16 elements out (``kvpath.hdl.dequantizer.Dequantizer``).
+"""The read path: ggml blocks in, FP16 or BF16 elements out (``kvpath.hdl.dequantizer.Dequantizer``).
 
 Stream ``i`` carries ``blocks_per_beat = max(1, lanes // 32)`` ggml blocks per beat (block ``b`` at
 bits ``[8*block_bytes*b, ...)``, byte ``k`` of a block at its bits ``[8k, 8k+8)``); stream ``o``
-carries ``lanes`` FP16 bit patterns per beat. With ``lanes < 32`` a block leaves as ``32 // lanes``
+carries ``lanes`` FP16 (``elem="fp16"``) or BF16 (``elem="bf16"``) bit patterns per beat: the output
+element type follows the one the quantizer was generated for. With ``lanes < 32`` a block leaves as ``32 // lanes``
 beats, beat ``k`` holding elements ``k*lanes ..``; with ``lanes >= 32`` lane ``32*b + e`` is element
 ``e`` of block ``b``.
 
@@ -16,14 +17,17 @@ is available and the output is ready.
 
 Latency: an input beat accepted in cycle t shows its first output beat in cycle t + ``latency``
 (with the output ready throughout): 7 clocks for q8_0, 6 for q4_0, 14 for q4_1 with 8 lanes and 15
-with 16 or more (``Dequantizer.latency``).
+with 16 or more (``Dequantizer.latency``); BF16 output adds one clock to q8_0 and q4_0 (d is
+normalized first) and none to q4_1.
 ``i.ready = ~held | (en & last beat of the held block)``: it depends combinationally on
 ``o.ready`` (through ``en``) whenever the holding register is full; ``o.valid`` and ``o.payload``
 come straight from registers.
 
 Counters (32 bits, wrapping): ``saturated_count`` counts output elements saturated to +/-65504; an
 element is counted two clocks after its beat enters the output register, so the count is complete
-one clock after the beat is taken at the latest. ``nonfinite_count`` counts Inf/NaN ``d`` and ``m``
+one clock after the beat is taken at the latest. With BF16 output it is constant 0: results from
+finite FP16 scales stay below 2**21, far inside BF16's range (docs/numerics.md, "BF16 output"),
+so there is nothing to count and no counter is built. ``nonfinite_count`` counts Inf/NaN ``d`` and ``m``
 fields replaced before use (two per block when both are), two clocks after the block's first beat
 moves on from stage 1.
 """
@@ -63,15 +67,13 @@ class Dequantizer(wiring.Component):
         if lanes not in DEQUANT_LANES:
             raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {lanes}")
         self.elem = check_elem(elem)
-        if elem != "fp16":
-            raise ValueError(f"the {fmt} dequantizer has no {elem} output yet")
         self.lanes = lanes
         self.blocks_per_beat = max(1, lanes // BLOCK_ELEMS)
         self.beats_per_block = max(1, BLOCK_ELEMS // lanes)
         if self.format.name == "q4_1":
-            self._engine = Q41Engine(lanes)
+            self._engine = Q41Engine(lanes, elem=elem)
         else:
-            self._engine = MulEngine(self.format.name, lanes)
+            self._engine = MulEngine(self.format.name, lanes, elem)
         # Holding register, stage 1, then the engine's stages.
         self.latency = 2 + self._engine.latency
         super().__init__({
@@ -95,10 +97,14 @@ class Dequantizer(wiring.Component):
         f = self.format
         eng = self._engine
         m.submodules.engine = eng
-        m.submodules.sat_counter = sat_ctr = EventCounter(self.lanes)
+        saturating = self.elem == "fp16"
+        if saturating:
+            m.submodules.sat_counter = sat_ctr = EventCounter(self.lanes)
         n_fields = len(f.scale_fields) * self.blocks_per_beat
         m.submodules.nonfinite_counter = nf_ctr = EventCounter(n_fields)
-        m.d.comb += [self.saturated_count.eq(sat_ctr.count), self.nonfinite_count.eq(nf_ctr.count)]
+        if saturating:
+            m.d.comb += self.saturated_count.eq(sat_ctr.count)
+        m.d.comb += self.nonfinite_count.eq(nf_ctr.count)
 
         en = Signal()
         m.d.comb += en.eq(~self.o.valid | self.o.ready)
@@ -156,7 +162,8 @@ class Dequantizer(wiring.Component):
 
         # Saturations count when their beat enters the output register, so that the count is
         # complete no later than one clock after the beat is taken.
-        entered = Signal()
-        m.d.sync += entered.eq(en & chain[-2])
-        m.d.comb += [sat_ctr.events.eq(eng.sat), sat_ctr.fire.eq(entered)]
+        if saturating:
+            entered = Signal()
+            m.d.sync += entered.eq(en & chain[-2])
+            m.d.comb += [sat_ctr.events.eq(eng.sat), sat_ctr.fire.eq(entered)]
         return m
