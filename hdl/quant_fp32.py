@@ -70,16 +70,17 @@ def leading_zeros(m: Module, value, width: int) -> Signal:
     return lz
 
 
-def fp16_significand(m: Module, x) -> tuple[Signal, Signal]:
-    """The 11-bit integer significand and the effective exponent (1 for subnormals) of ``x``.
-
-    ``|x| == mx * 2**(ee - 25)`` for every finite ``x``.
+def fp16_significand(m: Module, x, frac_bits: int = FRAC_BITS,
+                     exp_bits: int = EXP_BITS) -> tuple[Signal, Signal]:
+    """The integer significand (hidden bit included) and the effective exponent (1 for
+    subnormals) of ``x``: ``|x| == mx * 2**(ee - 25)`` for every finite FP16 ``x``. BF16 passes
+    its field widths (7, 8): then ``|x| == mx * 2**(ee - 134)``.
     """
-    exp = x[FRAC_BITS:FRAC_BITS + EXP_BITS]
-    mx = Signal(11)
-    ee = Signal(EXP_BITS)
+    exp = x[frac_bits:frac_bits + exp_bits]
+    mx = Signal(frac_bits + 1)
+    ee = Signal(exp_bits)
     m.d.comb += [
-        mx.eq(Cat(x[:FRAC_BITS], exp != 0)),
+        mx.eq(Cat(x[:frac_bits], exp != 0)),
         ee.eq(Mux(exp == 0, 1, exp)),
     ]
     return mx, ee
@@ -170,15 +171,24 @@ class ProductFront(wiring.Component):
 
     latency = 6
 
-    def __init__(self, r_limit: int):
+    # Element fields (fraction bits, exponent bits) and the shift base's width per element type.
+    # A BF16 significand has 8 bits, so the product has 32 and the window starts at bit 7: the
+    # window ``w`` then means the same as for FP16 and every format tail works unchanged. BF16's
+    # exponent range needs a wider ``rb``.
+    ELEM_FIELDS = {"fp16": (FRAC_BITS, EXP_BITS, 8), "bf16": (7, 8, 10)}
+
+    def __init__(self, r_limit: int, elem: str = "fp16"):
         if not 0 < r_limit <= 16:
             raise ValueError("r_limit must be in 1..16")
+        if elem not in self.ELEM_FIELDS:
+            raise ValueError(f"ProductFront has no {elem!r} element type")
         self.r_limit = r_limit
+        self.frac_bits, self.exp_bits, rb_bits = self.ELEM_FIELDS[elem]
         super().__init__({
             "en": In(1),
             "x": In(16),
             "mi": In(SIG_BITS),
-            "rb": In(signed(8)),
+            "rb": In(signed(rb_bits)),
             "neg": In(1),
             "w": Out(WINDOW_BITS),
             "r": Out(4),
@@ -201,35 +211,37 @@ class ProductFront(wiring.Component):
             return regs
 
         # F1: unpack and count leading zeros of the significand.
-        mx, ee = fp16_significand(m, self.x)
-        lz = leading_zeros(m, mx, 11)
-        rbe = Signal(signed(8))
+        sig_bits, rb_bits = self.frac_bits + 1, len(self.rb)
+        mx, ee = fp16_significand(m, self.x, self.frac_bits, self.exp_bits)
+        lz = leading_zeros(m, mx, sig_bits)
+        rbe = Signal(signed(rb_bits))
         m.d.comb += rbe.eq(self.rb - ee)
         s1 = stage(s1_mx=mx, s1_lz=lz, s1_rbe=rbe, s1_sign=self.x[15] ^ self.neg,
                    s1_zero=(mx == 0) | (self.mi == 0), s1_mi=self.mi)
 
         # F2: normalize; the exponent shift joins the alignment shift.
-        mxn = Signal(11)
-        r_full = Signal(signed(8))
+        mxn = Signal(sig_bits)
+        r_full = Signal(signed(rb_bits))
         m.d.comb += [mxn.eq(s1["s1_mx"] << s1["s1_lz"]), r_full.eq(s1["s1_rbe"] + s1["s1_lz"])]
         s2 = stage(s2_mxn=mxn, s2_r=r_full, s2_sign=s1["s1_sign"], s2_zero=s1["s1_zero"],
                    s2_mi=s1["s1_mi"])
 
         # F3: multiplier operand registers (a DSP's A/B registers); range check of r.
         far = Signal()
-        m.d.comb += far.eq(s2["s2_r"][7] | (s2["s2_r"] >= self.r_limit))
+        m.d.comb += far.eq(s2["s2_r"][rb_bits - 1] | (s2["s2_r"] >= self.r_limit))
         s3 = stage(s3_a=s2["s2_mi"], s3_b=s2["s2_mxn"], s3_r=s2["s2_r"][:4], s3_far=far,
                    s3_sign=s2["s2_sign"], s3_zero=s2["s2_zero"])
 
         # F4: the product; F5: plus half an ulp at the fp32 position.
-        prod = Signal(PRODUCT_BITS)
+        product_bits, window_lsb = sig_bits + SIG_BITS, sig_bits - 1
+        prod = Signal(product_bits)
         m.d.comb += prod.eq(s3["s3_a"] * s3["s3_b"])
         s4 = stage(s4_p=prod, s4_r=s3["s3_r"], s4_far=s3["s3_far"], s4_sign=s3["s3_sign"],
                    s4_zero=s3["s3_zero"])
         p4 = s4["s4_p"]
-        wide = p4[PRODUCT_BITS - 1]
-        rounded = Signal(PRODUCT_BITS + 1)
-        m.d.comb += rounded.eq(p4 + Cat(Const(0, WINDOW_LSB - 1), ~wide, wide))
+        wide = p4[product_bits - 1]
+        rounded = Signal(product_bits + 1)
+        m.d.comb += rounded.eq(p4 + Cat(Const(0, window_lsb - 1), ~wide, wide))
         s5 = stage(s5_p=rounded, s5_wide=wide, s5_r=s4["s4_r"], s5_far=s4["s4_far"],
                    s5_sign=s4["s4_sign"], s5_zero=s4["s4_zero"])
 
@@ -238,8 +250,8 @@ class ProductFront(wiring.Component):
         tie = Signal()
         w = Signal(WINDOW_BITS)
         m.d.comb += [
-            tie.eq(Mux(wide6, p[:WINDOW_LSB + 1] == 0, p[:WINDOW_LSB] == 0)),
-            w.eq(p[WINDOW_LSB:]),
+            tie.eq(Mux(wide6, p[:window_lsb + 1] == 0, p[:window_lsb] == 0)),
+            w.eq(p[window_lsb:]),
         ]
         with m.If(wide6):
             m.d.comb += w[0].eq(0)

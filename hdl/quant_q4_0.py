@@ -25,7 +25,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 
-from kvpath.config import get_format
+from kvpath.config import check_elem, get_format
 
 from .quant_fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront, delayed,
                          fp16_significand, leading_zeros, round_div)
@@ -148,15 +148,19 @@ class Q40BlockUnit(wiring.Component):
 
 
 class Q40LaneUnit(wiring.Component):
+    """``elem="bf16"`` takes BF16 elements and ``quant_bf16_scale``'s constants, whose ``void``
+    bit (the block's 1/d overflowed) forces code 0, kvpath's rule for those blocks."""
+
     latency = ProductFront.latency + 2
 
-    def __init__(self):
-        super().__init__(LaneUnitSignature(FMT, CONST_LAYOUT))
+    def __init__(self, elem: str = "fp16", const_layout: data.Layout = CONST_LAYOUT):
+        self.elem = elem
+        super().__init__(LaneUnitSignature(FMT, const_layout))
 
     def elaborate(self, platform):
         m = Module()
         en = self.en
-        m.submodules.front = front = ProductFront(R_LIMIT)
+        m.submodules.front = front = ProductFront(R_LIMIT, self.elem)
         m.d.comb += [
             front.en.eq(en),
             front.x.eq(self.x),
@@ -187,16 +191,21 @@ class Q40LaneUnit(wiring.Component):
                 s7_sign.eq(front.sign),
                 s7_small.eq(front.far | front.zero),
             ]
+        if self.elem == "bf16":
+            # The block constant arrives with the element; align it with the front's output.
+            s7_void = delayed(m, en, self.const.void, ProductFront.latency + 1, "void")
 
         # Stage 8: pick the integer part and saturate.
         i = Signal(A_INT_BITS)
         m.d.comb += i.eq(s7_total >> s7_r)
         code = Signal(4)
+        cases = [(s7_small, 8), (s7_sign, Mux(i >= 8, 0, 8 - i))]
+        if self.elem == "bf16":
+            cases.insert(0, (s7_void, 0))
         with m.If(en):
-            with m.If(s7_small):
-                m.d.sync += code.eq(8)
-            with m.Elif(s7_sign):
-                m.d.sync += code.eq(Mux(i >= 8, 0, 8 - i))
+            for k, (cond, value) in enumerate(cases):
+                with (m.If if k == 0 else m.Elif)(cond):
+                    m.d.sync += code.eq(value)
             with m.Else():
                 m.d.sync += code.eq(Mux(i >= 7, 15, 8 + i))
         m.d.comb += self.code.eq(code)
@@ -208,12 +217,17 @@ class Q40Datapath(FormatDatapath):
     const_layout = CONST_LAYOUT
 
     def __init__(self, elem: str = "fp16"):
-        if elem != "fp16":
-            raise ValueError(f"{self.fmt.name} quantizer has no {elem} datapath")
+        check_elem(elem)
         self.elem = elem
+        if elem == "bf16":
+            from .quant_bf16_scale import Q40_CONST
+            self.const_layout = Q40_CONST
 
     def block_unit(self):
+        if self.elem == "bf16":
+            from .quant_bf16_scale import Q40Bf16BlockUnit
+            return Q40Bf16BlockUnit()
         return Q40BlockUnit()
 
     def lane_unit(self):
-        return Q40LaneUnit()
+        return Q40LaneUnit(self.elem, self.const_layout)

@@ -36,7 +36,7 @@ SIMD lanes meet last: the last zero in every all-zero block, mostly but not alwa
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
-from kvpath.config import BLOCK_ELEMS, get_format
+from kvpath.config import BLOCK_ELEMS, check_elem, get_format
 
 from .divider import Divider
 from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
@@ -308,8 +308,17 @@ class Q41LaneUnit(wiring.Component):
 
     latency = 10
 
-    def __init__(self):
-        super().__init__(LaneUnitSignature(FMT, CONST_LAYOUT))
+    def __init__(self, const_layout: data.Layout = CONST_LAYOUT):
+        super().__init__(LaneUnitSignature(FMT, const_layout))
+
+    def _front(self, p, c):
+        """Stages 0-1: x's sign, its place in the block's window and its lost-bits flag (the
+        window's two stages; the first output is registered by the caller)."""
+        sign, exp_eff, mant = _fp16_fields(self.x)
+        amount0 = p.reg(exp_eff + c.shift, "amount0")
+        mant0 = p.reg(mant, "mant0")
+        mag, frac = _window(mant0, amount0)
+        return sign, mag, frac
 
     def elaborate(self, platform):
         m = Module()
@@ -317,10 +326,7 @@ class Q41LaneUnit(wiring.Component):
         c = self.const
 
         # --- stages 0-1: x into the block's window.
-        sign, exp_eff, mant = _fp16_fields(self.x)
-        amount0 = p.reg(exp_eff + c.shift, "amount0")
-        mant0 = p.reg(mant, "mant0")
-        mag, frac = _window(mant0, amount0)
+        sign, mag, frac = self._front(p, c)
         sign1 = p.delay(sign, 2, "sign")
         mag1 = p.reg(mag, "mag1")
         frac1 = p.reg(frac, "frac1")
@@ -408,12 +414,20 @@ class Q41Datapath(FormatDatapath):
     const_layout = CONST_LAYOUT
 
     def __init__(self, elem: str = "fp16"):
-        if elem != "fp16":
-            raise ValueError(f"{self.fmt.name} quantizer has no {elem} datapath")
+        check_elem(elem)
         self.elem = elem
+        if elem == "bf16":
+            from .quant_q4_1_bf16 import CONST_LAYOUT_BF16
+            self.const_layout = CONST_LAYOUT_BF16
 
     def block_unit(self) -> wiring.Component:
+        if self.elem == "bf16":
+            from .quant_q4_1_bf16 import Q41Bf16BlockUnit
+            return Q41Bf16BlockUnit()
         return Q41BlockUnit()
 
     def lane_unit(self) -> wiring.Component:
+        if self.elem == "bf16":
+            from .quant_q4_1_bf16 import Q41Bf16LaneUnit
+            return Q41Bf16LaneUnit()
         return Q41LaneUnit()

@@ -15,7 +15,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 
-from kvpath.config import get_format
+from kvpath.config import check_elem, get_format
 
 from .quant_fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, delayed, fp16_significand,
                          leading_zeros, round_div, trailing_zeros)
@@ -147,15 +147,19 @@ class Q80BlockUnit(wiring.Component):
 
 
 class Q80LaneUnit(wiring.Component):
+    """``elem="bf16"`` takes BF16 elements and the wider shift base of ``quant_bf16_scale``; the
+    product window means the same for both, so the tail is shared."""
+
     latency = ProductFront.latency + 2
 
-    def __init__(self):
-        super().__init__(LaneUnitSignature(FMT, CONST_LAYOUT))
+    def __init__(self, elem: str = "fp16", const_layout: data.Layout = CONST_LAYOUT):
+        self.elem = elem
+        super().__init__(LaneUnitSignature(FMT, const_layout))
 
     def elaborate(self, platform):
         m = Module()
         en = self.en
-        m.submodules.front = front = ProductFront(R_LIMIT)
+        m.submodules.front = front = ProductFront(R_LIMIT, self.elem)
         m.d.comb += [
             front.en.eq(en),
             front.x.eq(self.x),
@@ -187,12 +191,17 @@ class Q80Datapath(FormatDatapath):
     const_layout = CONST_LAYOUT
 
     def __init__(self, elem: str = "fp16"):
-        if elem != "fp16":
-            raise ValueError(f"{self.fmt.name} quantizer has no {elem} datapath")
+        check_elem(elem)
         self.elem = elem
+        if elem == "bf16":
+            from .quant_bf16_scale import Q80_CONST
+            self.const_layout = Q80_CONST
 
     def block_unit(self):
+        if self.elem == "bf16":
+            from .quant_bf16_scale import Q80Bf16BlockUnit
+            return Q80Bf16BlockUnit()
         return Q80BlockUnit()
 
     def lane_unit(self):
-        return Q80LaneUnit()
+        return Q80LaneUnit(self.elem, self.const_layout)

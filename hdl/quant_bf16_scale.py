@@ -1,0 +1,224 @@
+"""Block units of q8_0 and q4_0 for BF16 elements (the lanes are the FP16 ones with BF16 fields).
+
+A BF16 block maximum reaches fp32's whole range, so beside the FP16 units' ROM of fl32 reciprocals
+by significand these units know three more outcomes (docs/numerics.md, "BF16 input"):
+
+* the FP16 ``d`` field overflows to Inf or rounds into the FP16 subnormals or to zero;
+* the fp32 ``d`` is itself subnormal (q8_0, maxima below about 2**-119): ``d`` then has fewer
+  than 24 significant bits and ``1/d`` is not the significand ROM's; those maxima have BF16
+  exponent fields 5..7 and get ROM rows of their own, indexed by the whole pattern;
+* ``1/d`` overflows to Inf (q8_0: exponent field below 5 or the ROM's ``void`` flag; q4_0:
+  ``|max| <= 2**-125``): the block is *void* and every code is 0, kvpath's rule.
+
+Every other maximum is a normal BF16 number whose ROM row depends on its 7-bit fraction only;
+the exponent field enters the lanes' shift base ``rb = e + rb_off``. The ROM contents come from the
+golden model's scale tables (integer long division), and their construction asserts that the
+exponent really does only shift them.
+"""
+
+from functools import lru_cache
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+
+from kvpath.config import get_format
+from kvpath.golden import bf16_arith, ggml_bf16
+
+from .quant_fp32 import SIG_BITS, MaxMagnitudeTree, delayed, trailing_zeros
+from .quant_units import BlockUnitSignature
+
+RB_BITS = 10  # e + rb_off for e in 0..254 and |rb_off| <= 3
+# Lane shift bases (see quant_q8_0 / quant_q4_0 tails): with id = id_sig * 2**id_exp (id_sig
+# 24 bits) a BF16 element's window aligns at r = RB_BASE - id_exp - E.
+RB_BASE = {"q8_0": 110, "q4_0": 107}
+
+Q80_CONST = data.StructLayout({"mi": SIG_BITS, "rb": signed(RB_BITS)})
+Q40_CONST = data.StructLayout({"mi": SIG_BITS, "rb": signed(RB_BITS), "neg": 1, "void": 1})
+
+Q80_ROM = data.StructLayout({
+    "mi": 23,  # fl32(1/d) below the hidden bit
+    "rb_off": signed(3),
+    "void": 1,  # 1/d overflows: codes 0
+    "d": 23,  # fl32(m/127) below the hidden bit (normal rows only)
+    "de": 1,
+    "ctz": 5,  # trailing zeros of d's significand: the sticky bit of its FP16 rounding
+})
+Q80_NORMAL_SEL = 3  # ROM rows 3*128.. : maxima with exponent field >= 8, by fraction
+Q80_TINY_E = (5, 6, 7)  # exponent fields with rows of their own (fp32-subnormal d)
+Q40_ROM = data.StructLayout({"mi": 23, "rb_off": signed(3)})
+Q40_VOID_MAX = 0x0100  # |max| <= 2**-125: |d| <= 2**-128 and 1/d overflows
+FP16_INF = 0x7C00
+
+
+def _row(fmt: str, pattern: int):
+    table = ggml_bf16.q8_0_scale_table() if fmt == "q8_0" else ggml_bf16.q4_0_scale_table()
+    _, i_sig, i_exp, void = table
+    e = pattern >> 7
+    if void[pattern]:
+        return {"mi": 0, "rb_off": 0, "void": 1}
+    rb_off = RB_BASE[fmt] - int(i_exp[pattern]) - e
+    assert -4 <= rb_off <= 3, (fmt, pattern, rb_off)
+    return {"mi": int(i_sig[pattern]) - (1 << 23), "rb_off": rb_off, "void": 0}
+
+
+@lru_cache(maxsize=None)
+def q8_0_rom() -> list[dict]:
+    rows = []
+    for sel in range(4):
+        for frac in range(128):
+            if sel < Q80_NORMAL_SEL:
+                row = _row("q8_0", Q80_TINY_E[sel] << 7 | frac)
+                rows.append({**row, "d": 0, "de": 0, "ctz": 0})
+                continue
+            row = _row("q8_0", 127 << 7 | frac)
+            for e in (8, 9, 64, 200, 254):  # the exponent only shifts the row
+                assert _row("q8_0", e << 7 | frac) == row, (e, frac)
+            d_sig, d_exp, _ = bf16_arith.divide(128 + frac, 0, 127)
+            de = int(d_exp) + 23
+            assert de in (0, 1) and not row["void"]
+            rows.append({**row, "d": int(d_sig) - (1 << 23), "de": de, "ctz": trailing_zeros(int(d_sig))})
+    return rows
+
+
+@lru_cache(maxsize=None)
+def q4_0_rom() -> list[dict]:
+    rows = []
+    for frac in range(128):
+        row = _row("q4_0", 127 << 7 | frac)
+        for e in (2 + (frac == 0), 3, 64, 200, 254):
+            assert _row("q4_0", e << 7 | frac) == row, (e, frac)
+        rows.append({"mi": row["mi"], "rb_off": row["rb_off"]})
+    return rows
+
+
+def _reg(m, en, value, name, shape=None):
+    r = Signal(shape if shape is not None else len(value), name=name)
+    with m.If(en):
+        m.d.sync += r.eq(value)
+    return r
+
+
+class Q80Bf16BlockUnit(wiring.Component):
+    """q8_0 block unit for BF16: amax tree (3), ROM read (1), d's FP16 plan (1), rounding (1)."""
+
+    latency = 6
+
+    def __init__(self):
+        super().__init__(BlockUnitSignature(get_format("q8_0"), Q80_CONST))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=False)
+        m.d.comb += tree.en.eq(en)
+        for k in range(len(self.block)):
+            m.d.comb += tree.block[k].eq(self.block[k])
+        amax = tree.max
+
+        # Stage 4: ROM row by (exponent class, fraction).
+        m.submodules.rom = rom = Memory(shape=Q80_ROM, depth=512, init=q8_0_rom())
+        rd = rom.read_port(domain="sync")
+        e = amax[7:15]
+        sel = Signal(2)
+        m.d.comb += [sel.eq(Mux(e >= 8, Q80_NORMAL_SEL, e - Q80_TINY_E[0])),
+                     rd.addr.eq(Cat(amax[:7], sel)), rd.en.eq(en)]
+        s4_e = _reg(m, en, e, "s4_e")
+        s4_void = _reg(m, en, e < Q80_TINY_E[0], "s4_void")  # includes the all-zero block
+        # d = dsig * 2**(e + de - 157) goes to FP16 with biased exponent e16 = e + de - 119. The
+        # ROM's de is not known yet, so plan both cases now and pick one beside the ROM output:
+        # sp is the extra right shift into the FP16 subnormals, clamped where all is gone.
+        plans = []
+        for de in (0, 1):
+            e16 = Signal(signed(RB_BITS), name=f"e16_de{de}")
+            m.d.comb += e16.eq(e + de - 119)
+            plans.append({
+                "sp": _reg(m, en, Mux(e16 >= 1, 0, Mux(e16 <= -11, 12, 1 - e16))[:4], f"s4_sp{de}", 4),
+                "base": _reg(m, en, Mux(e16 >= 1, e16 - 1, 0)[:5], f"s4_base{de}", 5),
+                "inf": _reg(m, en, e16 >= 31, f"s4_inf{de}"),
+            })
+        word = rd.data
+
+        # Stage 5: d's FP16 significand, round bit and sticky bit.
+        sp = Signal(4)
+        m.d.comb += sp.eq(Mux(word.de, plans[1]["sp"], plans[0]["sp"]))
+        dsig = Cat(word.d, Const(1, 1))
+        top = Signal(12)  # the 11 kept bits at shift 13 + sp, and the round bit
+        m.d.comb += top.eq(dsig[12:] >> sp)
+        s5_q, s5_round = _reg(m, en, top[1:], "s5_q"), _reg(m, en, top[0], "s5_round")
+        s5_sticky = _reg(m, en, word.ctz < sp + 12, "s5_sticky")
+        s5_base = _reg(m, en, Mux(word.de, plans[1]["base"], plans[0]["base"]), "s5_base", 5)
+        s5_inf = _reg(m, en, Mux(word.de, plans[1]["inf"], plans[0]["inf"]), "s5_inf")
+        s5_dzero = _reg(m, en, s4_e < 8, "s5_dzero")  # d < 2**-119: FP16 zero (and void blocks)
+        s5_const = Signal(Q80_CONST)
+        with m.If(en):
+            m.d.sync += [s5_const.mi.eq(Mux(s4_void | word.void, 0, Cat(word.mi, Const(1, 1)))),
+                         s5_const.rb.eq(s4_e + word.rb_off)]
+
+        # Stage 6: round d to nearest even; a carry out of exponent 30 lands on Inf by itself.
+        up = s5_round & (s5_sticky | s5_q[0])
+        d16 = Signal(16)
+        m.d.comb += d16.eq(Mux(s5_dzero, 0, Mux(s5_inf, FP16_INF, (s5_base << 10) + s5_q + up)))
+        s6_header = _reg(m, en, d16, "s6_header", 16)
+        m.d.comb += [self.header.eq(s6_header), self.const.eq(delayed(m, en, s5_const, 1, "const"))]
+        return m
+
+
+class Q40Bf16BlockUnit(wiring.Component):
+    """q4_0 block unit for BF16: signed max tree (3), ROM read and d's fields (1), d and constants (1)."""
+
+    latency = 5
+
+    def __init__(self):
+        super().__init__(BlockUnitSignature(get_format("q4_0"), Q40_CONST))
+
+    def elaborate(self, platform):
+        m = Module()
+        en = self.en
+        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=True)
+        m.d.comb += tree.en.eq(en)
+        for k in range(len(self.block)):
+            m.d.comb += tree.block[k].eq(self.block[k])
+        vmax = tree.max
+        mag = vmax[:15]
+
+        # Stage 4: ROM row by fraction (every non-void maximum is a normal BF16 number).
+        m.submodules.rom = rom = Memory(shape=Q40_ROM, depth=128, init=q4_0_rom())
+        rd = rom.read_port(domain="sync")
+        m.d.comb += [rd.addr.eq(vmax[:7]), rd.en.eq(en)]
+        e = vmax[7:15]
+        # |d| = |max| / 8 exactly: FP16 biased exponent e16 = e - 115, significand = BF16's << 3.
+        e16 = Signal(signed(RB_BITS))
+        m.d.comb += e16.eq(e - 115)
+        s4_e = _reg(m, en, e, "s4_e")
+        s4_e16 = _reg(m, en, e16, "s4_e16", signed(RB_BITS))
+        s4_sh = _reg(m, en, Mux(e16 <= -11, 12, 1 - e16)[:4], "s4_sh", 4)  # into the subnormals
+        s4_sig = _reg(m, en, Cat(Const(0, 3), vmax[:7], e != 0), "s4_sig", 11)
+        s4_neg = _reg(m, en, ~vmax[15], "s4_neg")
+        s4_zero = _reg(m, en, mag == 0, "s4_zero")
+        s4_void = _reg(m, en, (mag != 0) & (mag <= Q40_VOID_MAX), "s4_void")
+        word = rd.data
+
+        # Stage 5: the FP16 d field (normal, Inf, or subnormal rounded to nearest even) and the
+        # lane constants.
+        sh = s4_sh
+        sub = Signal(11)
+        m.d.comb += sub.eq(s4_sig >> sh)
+        rbit = (Cat(Const(0, 1), s4_sig) >> sh)[0]
+        low = Signal(11)
+        m.d.comb += low.eq(s4_sig & ((Const(1, 12) << (sh - 1)[:4]) - 1)[:11])
+        up = rbit & ((low != 0) | sub[0])
+        d_mag = Signal(15)
+        with m.If(s4_e16 >= 31):
+            m.d.comb += d_mag.eq(FP16_INF)
+        with m.Elif(s4_e16 >= 1):
+            m.d.comb += d_mag.eq(Cat(s4_sig[:10], s4_e16[:5]))
+        with m.Else():
+            m.d.comb += d_mag.eq(sub + up)
+        header = _reg(m, en, Cat(d_mag, s4_neg), "s5_header", 16)
+        const = Signal(Q40_CONST)
+        with m.If(en):
+            m.d.sync += [const.mi.eq(Mux(s4_zero | s4_void, 0, Cat(word.mi, Const(1, 1)))),
+                         const.rb.eq(s4_e + word.rb_off), const.neg.eq(s4_neg), const.void.eq(s4_void)]
+        m.d.comb += [self.header.eq(header), self.const.eq(const)]
+        return m
