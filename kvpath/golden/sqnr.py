@@ -1,8 +1,10 @@
 """SQNR of every block-scaled format, FP16 and BF16 input, on the same seeded 1 M-element arrays.
 
 ``python -m kvpath.golden.sqnr`` prints a Markdown table: kvpath's golden quantize -> dequantize (values
-rounded to the input's element type, as the RTL returns them) next to gguf's own quantize -> dequantize
-(float32 values) for the formats gguf has. SQNR is 10*log10(sum x^2 / sum (x - x_hat)^2) over the whole
+rounded to the input's element type, as the RTL returns them) next to the reference library's own round
+trip -- gguf for the ggml formats and mxfp4, gfloat for mxint8 and mxfp8_e4m3 -- once with the
+reference's wide output (float32 / float64) and once with that output rounded to the input's element
+type, which is what kvpath must equal. SQNR is 10*log10(sum x^2 / sum (x - x_hat)^2) over the whole
 array, with x the input as the model receives it (after rounding to FP16 or BF16).
 """
 
@@ -42,31 +44,42 @@ def kvpath_sqnr(x: np.ndarray, fmt: str) -> float:
     return sqnr_db(x, dequantize(quantize(x, fmt), fmt, x.dtype))
 
 
-def gguf_sqnr(x: np.ndarray, fmt: str) -> float | None:
-    """gguf's round trip on the same input values (float32 out, no final rounding)."""
-    import gguf
+def reference_roundtrip(x: np.ndarray, fmt: str) -> tuple[str, np.ndarray]:
+    """(library, values): the reference library's own quantize -> dequantize of the same inputs."""
+    f = get_format(fmt)
+    if f.ggml_type is not None:
+        import gguf
 
-    ggml_type = get_format(fmt).ggml_type
-    if ggml_type is None:
-        return None
-    qtype = gguf.GGMLQuantizationType[ggml_type]
-    x32 = x.astype(np.float32)
-    return sqnr_db(x32, gguf.dequantize(gguf.quantize(x32, qtype), qtype))
+        qtype = gguf.GGMLQuantizationType[f.ggml_type]
+        x32 = x.astype(np.float32)
+        return "gguf", gguf.dequantize(gguf.quantize(x32, qtype), qtype).reshape(-1)
+    from kvpath.golden import mx_ref
+
+    blocks, _ = mx_ref.quantize(x, fmt)
+    values, _ = mx_ref.values(blocks, fmt)
+    return "gfloat", values.reshape(-1)
+
+
+def reference_sqnr(x: np.ndarray, fmt: str) -> tuple[str, float, float]:
+    """(library, SQNR of its wide output, SQNR of that output rounded to x's element type)."""
+    lib, y = reference_roundtrip(x, fmt)
+    return lib, sqnr_db(x, y), sqnr_db(x, y.astype(np.float32).astype(x.dtype))
 
 
 def table(n: int, seed: int, formats=BLOCK_SCALED_FORMATS) -> list[str]:
     data = datasets(n, seed)
-    rows = ["| format | bits/elem | input | data | kvpath SQNR (dB) | gguf SQNR (dB) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| format | bits/elem | input | data | kvpath SQNR (dB) | reference | reference, wide output (dB) "
+            "| reference, output rounded to input type (dB) |",
+            "|---|---|---|---|---|---|---|---|"]
     for fmt in formats:
         bits = get_format(fmt).bits_per_element
         for elem, dtype in ELEM_DTYPES.items():
             for name, src in data.items():
                 x = src.astype(dtype)
                 ours = kvpath_sqnr(x, fmt)
-                ref = gguf_sqnr(x, fmt)
-                rows.append(f"| {fmt} | {bits:g} | {elem} | {name} | {ours:.2f} | "
-                            f"{'-' if ref is None else f'{ref:.2f}'} |")
+                lib, wide, rounded = reference_sqnr(x, fmt)
+                rows.append(f"| {fmt} | {bits:g} | {elem} | {name} | {ours:.2f} | {lib} | {wide:.2f} | "
+                            f"{rounded:.2f} |")
     return rows
 
 
