@@ -1,0 +1,144 @@
+"""Static-scale dequantizer: one beat of codes in, one beat of elements out.
+
+Stream ``i`` carries ``lanes`` codes (lane ``k`` at bits ``[k*code_bits, ...)``, two's complement)
+and the beat's context; stream ``o`` carries ``lanes`` FP16/BF16 patterns and the context, passed
+through. The scales come from a ``ScaleCache`` copy through the ``scales`` port, read in the cycle
+the beat is accepted.
+
+Arithmetic (kvpath.golden.static): ``P = |c| * sig_scale`` is exact and the value is
+``P * 2**(ee - bias - frac)``. With ``L = bit_length(P)`` the result's exponent field less one is
+``r = L + ee - frac - 2``: when ``r >= 1`` the value is normal and its pattern is
+``(r << frac) + RNE(top frac+1 bits of P)`` (a rounding carry moves into the exponent by itself);
+otherwise it is ``P << (ee - 1)``, exact, because a scale is on the element's subnormal grid. A
+pattern beyond the largest finite value saturates to it. Sign = sign(code) XOR sign(scale).
+
+Pipeline: accept (cache row) | S1 (cache data, multiply) | S2 (leading one, normalize) | S3 (round,
+encode) | output register, all on ``en = ~o.valid | o.ready``; ``i.ready = en``.
+
+Counters: ``saturated_count`` (elements saturated), ``nonfinite_count`` (elements whose scale was
+Inf/NaN, treated as +0: impossible behind ``ScaleCache``, which refuses such writes),
+``context_error_count`` (beats with a bad context: all elements +0).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath import scales
+from kvpath.config import DEFAULT, DEQUANT_LANES, ELEM_BITS, KVPathConfig, check_elem
+
+from .dequant_count import EventCounter
+from .dequant_pipe import msb_index, reg
+from .scale_cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
+from .static_quant import decode, static_format, valid_reg
+
+MAX_FINITE = {"fp16": 0x7BFF, "bf16": 0x7F7F}
+
+
+class StaticDequantizer(wiring.Component):
+    def __init__(self, fmt: str, lanes: int, elem: str = "fp16", config: KVPathConfig = DEFAULT):
+        self.fmt = static_format(fmt)
+        if lanes not in DEQUANT_LANES:
+            raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {lanes}")
+        self.lanes, self.elem, self.config = lanes, check_elem(elem), config
+        self.scope = scales.scope_of(fmt)
+        self.ctx_layout = context_layout(config)
+        self.in_layout = data.StructLayout({"codes": unsigned(lanes * self.fmt.code_bits),
+                                            "ctx": self.ctx_layout})
+        self.out_layout = data.StructLayout({"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes),
+                                             "ctx": self.ctx_layout})
+        self.latency = 4
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "scales": Out(read_signature(fmt, lanes, config)),
+            "saturated_count": Out(32),
+            "nonfinite_count": Out(32),
+            "context_error_count": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, elem, bits = self.lanes, self.elem, self.fmt.code_bits
+        frac, exp = ELEM_EXP[elem]
+        en, accept = Signal(), Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), accept.eq(self.i.valid & en)]
+
+        row, ok0 = cache_row(m, self.i.payload.ctx, self.scope, lanes, self.config)
+        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(en)]
+        m.submodules.context_errors = ctx_errors = EventCounter(1)
+        m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
+                     self.context_error_count.eq(ctx_errors.count)]
+        v1 = valid_reg(m, en, accept, "s1_valid")
+        codes1 = reg(m, en, self.i.payload.codes, "s1_codes")
+        ok1 = reg(m, en, ok0, "s1_ok")
+        ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx")
+
+        # S1: sign-magnitude code times the scale's significand, exact.
+        pw = bits + frac + 1
+        p2, ee2, neg2, bad2 = [], [], [], []
+        for k in range(lanes):
+            s_bits = self.scales.data[k if self.scope == "channel" else 0]
+            good = finite_half(m, s_bits, elem)
+            ss, ms, es = decode(m, s_bits, elem, f"scale{k}")
+            c = codes1[k * bits:(k + 1) * bits]
+            cneg = c[bits - 1]
+            mag = Signal(bits, name=f"mag{k}")
+            m.d.comb += mag.eq(Mux(cneg, -c.as_signed(), c))
+            p = Signal(pw, name=f"p{k}")
+            m.d.comb += p.eq(mag * Mux(good, ms, 0))
+            p2.append(reg(m, en, p, f"s2_p{k}"))
+            ee2.append(reg(m, en, es, f"s2_ee{k}"))
+            neg2.append(reg(m, en, cneg ^ (ss & good), f"s2_neg{k}"))
+            bad2.append(reg(m, en, ~good, f"s2_bad{k}"))
+        v2, ok2, ctx2 = valid_reg(m, en, v1, "s2_valid"), reg(m, en, ok1, "s2_ok"), reg(m, en, ctx1, "s2_ctx")
+
+        # S2: leading one and normalization (the top bit of pn is P's leading one).
+        pn3, lead3, zero3, p3, ee3, neg3, bad3 = [], [], [], [], [], [], []
+        for k in range(lanes):
+            lead, zero = msb_index(m, p2[k], name=f"lead{k}")
+            pn = Signal(pw, name=f"pn{k}")
+            m.d.comb += pn.eq(p2[k] << (pw - 1 - lead)[:len(lead)])
+            pn3.append(reg(m, en, pn, f"s3_pn{k}"))
+            lead3.append(reg(m, en, lead, f"s3_lead{k}"))
+            zero3.append(reg(m, en, zero, f"s3_zero{k}"))
+            p3.append(reg(m, en, p2[k][:frac + 1], f"s3_plow{k}"))
+            ee3.append(reg(m, en, ee2[k], f"s3_ee{k}"))
+            neg3.append(reg(m, en, neg2[k], f"s3_neg{k}"))
+            bad3.append(reg(m, en, bad2[k], f"s3_bad{k}"))
+        v3, ok3, ctx3 = valid_reg(m, en, v2, "s3_valid"), reg(m, en, ok2, "s3_ok"), reg(m, en, ctx2, "s3_ctx")
+
+        # S3: round to nearest even, encode, saturate.
+        max_finite = MAX_FINITE[elem]
+        below = pw - frac - 1  # bits under the kept significand (>= 3: codes have >= 4 bits)
+        out, sat_flags, bad_flags = [], [], []
+        for k in range(lanes):
+            pn = pn3[k]
+            top = pn[below:]
+            guard = pn[below - 1]
+            sticky = pn[:below - 1].any()
+            n = Signal(frac + 2, name=f"n{k}")
+            m.d.comb += n.eq(top + (guard & (sticky | top[0])))
+            r = Signal(range(-(frac + 2), (1 << exp) + pw + 1), name=f"r{k}")
+            m.d.comb += r.eq(lead3[k] + ee3[k] - frac - 1)  # L - 1 = lead
+            normal = Signal(frac + exp + 2, name=f"normal{k}")
+            m.d.comb += normal.eq((r.as_unsigned()[:exp + 1] << frac) + n)
+            sub = Signal(frac + 1, name=f"sub{k}")
+            m.d.comb += sub.eq(p3[k] << (ee3[k] - 1)[:(frac + 1).bit_length()])
+            over = (r > 0) & (normal > max_finite)
+            mag = Mux(zero3[k], 0, Mux(r > 0, Mux(over, max_finite, normal[:15]), sub))
+            out.append(Mux(ok3, Cat(mag[:15], neg3[k]), 0))
+            sat_flags.append(over & ~zero3[k] & ok3)
+            bad_flags.append(bad3[k] & ok3)
+        m.submodules.saturated = saturated = EventCounter(lanes)
+        m.submodules.nonfinite = nonfinite = EventCounter(lanes)
+        m.d.comb += [
+            saturated.events.eq(Cat(*sat_flags)), saturated.fire.eq(en & v3),
+            nonfinite.events.eq(Cat(*bad_flags)), nonfinite.fire.eq(en & v3),
+            self.saturated_count.eq(saturated.count), self.nonfinite_count.eq(nonfinite.count),
+        ]
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(v3)
+            m.d.sync += [self.o.payload.elems[k].eq(out[k]) for k in range(lanes)]
+            m.d.sync += self.o.payload.ctx.eq(ctx3)
+        return m

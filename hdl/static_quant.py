@@ -1,0 +1,157 @@
+"""Static-scale quantizer (int8_ph, int4_ph, int8_pc, int4_pc): one beat in, one beat of codes out.
+
+Stream ``i`` carries ``lanes`` elements (FP16 or BF16) and the beat's context (``context_layout``:
+layer, head, kv, channel of lane 0); stream ``o`` carries the beat's codes (lane ``k`` at bits
+``[k*code_bits, (k+1)*code_bits)``, so int4 lanes ``2j``/``2j+1`` share byte ``j``, low nibble first)
+and the same context, passed through. The reciprocals come from a ``ScaleCache`` copy through the
+``scales`` port, read in the cycle the beat is accepted.
+
+Arithmetic (kvpath.golden.static): ``P = sig_x * sig_inv`` exact, ``q = floor(P * 2**-s + 1/2)``
+computed as ``((P << 9) >> (s + 8) + 1) >> 1`` -- one right shifter serves both directions, because a
+left shift by more than 8 always saturates a non-zero product -- then clamp to +-qmax and sign.
+
+Pipeline: accept (sanitize, cache row) | S1 (cache data, decode, multiply) | S2 (shift, round, clamp)
+| S3 (sign, pack) | output register. Every register loads on ``en = ~o.valid | o.ready`` and
+``i.ready = en``: back-pressure freezes the pipeline, bubbles travel as cleared valid bits, one beat
+per clock otherwise. The cache read enable is ``en`` too, so a stalled beat keeps the row it read.
+
+Counters (32 bit, wrapping, a few clocks behind): ``nonfinite_count`` (non-finite input elements,
+sanitized to +-max finite / +0), ``saturated_count`` (codes clamped to +-qmax),
+``context_error_count`` (beats with a context outside the configuration: codes 0).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath import scales
+from kvpath.config import DEFAULT, ELEM_BITS, QUANT_LANES, KVPathConfig, check_elem, get_format
+
+from .dequant_count import EventCounter
+from .dequant_pipe import reg
+from .quantizer import sanitize
+from .scale_cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
+
+BIAS = {"fp16": 15, "bf16": 127}
+QMAX = {8: 127, 4: 7}
+LEFT = 9  # the product is pre-shifted left by this much; s < 1 - LEFT + 1 saturates
+
+
+def decode(m: Module, bits, elem: str, name: str):
+    """``(sign, sig, ee)`` of a 16-bit float: value = sig * 2**(ee - bias - frac), ``ee = max(e, 1)``."""
+    frac, exp = ELEM_EXP[elem]
+    e = bits[frac:frac + exp]
+    sig = Signal(frac + 1, name=f"{name}_sig")
+    ee = Signal(exp, name=f"{name}_ee")
+    m.d.comb += [sig.eq(Cat(bits[:frac], e.any())), ee.eq(Mux(e.any(), e, 1))]
+    return bits[15], sig, ee
+
+
+def valid_reg(m: Module, en, value, name: str) -> Signal:
+    """A stage's valid bit: reset (unlike the datapath registers), so counters never see X."""
+    r = Signal(name=name)
+    with m.If(en):
+        m.d.sync += r.eq(value)
+    return r
+
+
+def static_format(fmt: str):
+    f = get_format(fmt)
+    if f.family != "static":
+        raise ValueError(f"{f.name} is not a static-scale format")
+    return f
+
+
+class StaticQuantizer(wiring.Component):
+    def __init__(self, fmt: str, lanes: int, elem: str = "fp16", config: KVPathConfig = DEFAULT):
+        self.fmt = static_format(fmt)
+        if lanes not in QUANT_LANES:
+            raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {lanes}")
+        self.lanes, self.elem, self.config = lanes, check_elem(elem), config
+        self.scope = scales.scope_of(fmt)
+        self.ctx_layout = context_layout(config)
+        self.in_layout = data.StructLayout({"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes),
+                                            "ctx": self.ctx_layout})
+        self.out_layout = data.StructLayout({"codes": unsigned(lanes * self.fmt.code_bits),
+                                             "ctx": self.ctx_layout})
+        self.latency = 4  # accepted in cycle t -> o.valid from cycle t + 4 with o.ready high
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "scales": Out(read_signature(fmt, lanes, config)),
+            "nonfinite_count": Out(32),
+            "saturated_count": Out(32),
+            "context_error_count": Out(32),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, elem, bits = self.lanes, self.elem, self.fmt.code_bits
+        frac, _ = ELEM_EXP[elem]
+        en, accept = Signal(), Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), accept.eq(self.i.valid & en)]
+
+        # Accept: sanitize, count non-finite inputs, address the cache.
+        m.submodules.nonfinite = nonfinite = EventCounter(lanes)
+        flags = []
+        san = []
+        for k in range(lanes):
+            y, bad = sanitize(m, self.i.payload.elems[k], elem)
+            san.append(y)
+            flags.append(bad)
+        m.d.comb += [nonfinite.events.eq(Cat(*flags)), nonfinite.fire.eq(accept),
+                     self.nonfinite_count.eq(nonfinite.count)]
+        row, ok0 = cache_row(m, self.i.payload.ctx, self.scope, lanes, self.config)
+        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(en)]
+        m.submodules.context_errors = ctx_errors = EventCounter(1)
+        m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
+                     self.context_error_count.eq(ctx_errors.count)]
+
+        v1 = valid_reg(m, en, accept, "s1_valid")
+        x1 = [reg(m, en, y, f"s1_x{k}") for k, y in enumerate(san)]
+        ok1 = reg(m, en, ok0, "s1_ok")
+        ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx")
+
+        # S1: decode, exact product, shift amount.
+        const_s = 2 * (BIAS[elem] + frac) + LEFT - 1  # u = s + LEFT - 1, s = const - ee_x - ee_i
+        pw = 2 * (frac + 1)
+        u_max = pw + LEFT + 1  # shifting (P << LEFT) by this much or more leaves 0
+        p2, u2, big2, neg2 = [], [], [], []
+        for k in range(lanes):
+            inv_bits = self.scales.data[k if self.scope == "channel" else 0]
+            sx, mx, ex = decode(m, x1[k], elem, f"x{k}")
+            si, mi, ei = decode(m, inv_bits, elem, f"inv{k}")
+            inv_ok = finite_half(m, inv_bits, elem)  # never false behind ScaleCache; 0 if it were
+            p = Signal(pw, name=f"p{k}")
+            m.d.comb += p.eq(mx * Mux(inv_ok, mi, 0))
+            u = Signal(range(-2 * (1 << len(ex)), const_s + 1), name=f"u{k}")
+            m.d.comb += u.eq(const_s - ex - ei)
+            p2.append(reg(m, en, p, f"s2_p{k}"))
+            u2.append(reg(m, en, Mux(u < 0, 0, Mux(u > u_max, u_max, u))[:u_max.bit_length()], f"s2_u{k}"))
+            big2.append(reg(m, en, u < 0, f"s2_big{k}"))
+            neg2.append(reg(m, en, sx ^ si, f"s2_neg{k}"))
+        v2, ok2, ctx2 = valid_reg(m, en, v1, "s2_valid"), reg(m, en, ok1, "s2_ok"), reg(m, en, ctx1, "s2_ctx")
+
+        # S2: round half away from zero by one right shift, clamp.
+        qmax = QMAX[bits]
+        q3, sat3, neg3 = [], [], []
+        for k in range(lanes):
+            a = Signal(pw + LEFT, name=f"a{k}")
+            m.d.comb += a.eq((p2[k] << LEFT) >> u2[k])
+            q = Signal(pw + LEFT, name=f"qfull{k}")
+            m.d.comb += q.eq((a + 1) >> 1)
+            sat = (big2[k] & p2[k].any()) | (q > qmax)
+            q3.append(reg(m, en, Mux(sat, qmax, q[:bits - 1]), f"s3_q{k}"))
+            sat3.append(reg(m, en, sat, f"s3_sat{k}"))
+            neg3.append(reg(m, en, neg2[k], f"s3_neg{k}"))
+        v3, ok3, ctx3 = valid_reg(m, en, v2, "s3_valid"), reg(m, en, ok2, "s3_ok"), reg(m, en, ctx2, "s3_ctx")
+
+        # S3: sign and pack into the output register; a bad context gives code 0.
+        m.submodules.saturated = saturated = EventCounter(lanes)
+        m.d.comb += [saturated.events.eq(Cat(*sat3) & Mux(ok3, (1 << lanes) - 1, 0)),
+                     saturated.fire.eq(en & v3), self.saturated_count.eq(saturated.count)]
+        codes = Cat(*(Mux(neg3[k], -q3[k], q3[k])[:bits] for k in range(lanes)))
+        with m.If(en):
+            m.d.sync += self.o.valid.eq(v3)
+            m.d.sync += [self.o.payload.codes.eq(Mux(ok3, codes, 0)), self.o.payload.ctx.eq(ctx3)]
+        return m

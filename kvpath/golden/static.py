@@ -1,0 +1,321 @@
+"""Golden model of the static-scale formats int8_ph, int4_ph, int8_pc, int4_pc (docs/static_formats.md).
+
+Integer arithmetic on 16-bit float patterns of the stream's element type (FP16 or BF16), no floating
+point. A 16-bit pattern with exponent field ``e`` and fraction ``f`` is ``sig * 2**(ee - bias - F)``
+with ``ee = max(e, 1)`` and ``sig = f + (e > 0) * 2**F`` (``F`` fraction bits): normal and subnormal
+alike, no normalization needed because every product below is exact.
+
+* Quantize (per element, ``inv`` the entry's reciprocal half): ``P = sig_x * sig_inv`` exactly
+  (11 x 11 bits for FP16, 8 x 8 for BF16), ``q = floor(P * 2**-s + 1/2)`` (ties away from zero, on the
+  magnitude, as ggml's q8_0 ``roundf``), clamped to ``qmax = 127`` / ``7`` (each clamp counted as
+  saturated), negated when ``sign(x) != sign(inv)``. Input elements are sanitized first (Inf -> +-max
+  finite, NaN -> +0, counted). A non-finite ``inv`` (the cache refuses such writes) is treated as 0.
+* Dequantize: ``code * scale`` exactly, rounded to nearest even in the element type; a magnitude that
+  would round beyond the largest finite value saturates to it (counted). Sign = sign(code) XOR
+  sign(scale), so a zero code gives a zero with the scale's sign. A non-finite ``scale`` is treated as
+  +0 and counted per element.
+* Codes: int8 two's complement bytes; int4 two's complement nibbles, element ``2k`` in the low
+  nibble of byte ``k``, element ``2k + 1`` in the high nibble (stream order: a beat packs on its own).
+* Context: a beat (or an array's last axis) belongs to one (layer, head, kv) and, per channel, covers
+  channels ``channel .. channel + n - 1``. An out-of-range context (or, per beat, a channel that is not
+  a multiple of the lanes) gives code 0 / value +0 for the whole beat and is counted; nothing else of
+  that beat is counted except non-finite input elements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+
+from kvpath import scales
+from kvpath.config import DEFAULT, KVPathConfig, check_elem, get_format
+
+from . import bf16, fp16
+from .frame import ELEM_DTYPES, elem_of_dtype
+from .rounding import bit_length, rne_shift
+
+
+@dataclass(frozen=True)
+class ElemType:
+    frac: int
+    bias: int
+    exp_bits: int
+    max_finite: int
+
+    @property
+    def exp_mask(self) -> int:
+        return ((1 << self.exp_bits) - 1) << self.frac
+
+
+ELEM = {"fp16": ElemType(10, 15, 5, 0x7BFF), "bf16": ElemType(7, 127, 8, 0x7F7F)}
+SANITIZE = {"fp16": fp16.sanitize, "bf16": bf16.sanitize}
+QMAX = {8: 127, 4: 7}
+
+
+def _static(fmt: str):
+    f = get_format(fmt)
+    if f.family != "static":
+        raise ValueError(f"{f.name} is not a static-scale format; use kvpath.golden.quantize")
+    return f
+
+
+def decode(bits, elem: str):
+    """``(sign, sig, ee)`` int64 arrays: value = (-1)**sign * sig * 2**(ee - bias - frac)."""
+    t = ELEM[elem]
+    b = np.asarray(bits).astype(np.int64)
+    e = (b >> t.frac) & ((1 << t.exp_bits) - 1)
+    sig = (b & ((1 << t.frac) - 1)) | ((e > 0).astype(np.int64) << t.frac)
+    return b >> 15, sig, np.maximum(e, 1)
+
+
+def finite(bits, elem: str):
+    t = ELEM[elem]
+    return (np.asarray(bits).astype(np.int64) & t.exp_mask) != t.exp_mask
+
+
+def encode(sign, sig, exp, elem: str):
+    """Pattern of ``(-1)**sign * sig * 2**exp`` rounded to nearest even, saturating at the largest
+    finite value. Returns ``(bits uint16, overflow bool)``. ``sig < 2**40``; zero keeps its sign."""
+    t = ELEM[elem]
+    sign, sig, exp = (np.asarray(v, np.int64) for v in (sign, sig, exp))
+    b = bit_length(sig) - 1 + exp
+    shift = np.maximum(b - t.frac, 1 - t.bias - t.frac) - exp
+    # Short significands are shifted up first so one RNE shift by >= 1 serves both directions.
+    up = np.maximum(-shift, 0)
+    n = rne_shift(sig << (up + 1), shift + up + 1)
+    mag = np.where(sig == 0, 0, (np.maximum(b + t.bias - 1, 0) << t.frac) + n)
+    overflow = mag > t.max_finite
+    mag = np.minimum(mag, t.max_finite)
+    return ((sign << 15) | mag).astype(np.uint16), overflow
+
+
+def value_of(bits: int, elem: str) -> Fraction:
+    """Exact value of one finite pattern."""
+    t = ELEM[elem]
+    s, sig, ee = (int(v) for v in decode(np.uint16(bits), elem))
+    v = Fraction(sig) * Fraction(2) ** (ee - t.bias - t.frac)
+    return -v if s else v
+
+
+def encode_fraction(v: Fraction, elem: str) -> tuple[int, bool]:
+    """RNE pattern of an exact rational (scalar); ``(bits, overflow)`` with saturation."""
+    t = ELEM[elem]
+    sign = 1 if v < 0 else 0
+    v = abs(Fraction(v))
+    if v == 0:
+        return sign << 15, False
+    n, d = v.numerator, v.denominator
+    b = n.bit_length() - d.bit_length()
+    if Fraction(2) ** b > v:
+        b -= 1  # now 2**b <= v < 2**(b + 1)
+    qe = max(b - t.frac, 1 - t.bias - t.frac)
+    scaled = v / Fraction(2) ** qe
+    whole, rest = divmod(scaled.numerator, scaled.denominator)
+    twice = 2 * rest
+    if twice > scaled.denominator or (twice == scaled.denominator and whole & 1):
+        whole += 1
+    mag = (max(b + t.bias - 1, 0) << t.frac) + whole
+    overflow = mag > t.max_finite
+    return (sign << 15) | min(mag, t.max_finite), overflow
+
+
+def round_scale(value: float, elem: str) -> int:
+    """A float (e.g. a calibrated scale) rounded to nearest even in the element type."""
+    return encode_fraction(Fraction(float(value)), elem)[0]
+
+
+def make_entry(scale_bits: int, elem: str = "fp16") -> int:
+    """The 32-bit cache entry for a scale: ``inv = RNE(1 / scale)`` in the element type, exactly.
+
+    A zero scale gives the all-zero entry (every element quantizes to 0, as an unloaded entry does).
+    ValueError for a non-finite scale or one whose reciprocal is beyond the largest finite value
+    (``min_scale`` is the smallest positive scale allowed).
+    """
+    check_elem(elem)
+    scale_bits = int(scale_bits) & 0xFFFF
+    if not finite(scale_bits, elem):
+        raise ValueError(f"scale pattern {scale_bits:#06x} is not finite in {elem}")
+    v = value_of(scale_bits, elem)
+    if v == 0:
+        return 0
+    inv, overflow = encode_fraction(1 / v, elem)
+    if overflow:
+        raise ValueError(f"1/scale overflows {elem} for scale {float(v):.6g} (pattern {scale_bits:#06x}); "
+                         f"the smallest scale is {float(value_of(min_scale(elem), elem)):.6g}")
+    return int(scales.pack_entry(scale_bits, inv))
+
+
+@lru_cache(maxsize=None)
+def min_scale(elem: str = "fp16") -> int:
+    """Smallest positive scale pattern whose reciprocal rounds to a finite value."""
+    t = ELEM[elem]
+    bits, _ = encode_fraction(1 / value_of(t.max_finite, elem), elem)
+    while encode_fraction(1 / value_of(bits, elem), elem)[1]:
+        bits += 1
+    return bits
+
+
+def apply_writes(entries: np.ndarray, index, value, elem: str = "fp16") -> np.ndarray:
+    """The cache's write rule, in order: a write whose index is ``>= len(entries)`` or whose scale or
+    reciprocal half is not finite is refused (no effect). Updates ``entries`` (uint32) in place and
+    returns the refused mask."""
+    index = np.asarray(index, np.int64).reshape(-1)
+    value = np.asarray(value, np.uint32).reshape(-1)
+    s_bits, i_bits = scales.unpack_entry(value)
+    refused = (index < 0) | (index >= len(entries)) | ~finite(s_bits, elem) | ~finite(i_bits, elem)
+    take = np.flatnonzero(~refused)
+    # Later writes to the same index win: keep each index's last accepted write.
+    rev = take[::-1]
+    _, first = np.unique(index[rev], return_index=True)
+    keep = rev[first]
+    entries[index[keep]] = value[keep]
+    return refused
+
+
+def quantize_elements(x_bits, inv_bits, code_bits: int, elem: str):
+    """Signed codes (int64) and a saturated mask for sanitized elements and their reciprocals."""
+    t = ELEM[elem]
+    qmax = QMAX[code_bits]
+    sx, mx, ex = decode(x_bits, elem)
+    si, mi, ei = decode(inv_bits, elem)
+    mi = np.where(finite(inv_bits, elem), mi, 0)
+    p = mx * mi
+    s = 2 * (t.bias + t.frac) - ex - ei  # q = round(p * 2**-s)
+    # p < 2**22: a right shift beyond 40 rounds to 0 exactly as any larger one; a left shift by 10
+    # already exceeds qmax for every p >= 1.
+    right = np.clip(s, 1, 40)
+    q = np.where(s >= 1, (p + (np.int64(1) << (right - 1))) >> right, p << np.clip(-s, 0, 10))
+    sat = q > qmax
+    q = np.minimum(q, qmax)
+    return np.where((sx ^ si) == 1, -q, q), sat
+
+
+def dequantize_elements(codes, scale_bits, elem: str):
+    """``(bits uint16, saturated mask, non-finite scale mask)`` of ``code * scale``."""
+    t = ELEM[elem]
+    codes = np.asarray(codes, np.int64)
+    bad = ~finite(scale_bits, elem)
+    ss, ms, es = decode(scale_bits, elem)
+    ss, ms = np.where(bad, 0, ss), np.where(bad, 0, ms)
+    bits, sat = encode((codes < 0).astype(np.int64) ^ ss, np.abs(codes) * ms, es - t.bias - t.frac, elem)
+    return bits, sat, bad
+
+
+def pack_codes(codes, code_bits: int) -> np.ndarray:
+    """Signed codes ``(..., n)`` -> bytes ``(..., n * code_bits // 8)``."""
+    c = np.asarray(codes, np.int64)
+    if code_bits == 8:
+        return (c & 0xFF).astype(np.uint8)
+    if c.shape[-1] % 2:
+        raise ValueError(f"4-bit codes pack in pairs; got {c.shape[-1]} per row")
+    c = c & 0xF
+    return (c[..., 0::2] | (c[..., 1::2] << 4)).astype(np.uint8)
+
+
+def unpack_codes(data: np.ndarray, code_bits: int) -> np.ndarray:
+    """Bytes -> signed codes (int64): inverse of ``pack_codes``."""
+    b = np.asarray(data, np.uint8).astype(np.int64)
+    if code_bits == 8:
+        return np.where(b >= 128, b - 256, b)
+    nib = np.stack([b & 0xF, b >> 4], axis=-1).reshape(*b.shape[:-1], 2 * b.shape[-1])
+    return np.where(nib >= 8, nib - 16, nib)
+
+
+def empty_table(fmt: str, config: KVPathConfig = DEFAULT) -> np.ndarray:
+    """The cache after configuration: every entry 0 (scale +0, reciprocal +0)."""
+    return np.zeros(scales.entry_count(_static(fmt).scope, config), np.uint32)
+
+
+def _entries_for(fmt, entries, layer, head, kv, channel0, n, config):
+    f = _static(fmt)
+    entries = np.asarray(entries, np.uint32)
+    if entries.shape != (scales.entry_count(f.scope, config),):
+        raise ValueError(f"{f.name} needs {scales.entry_count(f.scope, config)} entries, got shape {entries.shape}")
+    if f.scope == "channel":
+        if channel0 < 0 or channel0 + n > config.max_head_dim:
+            raise ValueError(f"channels {channel0}..{channel0 + n - 1} exceed max_head_dim={config.max_head_dim}")
+        idx = scales.entry_index("channel", layer, head, kv, channel0, config) + np.arange(n)
+    else:
+        idx = np.full(n, scales.entry_index("head", layer, head, kv, 0, config))
+    return scales.unpack_entry(entries[idx])
+
+
+def quantize_report(x: np.ndarray, fmt: str, entries: np.ndarray, layer: int, head: int, kv: int,
+                    channel0: int = 0, config: KVPathConfig = DEFAULT):
+    """``(codes uint8 (..., n*bits/8), n_nonfinite, n_saturated)`` of ``x`` (float16 or bfloat16,
+    last axis = channels ``channel0..`` of one (layer, head, kv)), with the cache table ``entries``."""
+    f = _static(fmt)
+    elem = elem_of_dtype(np.asarray(x).dtype)
+    n = x.shape[-1]
+    _, inv = _entries_for(fmt, entries, layer, head, kv, channel0, n, config)
+    bits, n_bad = SANITIZE[elem](np.ascontiguousarray(x).view(np.uint16))
+    codes, sat = quantize_elements(bits, np.broadcast_to(inv, bits.shape), f.code_bits, elem)
+    return pack_codes(codes, f.code_bits), n_bad, int(np.count_nonzero(sat))
+
+
+def quantize(x, fmt, entries, layer, head, kv, channel0=0, config=DEFAULT) -> np.ndarray:
+    return quantize_report(x, fmt, entries, layer, head, kv, channel0, config)[0]
+
+
+def dequantize_report(data: np.ndarray, fmt: str, entries: np.ndarray, layer: int, head: int, kv: int,
+                      channel0: int = 0, dtype=np.float16, config: KVPathConfig = DEFAULT):
+    """``(values (..., n) dtype, n_saturated, n_nonfinite_scale)`` of packed codes."""
+    f = _static(fmt)
+    elem = elem_of_dtype(dtype)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
+        raise ValueError("dequantize expects a numpy uint8 array of packed codes")
+    codes = unpack_codes(data, f.code_bits)
+    scale, _ = _entries_for(fmt, entries, layer, head, kv, channel0, codes.shape[-1], config)
+    bits, sat, bad = dequantize_elements(codes, np.broadcast_to(scale, codes.shape), elem)
+    return bits.view(ELEM_DTYPES[elem]), int(np.count_nonzero(sat)), int(np.count_nonzero(bad))
+
+
+def dequantize(data, fmt, entries, layer, head, kv, channel0=0, dtype=np.float16, config=DEFAULT):
+    return dequantize_report(data, fmt, entries, layer, head, kv, channel0, dtype, config)[0]
+
+
+# Beat level: what the RTL sees, one context per beat of ``lanes`` elements.
+
+def beat_entries(fmt: str, entries, layer, head, kv, channel, lanes: int, config: KVPathConfig = DEFAULT):
+    """``(scale, inv, ok)``: per beat and lane the entry halves (zero where the context is bad) and
+    the per-beat context-ok mask."""
+    f = _static(fmt)
+    layer, head, kv, channel = (np.asarray(v, np.int64).reshape(-1) for v in (layer, head, kv, channel))
+    ok = scales.context_ok(layer, head, kv, channel, f.scope, config)
+    if f.scope == "channel":
+        if config.max_head_dim % lanes:
+            raise ValueError(f"max_head_dim={config.max_head_dim} is not a multiple of {lanes} lanes")
+        ok &= channel % lanes == 0
+    safe = [np.where(ok, v, 0) for v in (layer, head, kv, channel)]
+    base = scales.entry_index(f.scope, *safe, config=config)
+    idx = base[:, None] + (np.arange(lanes) if f.scope == "channel" else np.zeros(lanes, np.int64))
+    scale, inv = scales.unpack_entry(np.asarray(entries, np.uint32)[idx])
+    return np.where(ok[:, None], scale, 0), np.where(ok[:, None], inv, 0), ok
+
+
+def quantize_beats(x_bits: np.ndarray, fmt: str, entries, layer, head, kv, channel, elem: str = "fp16",
+                   config: KVPathConfig = DEFAULT):
+    """``(codes int64 (nb, lanes), counters)`` for raw element patterns ``(nb, lanes)`` uint16."""
+    f = _static(fmt)
+    x_bits = np.asarray(x_bits, np.uint16)
+    _, inv, ok = beat_entries(fmt, entries, layer, head, kv, channel, x_bits.shape[1], config)
+    bits, n_bad = SANITIZE[elem](x_bits)
+    codes, sat = quantize_elements(bits, inv, f.code_bits, elem)
+    codes = np.where(ok[:, None], codes, 0)
+    return codes, {"nonfinite_count": n_bad, "saturated_count": int(np.count_nonzero(sat & ok[:, None])),
+                   "context_error_count": int(np.count_nonzero(~ok))}
+
+
+def dequantize_beats(codes: np.ndarray, fmt: str, entries, layer, head, kv, channel, elem: str = "fp16",
+                     config: KVPathConfig = DEFAULT):
+    """``(bits uint16 (nb, lanes), counters)`` for signed codes ``(nb, lanes)``."""
+    codes = np.asarray(codes, np.int64)
+    scale, _, ok = beat_entries(fmt, entries, layer, head, kv, channel, codes.shape[1], config)
+    bits, sat, bad = dequantize_elements(codes, scale, elem)
+    bits = np.where(ok[:, None], bits, 0).astype(np.uint16)
+    return bits, {"saturated_count": int(np.count_nonzero(sat & ok[:, None])),
+                  "nonfinite_count": int(np.count_nonzero(bad & ok[:, None])),
+                  "context_error_count": int(np.count_nonzero(~ok))}
