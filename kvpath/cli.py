@@ -39,20 +39,32 @@ def _positive(text: str) -> int:
 
 
 def cmd_generate(args) -> int:
-    from kvpath.hdl.dequantizer import build_dequantizer
-    from kvpath.hdl.quantizer import Quantizer
+    """The write and read datapaths, the register block, the integrated top level and the register
+    map (SystemRDL, C header, JSON for the driver, markdown); one line per file written."""
+    from kvpath.hdl.csr import CSRBlock
+    from kvpath.hdl.top import KVPathTop, build_datapaths
+    from kvpath.regmap import write_all
     from kvpath.sim.regression import DUT_MODULE
     from kvpath.sim.runner import write_verilog
 
-    config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes)
+    config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes,
+                          max_layers=args.max_layers, max_kv_heads=args.max_kv_heads,
+                          max_head_dim=args.max_head_dim, kv_max_tokens=args.kv_max_tokens)
     out = Path(args.output)
-    blocks = {"quantizer": Quantizer(config.fmt, config.quant_lanes, config.elem),
-              "dequantizer": build_dequantizer(config.fmt, config.dequant_lanes, config.elem)}
-    for target, component in blocks.items():
-        path = write_verilog(component, DUT_MODULE[target], out / f"{DUT_MODULE[target]}.v")
-        lanes = config.quant_lanes if target == "quantizer" else config.dequant_lanes
-        print(f"wrote {path} ({target}, format {config.fmt}, {config.elem} elements, {lanes} lanes, "
-              f"{path.stat().st_size} bytes)")
+    quantizer, dequantizer = build_datapaths(config)
+    described = f"format {config.fmt}, {config.elem} elements"
+    written = [
+        (quantizer, DUT_MODULE["quantizer"], f"quantizer, {described}, {config.quant_lanes} lanes"),
+        (dequantizer, DUT_MODULE["dequantizer"], f"dequantizer, {described}, {config.dequant_lanes} lanes"),
+        (CSRBlock(config), "kvpath_csr", "AXI4-Lite register block"),
+        (KVPathTop(config), "kvpath_top", f"KV path top level, {described}, "
+                                          f"{config.quant_lanes}/{config.dequant_lanes} lanes"),
+    ]
+    for component, module, what in written:
+        path = write_verilog(component, module, out / f"{module}.v")
+        print(f"wrote {path} ({what}, {path.stat().st_size} bytes)")
+    for path in write_all(out, config):
+        print(f"wrote {path} (register map, {path.stat().st_size} bytes)")
     return 0
 
 
@@ -108,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvpath", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gen = sub.add_parser("generate", help="write the Verilog of the quantizer and dequantizer")
+    gen = sub.add_parser("generate", help="write the Verilog (datapaths, register block, top level) "
+                                          "and the register map")
     gen.add_argument("-o", "--output", required=True, help="directory to write into")
     gen.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default=DEFAULT.fmt)
     gen.add_argument("--input", dest="elem", choices=ELEM_TYPES, default=DEFAULT.elem,
@@ -117,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="elements per beat on the write path")
     gen.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes,
                      help="elements per beat on the read path")
+    gen.add_argument("--max-layers", type=_positive, default=DEFAULT.max_layers,
+                     help="KV layers the build supports (sizes the scale cache)")
+    gen.add_argument("--max-kv-heads", type=_positive, default=DEFAULT.max_kv_heads,
+                     help="KV heads per layer the build supports")
+    gen.add_argument("--max-head-dim", type=_positive, default=DEFAULT.max_head_dim,
+                     help="channels per head the build supports")
+    gen.add_argument("--kv-max-tokens", type=_positive, default=DEFAULT.kv_max_tokens,
+                     help="largest KV_MAX_TOKENS of the ring tracker")
     gen.set_defaults(func=cmd_generate)
 
     sim = sub.add_parser("sim", help="bit-exact regression of the RTL against the golden model")
