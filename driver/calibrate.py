@@ -139,6 +139,26 @@ def heavy_tailed_kv(layers: int, heads: int, tokens: int, head_dim: int, seed: i
     return k, v
 
 
+def channel_structured_kv(layers: int, heads: int, tokens: int, head_dim: int, seed: int):
+    """Seeded K/V with the structure KIVI and KVQuant report for real caches and light per-token tails:
+    keys Gaussian per token with a per-channel magnitude (log-normal, sigma 0.5) and the same outlier
+    channels as ``heavy_tailed_kv`` (1/32 of the channels, 20-200x), fixed across tokens; values
+    Gaussian with a per-token magnitude (log-normal, sigma 0.5) and no channel structure."""
+    rng = np.random.default_rng(seed)
+    shape = (layers, heads, tokens, head_dim)
+    chan = rng.lognormal(0.0, 0.5, size=(layers, heads, 1, head_dim))
+    for l in range(layers):
+        for h in range(heads):
+            out = rng.choice(head_dim, size=max(1, head_dim // 32), replace=False)
+            chan[l, h, 0, out] *= rng.uniform(20, 200, size=out.size)
+    k = (rng.standard_normal(shape) * chan).astype(np.float16)
+    v = (rng.standard_normal(shape) * rng.lognormal(0.0, 0.5, size=(layers, heads, tokens, 1))).astype(np.float16)
+    return k, v
+
+
+DATASETS = {"student-t": heavy_tailed_kv, "channel-structured": channel_structured_kv}
+
+
 def channel_sqnr_db(x: np.ndarray, x_hat: np.ndarray) -> float:
     """Median over (layer, head, channel) of each channel's SQNR: how the ordinary channels fare next
     to outliers, which the global SQNR (dominated by the outliers' energy) does not show."""
@@ -149,11 +169,12 @@ def channel_sqnr_db(x: np.ndarray, x_hat: np.ndarray) -> float:
         return float(np.median(10 * np.log10(sig / err)))
 
 
-def compare(layers=2, heads=2, tokens=4096, head_dim=256, seed=1, elem="fp16", percentile=99.9):
+def compare(layers=2, heads=2, tokens=4096, head_dim=256, seed=1, elem="fp16", percentile=99.9,
+            data="student-t"):
     """Rows ``(format, scales, bits/element, {column: dB})`` for keys and values: static formats
     calibrated on the tokens they are measured on ("in-sample"), and on the other half of the tokens
     ("held-out": the first half calibrates, the second is measured); ggml formats need no calibration."""
-    k, v = heavy_tailed_kv(layers, heads, tokens, head_dim, seed)
+    k, v = DATASETS[data](layers, heads, tokens, head_dim, seed)
     cut = tokens // 2
     halves = {"k": (k[:, :, :cut], k[:, :, cut:]), "v": (v[:, :, :cut], v[:, :, cut:])}
     rows = []
@@ -195,12 +216,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--input", dest="elem", choices=("fp16", "bf16"), default="fp16")
     p.add_argument("--percentile", type=float, default=99.9)
+    p.add_argument("--data", choices=sorted(DATASETS), default="student-t",
+                   help="student-t: heavy per-token tails + outlier key channels; channel-structured: "
+                        "Gaussian tokens, per-channel key magnitudes + outlier channels")
     a = p.parse_args(argv)
-    print(f"heavy-tailed K/V: layers={a.layers} heads={a.heads} tokens={a.tokens} head_dim={a.head_dim} "
+    print(f"{a.data} K/V: layers={a.layers} heads={a.heads} tokens={a.tokens} head_dim={a.head_dim} "
           f"seed={a.seed} input={a.elem}; measured on the second half of the tokens; dB")
     print("| format | scales | bits/element | " + " | ".join(title for _, title in COLUMNS) + " |")
     print("|---" * (3 + len(COLUMNS)) + "|")
-    for fmt, label, bits, cols in compare(a.layers, a.heads, a.tokens, a.head_dim, a.seed, a.elem, a.percentile):
+    for fmt, label, bits, cols in compare(a.layers, a.heads, a.tokens, a.head_dim, a.seed, a.elem, a.percentile,
+                                          a.data):
         print(f"| {fmt} | {label} | {bits:g} | " + " | ".join(f"{cols[c]:.2f}" for c, _ in COLUMNS) + " |",
               flush=True)
     return 0
