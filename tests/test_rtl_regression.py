@@ -42,9 +42,10 @@ def cases():
         yield "quantizer", fmt, 16, "verilator", 1 << 20, "fp16"
         yield "dequantizer", fmt, 16, "verilator", 1 << 20, "fp16"
     for k, (fmt, elem) in enumerate(EXTRA_PAIRS):
-        # Lane counts rotate so that every width meets every family somewhere in the default run.
+        # Lane counts rotate so that every width meets every family somewhere in the default run; the
+        # 128-lane read path (40-130 s on Icarus) lands on the cheaper formats, q4_1 gets 8 lanes.
         yield "quantizer", fmt, QUANT_LANES[k % 3], "icarus", 4096, elem
-        yield "dequantizer", fmt, (8, 32, 128)[k % 3], "icarus", 4096, elem
+        yield "dequantizer", fmt, (32, 128, 8)[k % 3], "icarus", 4096, elem
         for target in ("quantizer", "dequantizer"):
             if VERILATOR_DEFAULT[fmt, elem] in (target, "both"):
                 yield target, fmt, 16, "verilator", 1 << 18, elem
