@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kvpath.config import BLOCK_SCALED_FORMATS, DEQUANT_LANES, ELEM_TYPES, QUANT_LANES
+from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_LANES
 
 # XCK26 totals (../shared/reference/facts.md: Vivado utilisation report for xck26).
 XCK26 = {"luts": 117_120, "ffs": 234_240, "dsps": 1_248, "bram36": 144, "uram": 64}
@@ -146,20 +146,41 @@ def synthesize(component, top: str, workdir: Path) -> SynthReport:
     return synthesize_verilog(verilog, top, workdir)
 
 
+TARGETS = ("quantizer", "dequantizer", "csr", "top")
+
+
 def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
+    """The component to synthesize; ``csr`` and ``top`` are built from the default configuration with
+    ``fmt``, ``elem`` and ``lanes`` on both paths (the top's scale cache is sized from it)."""
+    from kvpath.config import KVPathConfig, get_format
+
+    static = get_format(fmt).family == "static"
     if target == "quantizer":
+        if static:
+            from kvpath.hdl.static_quant import StaticQuantizer
+            return StaticQuantizer(fmt, lanes, elem)
         from kvpath.hdl.quantizer import Quantizer
         return Quantizer(fmt, lanes, elem)
     if target == "dequantizer":
+        if static:
+            from kvpath.hdl.static_dequant import StaticDequantizer
+            return StaticDequantizer(fmt, lanes, elem)
         from kvpath.hdl.dequantizer import build_dequantizer
         return build_dequantizer(fmt, lanes, elem)
+    config = KVPathConfig(fmt=fmt, elem=elem, quant_lanes=min(lanes, max(QUANT_LANES)), dequant_lanes=lanes)
+    if target == "csr":
+        from kvpath.hdl.csr import CSRBlock
+        return CSRBlock(config)
+    if target == "top":
+        from kvpath.hdl.top import KVPathTop
+        return KVPathTop(config)
     raise ValueError(f"unknown target {target!r}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kvpath.hdl.synth", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--target", choices=("quantizer", "dequantizer"), default="quantizer")
-    parser.add_argument("--format", dest="fmt", choices=sorted(BLOCK_SCALED_FORMATS), default="q8_0")
+    parser.add_argument("--target", choices=TARGETS, default="quantizer")
+    parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="q8_0")
     parser.add_argument("--input", dest="elem", choices=ELEM_TYPES, default="fp16")
     parser.add_argument("--lanes", type=int, nargs="+", default=[16])
     parser.add_argument("--workdir", type=Path, default=Path("build/synth"))
