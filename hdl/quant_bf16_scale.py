@@ -92,6 +92,13 @@ def q4_0_rom() -> list[dict]:
     return rows
 
 
+def any_below(value, n):
+    """Whether any of ``value``'s ``n`` lowest bits is set, as one OR of ``value[k] & (n > k)``:
+    the bits a right shift by ``n`` drops. Prefix ORs selected by ``n`` map to a chain of LUTs
+    one level per bit, and a mask ``(1 << n) - 1`` puts a carry chain and an AND before the OR."""
+    return Cat(*[value[k] & (n > k) for k in range(len(value))]).any()
+
+
 def _reg(m, en, value, name, shape=None):
     r = Signal(shape if shape is not None else len(value), name=name)
     with m.If(en):
@@ -165,9 +172,10 @@ class Q80Bf16BlockUnit(wiring.Component):
 
 
 class Q40Bf16BlockUnit(wiring.Component):
-    """q4_0 block unit for BF16: signed max tree (3), ROM read and d's fields (1), d and constants (1)."""
+    """q4_0 block unit for BF16: signed max tree (3), ROM read and d's fields (1), d's FP16
+    subnormal shift and the constants (1), d's rounding (1)."""
 
-    latency = 5
+    latency = 6
 
     def __init__(self):
         super().__init__(BlockUnitSignature(get_format("q4_0"), Q40_CONST))
@@ -191,34 +199,44 @@ class Q40Bf16BlockUnit(wiring.Component):
         e16 = Signal(signed(RB_BITS))
         m.d.comb += e16.eq(e - 115)
         s4_e = _reg(m, en, e, "s4_e")
-        s4_e16 = _reg(m, en, e16, "s4_e16", signed(RB_BITS))
+        s4_inf = _reg(m, en, e16 >= 31, "s4_inf")
+        s4_normal = _reg(m, en, e16 >= 1, "s4_normal")
         s4_sh = _reg(m, en, Mux(e16 <= -11, 12, 1 - e16)[:4], "s4_sh", 4)  # into the subnormals
         s4_sig = _reg(m, en, Cat(Const(0, 3), vmax[:7], e != 0), "s4_sig", 11)
+        s4_efield = _reg(m, en, e16[:5], "s4_efield", 5)
         s4_neg = _reg(m, en, ~vmax[15], "s4_neg")
         s4_zero = _reg(m, en, mag == 0, "s4_zero")
         s4_void = _reg(m, en, (mag != 0) & (mag <= Q40_VOID_MAX), "s4_void")
         word = rd.data
 
-        # Stage 5: the FP16 d field (normal, Inf, or subnormal rounded to nearest even) and the
-        # lane constants.
+        # Stage 5: d's FP16 subnormal significand and its rounding increment (round bit
+        # sig[sh - 1], sticky bits sig[:sh - 1], sh in 1..12); the lane constants. The increment
+        # is added in a stage of its own: shifter, round decision and adder in one stage are 7
+        # LUT levels.
         sh = s4_sh
         sub = Signal(11)
         m.d.comb += sub.eq(s4_sig >> sh)
-        rbit = (Cat(Const(0, 1), s4_sig) >> sh)[0]
-        low = Signal(11)
-        m.d.comb += low.eq(s4_sig & ((Const(1, 12) << (sh - 1)[:4]) - 1)[:11])
-        up = rbit & ((low != 0) | sub[0])
-        d_mag = Signal(15)
-        with m.If(s4_e16 >= 31):
-            m.d.comb += d_mag.eq(FP16_INF)
-        with m.Elif(s4_e16 >= 1):
-            m.d.comb += d_mag.eq(Cat(s4_sig[:10], s4_e16[:5]))
-        with m.Else():
-            m.d.comb += d_mag.eq(sub + up)
-        header = _reg(m, en, Cat(d_mag, s4_neg), "s5_header", 16)
+        rbit = Cat(Const(0, 1), s4_sig).bit_select(sh, 1)
+        low = any_below(Cat(Const(0, 1), s4_sig), sh)
+        s5_sub = _reg(m, en, sub, "s5_sub", 11)
+        s5_up = _reg(m, en, rbit & (low | sub[0]), "s5_up")
+        s5_normal_mag = _reg(m, en, Cat(s4_sig[:10], s4_efield), "s5_normal_mag", 15)
+        s5_inf = _reg(m, en, s4_inf, "s5_inf")
+        s5_normal = _reg(m, en, s4_normal, "s5_normal")
+        s5_neg = _reg(m, en, s4_neg, "s5_neg")
         const = Signal(Q40_CONST)
         with m.If(en):
             m.d.sync += [const.mi.eq(Mux(s4_zero | s4_void, 0, Cat(word.mi, Const(1, 1)))),
                          const.rb.eq(s4_e + word.rb_off), const.neg.eq(s4_neg), const.void.eq(s4_void)]
-        m.d.comb += [self.header.eq(header), self.const.eq(const)]
+
+        # Stage 6: the FP16 d field: normal, Inf, or subnormal rounded to nearest even.
+        d_mag = Signal(15)
+        with m.If(s5_inf):
+            m.d.comb += d_mag.eq(FP16_INF)
+        with m.Elif(s5_normal):
+            m.d.comb += d_mag.eq(s5_normal_mag)
+        with m.Else():
+            m.d.comb += d_mag.eq(s5_sub + s5_up)
+        header = _reg(m, en, Cat(d_mag, s5_neg), "s6_header", 16)
+        m.d.comb += [self.header.eq(header), self.const.eq(delayed(m, en, const, 1, "const"))]
         return m

@@ -5,22 +5,25 @@ exponent offset: a barrel shift of the element's significand by an amount comput
 and the block's scale byte, then rounding. ``kvpath.golden.mx`` is the specification; the stage
 comments below name the golden model's quantities.
 
-Block unit (latency ``MaxMagnitudeTree.latency + 1``): amax by comparator tree, then its binade
-``floor(log2 amax)`` (the exponent field, or a leading-one index for subnormal maxima) and the
-scale byte ``E = clamp(floor(log2 amax) - emax + 127, 0, 254)``, 0 for an all-zero block.
+Block unit (latency ``MaxMagnitudeTree.latency + 2``): amax by comparator tree, then (1) its
+binade ``floor(log2 amax)`` (the exponent field, or a leading-one index for subnormal maxima) and
+(2) the scale byte ``E = clamp(floor(log2 amax) - emax + 127, 0, 254)``, 0 for an all-zero block.
 
-Lane unit (latency 3): (1) decode and compute the shift; (2) shift, keeping a round/sticky pair;
-(3) round onto the element grid, saturate, encode.
+Lane unit (latency 5): (1) decode the element and start the shift amount's sums; (2) finish and
+clamp the shift amount; (3) shift, keeping a round/sticky pair; (4) the rounding's first half (the
+rounded magnitude, or mxfp4's threshold comparisons); (5) saturate and encode. Each stage stays
+within 6 LUT levels, the KV260 target; latency costs only a few flip-flops per lane.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 
 from kvpath.config import check_elem, get_format
 from kvpath.golden.mx import E4M3_MAX, EMAX, FP4_THRESHOLDS_Q, SCALE_BIAS
 from kvpath.golden.mx_elem import elem_type
 
-from .dequant_pipe import msb_index, reg
+from .dequant_pipe import msb_index
+from .quant_bf16_scale import any_below
 from .quant_fp32 import MaxMagnitudeTree
 from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 
@@ -31,13 +34,24 @@ SHIFT = signed(12)  # holds every exponent difference of an 8-bit E and an 8-bit
 GUARD = {"mxfp4": 4, "mxint8": 7, "mxfp8_e4m3": 4}
 
 
+def _reg(m, en, value, name):
+    """``value`` registered when ``en`` is high. The register keeps a reset that no output relies
+    on: reset-less chains of three or more registers become shift-register LUTs in synthesis, and
+    LUTs, not flip-flops, are the scarce resource."""
+    value = Value.cast(value)
+    r = Signal(value.shape(), name=name)
+    with m.If(en):
+        m.d.sync += r.eq(value)
+    return r
+
+
 class MXBlockUnit(wiring.Component):
     def __init__(self, fmt: str, elem: str):
         self.fmt = get_format(fmt)
         self.et = elem_type(elem)
         self.emax = EMAX[self.fmt.name]
         self.tree = MaxMagnitudeTree(keep_sign=False)
-        self.latency = self.tree.latency + 1
+        self.latency = self.tree.latency + 2
         super().__init__(BlockUnitSignature(self.fmt, CONST_LAYOUT))
 
     def elaborate(self, platform):
@@ -50,19 +64,21 @@ class MXBlockUnit(wiring.Component):
         amax = tree.max
         e, f = amax[et.frac:15], amax[:et.frac]
         lead, _ = msb_index(m, f, name="amax_lead")
-        # floor(log2 amax) + bias: the exponent field, or (leading one + 1 - frac) for a subnormal.
-        binade = Signal(SHIFT)
-        m.d.comb += binade.eq(Mux(e != 0, e, lead + 1 - et.frac))
+        # Stage 1: floor(log2 amax) + bias: the exponent field, or (leading one + 1 - frac) for a
+        # subnormal.
+        binade = _reg(m, en, Mux(e != 0, e, lead + 1 - et.frac), name="binade")
+        zero = _reg(m, en, amax == 0, name="amax_zero")
+        # Stage 2: the scale byte.
         scale = Signal(SHIFT)
         m.d.comb += scale.eq(binade - et.bias - self.emax + SCALE_BIAS)
         clamped = Mux(scale < 0, 0, Mux(scale > 254, 254, scale))
-        byte = reg(m, en, Mux(amax == 0, 0, clamped[:8]), name="scale_byte")
+        byte = _reg(m, en, Mux(zero, 0, clamped[:8]), name="scale_byte")
         m.d.comb += [self.header.eq(byte), self.const.scale.eq(byte)]
         return m
 
 
 class MXLaneUnit(wiring.Component):
-    latency = 3
+    latency = 5
 
     def __init__(self, fmt: str, elem: str):
         self.fmt = get_format(fmt)
@@ -74,71 +90,80 @@ class MXLaneUnit(wiring.Component):
         et, en, name = self.et, self.en, self.fmt.name
         x, scale = self.x, self.const.scale
         guard = GUARD[name]
-        sign = x[15]
         e, f = x[et.frac:15], x[:et.frac]
         mant = Cat(f, e != 0)  # golden m
         ee = Mux(e == 0, 1, e)  # golden ee
         width = et.frac + 1 + guard  # of the shifted operand m << guard
 
-        # Stage 1: the right shift of (m << guard) that leaves the kept bits (plus a round bit for
-        # the RNE formats) above the point. t = m * 2**k with k = ee - E + (127 - bias - frac).
+        # Stages 1-2: the right shift of (m << guard) that leaves the kept bits (plus a round bit
+        # for the RNE formats) above the point, clamped to [0, width].
+        # t = m * 2**k with k = ee - E + (127 - bias - frac).
         kbase = SCALE_BIAS - et.bias - et.frac
+        s1_scale_ee = _reg(m, en, scale - ee, name="s1_scale_ee")  # signed
+        s1_mant = _reg(m, en, mant, name="s1_mant")
+        s1_sign = _reg(m, en, x[15], name="s1_sign")
         t_shift = Signal(SHIFT)
         exp_field = Signal(range(17))  # mxfp8_e4m3: max(b + 6, 0), clamped at 16 (always saturates)
         if name == "mxfp4":
             # floor(4t) and its sticky bits: shift by -(k + 2).
-            m.d.comb += t_shift.eq(scale - ee - kbase - 2 + guard)
+            m.d.comb += t_shift.eq(s1_scale_ee - kbase - 2 + guard)
         elif name == "mxint8":
             # floor(128t): 64t with one round bit.
-            m.d.comb += t_shift.eq(scale - ee - kbase - 6 - 1 + guard)
+            m.d.comb += t_shift.eq(s1_scale_ee - kbase - 6 - 1 + guard)
         else:
             # E4M3: t's binade b = ee - lz - E + (127 - bias); quantum exponent max(b, -6) - 3.
+            # N = rne(m * 2**(lz - r)), r = frac - 3 + max(0, -6 - b), one round bit below N: a
+            # right shift by frac - 4 + guard - lz, plus -6 - b when b < -6, where lz cancels and
+            # the shift is frac - 10 + guard - ee + E - (127 - bias).
             lead, _ = msb_index(m, mant, name="x_lead")
-            lz = et.frac - lead
-            b = Signal(SHIFT)
-            m.d.comb += b.eq(ee - lz - scale + (SCALE_BIAS - et.bias))
-            extra = Mux(b < -6, -6 - b, 0)
-            # N = rne(m * 2**(lz - r)), r = frac - 3 + extra; one round bit below N.
-            m.d.comb += t_shift.eq(et.frac - 3 + extra - lz - 1 + guard)
-            e6 = b + 6
+            s1_lz = _reg(m, en, et.frac - lead, name="s1_lz")
+            s1_b = _reg(m, en, ee - (et.frac - lead) - scale + (SCALE_BIAS - et.bias), name="s1_b")
+            normal_shift = et.frac - 4 + guard - s1_lz
+            tiny_shift = s1_scale_ee + (et.frac - 10 + guard - (SCALE_BIAS - et.bias))
+            m.d.comb += t_shift.eq(Mux(s1_b < -6, tiny_shift, normal_shift))
+            e6 = s1_b + 6
             m.d.comb += exp_field.eq(Mux(e6 < 0, 0, Mux(e6 > 16, 16, e6)))
         amount = Mux(t_shift < 0, 0, Mux(t_shift > width, width, t_shift))[:width.bit_length()]
-        s1_amount = reg(m, en, amount, name="s1_amount")
-        s1_mant = reg(m, en, mant, name="s1_mant")
-        s1_sign = reg(m, en, sign, name="s1_sign")
-        s1_exp = reg(m, en, exp_field, name="s1_exp")
+        s2_amount = _reg(m, en, amount, name="s2_amount")
+        s2_mant = _reg(m, en, s1_mant, name="s2_mant")
+        s2_sign = _reg(m, en, s1_sign, name="s2_sign")
+        s2_exp = _reg(m, en, exp_field, name="s2_exp")
 
-        # Stage 2: shift; the bits shifted out are the sticky bit.
-        operand = Cat(Const(0, guard), s1_mant)
+        # Stage 3: shift; the bits shifted out are the sticky bit.
+        operand = Cat(Const(0, guard), s2_mant)
         kept = Signal(width)
-        m.d.comb += kept.eq(operand >> s1_amount)
-        dropped = operand & ~(Const((1 << width) - 1, width) << s1_amount)[:width]
-        s2_kept = reg(m, en, kept, name="s2_kept")
-        s2_sticky = reg(m, en, dropped.any(), name="s2_sticky")
-        s2_sign = reg(m, en, s1_sign, name="s2_sign")
-        s2_exp = reg(m, en, s1_exp, name="s2_exp")
-        s2_zero = reg(m, en, s1_mant == 0, name="s2_zero")
+        m.d.comb += kept.eq(operand >> s2_amount)
+        s3_kept = _reg(m, en, kept, name="s3_kept")
+        s3_sticky = _reg(m, en, any_below(operand, s2_amount), name="s3_sticky")
+        s3_sign = _reg(m, en, s2_sign, name="s3_sign")
+        s3_exp = _reg(m, en, s2_exp, name="s3_exp")
+        s3_zero = _reg(m, en, s2_mant == 0, name="s3_zero")
 
-        # Stage 3: round onto the grid, saturate, encode.
+        # Stages 4-5: round onto the grid, saturate, encode.
         code = Signal(self.fmt.code_bits)
+        s4_sign = _reg(m, en, s3_sign, name="s4_sign")
         if name == "mxfp4":
-            v = Cat(s2_sticky, s2_kept)  # 2 floor(4t) + sticky: 4t > thr <=> v > 2 thr
-            mag = sum((v > 2 * thr for thr in FP4_THRESHOLDS_Q), Const(0, 3))[:3]
-            m.d.comb += code.eq(Cat(mag, s2_sign & (mag != 0)))
+            # 2 floor(4t) + sticky: 4t > thr <=> v > 2 thr. The comparisons are monotone in v, so
+            # the magnitude is the number that hold.
+            v = Cat(s3_sticky, s3_kept)
+            s4_above = _reg(m, en, Cat(*[v > 2 * thr for thr in FP4_THRESHOLDS_Q]), name="s4_above")
+            mag = sum((s4_above[i] for i in range(len(FP4_THRESHOLDS_Q))), Const(0, 3))[:3]
+            m.d.comb += code.eq(Cat(mag, s4_sign & (mag != 0)))
         else:
-            half, rbit = s2_kept[1:], s2_kept[0]
-            rounded = Signal(width)
-            m.d.comb += rounded.eq(half + (rbit & (s2_sticky | half[0])))
+            half, rbit = s3_kept[1:], s3_kept[0]
+            s4_rounded = _reg(m, en, (half + (rbit & (s3_sticky | half[0])))[:width], name="s4_rounded")
             if name == "mxint8":
-                limit = Mux(s2_sign, 128, 127)
-                q = Mux(rounded > limit, limit, rounded)[:8]
-                m.d.comb += code.eq(Mux(s2_sign, -q, q)[:8])
+                limit = Mux(s4_sign, 128, 127)
+                q = Mux(s4_rounded > limit, limit, s4_rounded)[:8]
+                m.d.comb += code.eq(Mux(s4_sign, -q, q)[:8])
             else:
+                s4_exp = _reg(m, en, s3_exp, name="s4_exp")
+                s4_zero = _reg(m, en, s3_zero, name="s4_zero")
                 pattern = Signal(9)
-                m.d.comb += pattern.eq((s2_exp << 3) + rounded[:5])
-                mag = Mux(s2_zero, 0, Mux(pattern > E4M3_MAX, E4M3_MAX, pattern))[:7]
-                m.d.comb += code.eq(Cat(mag, s2_sign))
-        m.d.comb += self.code.eq(reg(m, en, code, name="code"))
+                m.d.comb += pattern.eq((s4_exp << 3) + s4_rounded[:5])
+                mag = Mux(s4_zero, 0, Mux(pattern > E4M3_MAX, E4M3_MAX, pattern))[:7]
+                m.d.comb += code.eq(Cat(mag, s4_sign))
+        m.d.comb += self.code.eq(_reg(m, en, code, name="code"))
         return m
 
 

@@ -21,6 +21,7 @@ from amaranth.lib import data
 
 from kvpath.config import BLOCK_ELEMS
 
+from .quant_bf16_scale import any_below
 from .quant_q4_1 import WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, _Pipe
 
 EXP_BITS = 10  # signed exponents and shifts: BF16's 254 binades plus guard
@@ -57,23 +58,46 @@ def _window(mant, a):
     return window, frac
 
 
+FP16_OF_BF16_STAGES = 3
+
+
 def fp16_of_bf16(p, bits, name: str):
     """NumPy's float16 of a BF16 value: rounded to nearest even (FP16 subnormals included), Inf
-    on overflow. Two register stages."""
-    e16 = p.reg((bits[7:15] - 112)[:EXP_BITS].as_signed(), f"{name}_e16")  # FP16's exponent field
-    sig = p.reg(Cat(Const(0, 3), bits[:7], bits[7:15].any()), f"{name}_sig")
-    sign = p.reg(bits[15], f"{name}_sign")
-    sh = Mux(e16 <= -11, 12, 1 - e16)[:4]
-    sub = sig >> sh
-    rbit = (Cat(Const(0, 1), sig) >> sh)[0]
-    low = (sig & ((Const(1, 12) << (sh - 1)[:4]) - 1)[:11]).any()
-    up = rbit & (low | sub[0])
-    mag = Mux(e16 >= 31, FP16_INF, Mux(e16 >= 1, Cat(sig[:10], e16[:5]), (sub + up)[:15]))
-    return p.reg(Cat(mag[:15], sign), f"{name}_fp16")
+    on overflow. Three register stages: the plan, the subnormal shift, the rounding."""
+    e = bits[7:15]
+    e16 = (e - 112)[:EXP_BITS].as_signed()  # FP16's exponent field
+    # 1: the right shift into the FP16 subnormals (1..12, 12 when nothing is left).
+    sig = Cat(Const(0, 3), bits[:7], e.any())
+    sh = p.reg(Mux(e16 <= -11, 12, 1 - e16)[:4], f"{name}_sh")
+    sig1 = p.reg(sig, f"{name}_sig")
+    inf1 = p.reg(e16 >= 31, f"{name}_inf")
+    normal1 = p.reg(e16 >= 1, f"{name}_normal")
+    efield1 = p.reg(e16[:5], f"{name}_efield")
+    sign1 = p.reg(bits[15], f"{name}_sign")
+    # 2: the subnormal significand and its rounding increment (round bit sig[sh - 1], sticky
+    # bits sig[:sh - 1]).
+    sub = (sig1 >> sh)[:11]
+    rbit = Cat(Const(0, 1), sig1).bit_select(sh, 1)
+    low = any_below(Cat(Const(0, 1), sig1), sh)
+    sub2 = p.reg(sub, f"{name}_sub")
+    up2 = p.reg(rbit & (low | sub[0]), f"{name}_up")
+    normal_mag2 = p.reg(Cat(sig1[:10], efield1), f"{name}_normal_mag")
+    inf2, normal2, sign2 = (p.reg(v, f"{name}_{n}2") for v, n in ((inf1, "inf"), (normal1, "normal"),
+                                                                    (sign1, "sign")))
+    # 3: pick the case; a subnormal rounding up to 2**-14 carries into the exponent field itself.
+    mag = Mux(inf2, FP16_INF, Mux(normal2, normal_mag2, (sub2 + up2)[:15]))
+    return p.reg(Cat(mag[:15], sign2), f"{name}_fp16")
 
 
 class Q41Bf16BlockUnit(Q41BlockUnit):
-    """32 BF16 elements in; header = fp16(d) | fp16(min) << 16 and the lanes' constants out."""
+    """32 BF16 elements in; header = fp16(d) | fp16(min) << 16 and the lanes' constants out.
+
+    Every stage stays within 6 LUT levels (the KV260 target), so the steps that the FP16 unit
+    does in one stage (normalizing, rounding d, fp16 conversions) take two or three here.
+    """
+
+    SPAN_STAGES = 8
+    D_ROUND_STAGES = 3
 
     def __init__(self):
         from .quant_units import BlockUnitSignature
@@ -81,8 +105,8 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         wiring.Component.__init__(self, BlockUnitSignature(self._fmt(), CONST_LAYOUT_BF16))
         from .divider import Divider
         tree = (BLOCK_ELEMS - 1).bit_length()
-        self.latency = (tree + 1 + 7 + Divider.stages(27, self.DIV15_STEPS_PER_STAGE) + 1
-                        + Divider.stages(25, self.RECIP_STEPS_PER_STAGE) + 1)
+        self.latency = (tree + 1 + self.SPAN_STAGES + Divider.stages(27, self.DIV15_STEPS_PER_STAGE)
+                        + self.D_ROUND_STAGES + Divider.stages(25, self.RECIP_STEPS_PER_STAGE) + 1)
 
     @staticmethod
     def _fmt():
@@ -99,7 +123,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
 
         vmax, vmin = self._extremes(p, [self.block[i] for i in range(BLOCK_ELEMS)])
         mr, er, zero, inf = self._span_bf16(m, p, vmax, vmin)
-        min_bits = p.delay(vmin, 7, "min_span")
+        min_bits = p.delay(vmin, self.SPAN_STAGES, "min_span")
 
         # --- d = r / 15, rounded at 24 bits, or at 2**-149 when d is an fp32 subnormal.
         m.d.comb += div15.num.eq(Cat(Const(0, 6), mr))
@@ -109,28 +133,36 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         inf_q = p.delay(inf, lat, "inf_q")
         min_bits = p.delay(min_bits, lat, "min_q")
         q15, r15 = div15.quot, div15.rem
+        # 1: d's exponent before rounding, the quotient's 24 bits with guard and sticky, and how
+        # many of them the fp32 subnormal range drops.
         wide = q15[26]
         ed_raw = Signal(signed(EXP_BITS))
         m.d.comb += ed_raw.eq(er_q - 4 + wide)
-        x = Cat(Mux(wide, q15[:2].any(), q15[0]) | r15.any(), Mux(wide, q15[2], q15[1]),
-                Mux(wide, q15[3:27], q15[2:26]))  # sticky, guard, 24 quotient bits
-        extra = Signal(2)  # bits the subnormal range drops beyond the 24th
-        m.d.comb += extra.eq(Mux(ed_raw >= -126, 0, Mux(ed_raw == -127, 1, 2)))
+        x = p.reg(Cat(Mux(wide, q15[:2].any(), q15[0]) | r15.any(), Mux(wide, q15[2], q15[1]),
+                      Mux(wide, q15[3:27], q15[2:26])), "dq_x")  # sticky, guard, 24 quotient bits
+        extra = p.reg(Mux(ed_raw >= -126, 0, Mux(ed_raw == -127, 1, 2))[:2], "dq_extra")
+        below_128 = p.reg(ed_raw <= -129, "dq_below_128")
+        at_128 = p.reg(ed_raw == -128, "dq_at_128")
+        ed_raw = p.reg(ed_raw, "dq_ed_raw")
+        # 2: round to nearest even at the kept LSB.
         lsb = x[2:5].bit_select(extra, 1)
         guard = x[1:4].bit_select(extra, 1)
         sticky = Cat(x[0], x[:2].any(), x[:3].any()).bit_select(extra, 1)
-        kept = Signal(25)
-        m.d.comb += kept.eq((((x >> 2) >> extra) + (guard & (sticky | lsb))) << extra)
+        kept = p.reg(((((x >> 2) >> extra) + (guard & (sticky | lsb))) << extra)[:25], "dq_kept")
+        below_128, at_128 = p.reg(below_128, "dq_below_128_2"), p.reg(at_128, "dq_at_128_2")
+        ed_raw = p.reg(ed_raw, "dq_ed_raw2")
+        # 3: renormalize a carry out of the significand.
         md = p.reg(Mux(kept[24], 1 << 23, kept[:24]), "md")
         ed = p.reg((ed_raw + kept[24])[:EXP_BITS].as_signed(), "ed")
         # d <= 2**-128: 1/d is Inf. Below exponent -128 always; at -128 only when rounding left
         # exactly 2**-128.
-        d_void = p.reg((ed_raw <= -129) | ((ed_raw == -128) & (kept == 1 << 23)), "d_void")
-        er = p.reg(er_q, "er_d")
-        zero = p.reg(zero_q, "zero_d")
-        inf = p.reg(inf_q, "inf_d")
-        m16 = fp16_of_bf16(p, min_bits, "m16")  # two stages
-        min_bits = p.reg(min_bits, "min_d")
+        d_void = p.reg(below_128 | (at_128 & (kept == 1 << 23)), "d_void")
+        n = self.D_ROUND_STAGES
+        er = p.delay(er_q, n, "er_d")
+        zero = p.delay(zero_q, n, "zero_d")
+        inf = p.delay(inf_q, n, "inf_d")
+        m16 = p.delay(fp16_of_bf16(p, min_bits, "m16"), n - FP16_OF_BF16_STAGES, "m16_r")
+        min_bits = p.delay(min_bits, n, "min_d")
 
         # --- id = 1 / d, as the FP16 unit (md is normalized also for a subnormal d).
         m.d.comb += recip.den.eq(md)
@@ -138,7 +170,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         d_bits = self._fp16_of_d_bf16(p, md, ed, zero, inf, lat)
         k_pre = p.delay((er - ed - 3)[:2], lat, "k_pre")
         zero_i = p.delay(zero | d_void | inf, lat, "zero_i")
-        m16_i = p.delay(m16, lat - 1, "m16_i")
+        m16_i = p.delay(m16, lat, "m16_i")
         early = lat - self.WINDOW_STAGES
         consts = self._window_consts_bf16(p, p.delay(min_bits, early, "min_w"), p.delay(er, early, "er_w"))
         mi_up = (recip.quot + 1)[1:26]
@@ -155,7 +187,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
 
     @staticmethod
     def _span_bf16(m, p, vmax, vmin):
-        """r = fl32(max - min) as (24-bit significand, exponent, r == 0, r is Inf), 7 stages."""
+        """r = fl32(max - min) as (24-bit significand, exponent, r == 0, r is Inf), 8 stages."""
         # 1: operands by magnitude; max - min adds magnitudes when the signs differ.
         smax, emax, mmax = _fields(vmax)
         smin, emin, mmin = _fields(vmin)
@@ -180,9 +212,11 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         total = Mux(sub2, ((a2 - b2) << 1) - st2, ((a2 + b2) << 1) + st2)[:36]
         diff = p.reg(total, "sp_diff")
         e3 = p.reg(e2, "sp_e3")
-        # 4-5: normalize (whole bytes, then bits).
-        v = Cat(Const(0, 4), diff)  # 40 bits
-        groups = [v[8 * g:8 * g + 8].any() for g in range(5)]
+        # 4-6: normalize: which bytes are non-zero, then whole bytes, then bits.
+        v0 = Cat(Const(0, 4), diff)  # 40 bits
+        v = p.reg(v0, "sp_v0")
+        groups = [p.reg(v0[8 * g:8 * g + 8].any(), f"sp_byte{g}") for g in range(5)]
+        e3 = p.reg(e3, "sp_e3b")
         coarse = Signal(3)
         for g in range(5):
             with m.If(groups[g]):
@@ -196,13 +230,13 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         v2 = p.reg((v1 << fine)[:40], "sp_v2")
         lz = p.reg(Cat(fine, c1), "sp_lz")
         zero2, e5 = p.reg(zero1, "sp_zero2"), p.reg(e4, "sp_e5")
-        # 6: round to 24 bits; exponent of r is big_e - 126 - lz (+ 1 on a carry).
+        # 7: round to 24 bits; exponent of r is big_e - 126 - lz (+ 1 on a carry).
         sig = v2[16:40]
         sig_up = sig + (v2[15] & (v2[:15].any() | sig[0]))
         mr = p.reg(Mux(sig_up[24], 1 << 23, sig_up[:24]), "sp_mr")
         er6 = p.reg((e5 - 126 - lz + sig_up[24])[:EXP_BITS].as_signed(), "sp_er6")
         zero6 = p.reg(zero2, "sp_zero6")
-        # 7: overflow.
+        # 8: overflow.
         inf = p.reg(er6 >= 128, "sp_inf")
         return p.reg(mr, "sp_mr7"), p.reg(er6, "sp_er"), p.reg(zero6, "sp_zero"), inf
 
@@ -215,7 +249,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         force_inf = p.reg((e16 >= 31) | inf, "d16_inf")
         md1, zero1 = p.reg(md, "d16_md"), p.reg(zero, "d16_zero")
         w = p.reg((md1 >> sh)[:24], "d16_w")
-        lost = p.reg((md1 & ((Const(1, 25) << sh) - 1)[:24]).any(), "d16_lost")
+        lost = p.reg(any_below(md1[:12], sh), "d16_lost")  # sh <= 12
         base2, inf2, zero2 = p.reg(base, "d16_base2"), p.reg(force_inf, "d16_inf2"), p.reg(zero1, "d16_zero2")
         h = w[13:24]
         h_up = h + (w[12] & (w[:12].any() | lost | h[0]))
