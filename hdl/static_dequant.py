@@ -12,15 +12,17 @@ Arithmetic (kvpath.golden.static): ``P = |c| * sig_scale`` is exact and the valu
 otherwise it is ``P << (ee - 1)``, exact, because a scale is on the element's subnormal grid. A
 pattern beyond the largest finite value saturates to it. Sign = sign(code) XOR sign(scale).
 
-Pipeline: accept (cache row) | S1 (cache data, multiply) | S2 (leading one, normalize) | S3 (round,
-encode) | output register, all on ``en = ~o.valid | o.ready``; ``i.ready = en``.
+Pipeline (``latency`` = 6): accept (cache row) | S1 (cache data, multiply) | S2 (leading one) | S3
+(normalize, exponent, subnormal pattern) | S4 (round, overflow test) | S5 (saturate, encode) | output
+register, all on ``en = ~o.valid | o.ready``; ``i.ready = en``. Each stage stays within 6 LUT levels
+on the XCK26 (``python -m kvpath.hdl.synth``).
 
 Counters: ``saturated_count`` (elements saturated), ``nonfinite_count`` (elements whose scale was
 Inf/NaN, treated as +0: impossible behind ``ScaleCache``, which refuses such writes),
 ``context_error_count`` (beats with a bad context: all elements +0).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -47,7 +49,7 @@ class StaticDequantizer(wiring.Component):
                                             "ctx": self.ctx_layout})
         self.out_layout = data.StructLayout({"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes),
                                              "ctx": self.ctx_layout})
-        self.latency = 4
+        self.latency = 6  # accepted in cycle t -> o.valid from cycle t + 6 with o.ready high
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
@@ -93,52 +95,80 @@ class StaticDequantizer(wiring.Component):
             bad2.append(reg(m, en, ~good, f"s2_bad{k}"))
         v2, ok2, ctx2 = valid_reg(m, en, v1, "s2_valid"), reg(m, en, ok1, "s2_ok"), reg(m, en, ctx1, "s2_ctx")
 
-        # S2: leading one and normalization (the top bit of pn is P's leading one).
-        pn3, lead3, zero3, p3, ee3, neg3, bad3 = [], [], [], [], [], [], []
+        # S2: leading one of P (a mux tree) and the left shift that brings it to the top.
+        shift3, zero3, p3, ee3, neg3, bad3 = [], [], [], [], [], []
         for k in range(lanes):
-            lead, zero = msb_index(m, p2[k], name=f"lead{k}")
-            pn = Signal(pw, name=f"pn{k}")
-            m.d.comb += pn.eq(p2[k] << (pw - 1 - lead)[:len(lead)])
-            pn3.append(reg(m, en, pn, f"s3_pn{k}"))
-            lead3.append(reg(m, en, lead, f"s3_lead{k}"))
+            # Padded at the bottom to a power of two, the shift ``pw - 1 - lead`` is ``~lead``: no adder.
+            span = 1 << (pw - 1).bit_length()
+            lead, zero = msb_index(m, Cat(Const(0, span - pw), p2[k]), name=f"lead{k}")
+            shift3.append(reg(m, en, ~lead, f"s3_shift{k}"))
             zero3.append(reg(m, en, zero, f"s3_zero{k}"))
-            p3.append(reg(m, en, p2[k][:frac + 1], f"s3_plow{k}"))
+            p3.append(reg(m, en, p2[k], f"s3_p{k}"))
             ee3.append(reg(m, en, ee2[k], f"s3_ee{k}"))
             neg3.append(reg(m, en, neg2[k], f"s3_neg{k}"))
             bad3.append(reg(m, en, bad2[k], f"s3_bad{k}"))
         v3, ok3, ctx3 = valid_reg(m, en, v2, "s3_valid"), reg(m, en, ok2, "s3_ok"), reg(m, en, ctx2, "s3_ctx")
 
-        # S3: round to nearest even, encode, saturate.
-        max_finite = MAX_FINITE[elem]
-        below = pw - frac - 1  # bits under the kept significand (>= 3: codes have >= 4 bits)
-        out, sat_flags, bad_flags = [], [], []
+        # S3: normalize (the top bit of pn is P's leading one), the exponent ``r = L + ee - frac - 2``
+        # (``L - 1 = pw - 1 - shift``) and the subnormal pattern.
+        pn4, r4, sub4, zero4, ee4, neg4, bad4 = [], [], [], [], [], [], []
         for k in range(lanes):
-            pn = pn3[k]
+            pn = Signal(pw, name=f"pn{k}")
+            m.d.comb += pn.eq(p3[k] << shift3[k])
+            r = Signal(range(-(frac + 2) - pw, (1 << exp) + pw + 1), name=f"r{k}")
+            m.d.comb += r.eq(pw - 1 - shift3[k] + ee3[k] - frac - 1)
+            sub = Signal(frac + 1, name=f"sub{k}")
+            m.d.comb += sub.eq(p3[k][:frac + 1] << (ee3[k] - 1)[:(frac + 1).bit_length()])
+            pn4.append(reg(m, en, pn, f"s4_pn{k}"))
+            r4.append(reg(m, en, r, f"s4_r{k}"))
+            sub4.append(reg(m, en, sub, f"s4_sub{k}"))
+            zero4.append(reg(m, en, zero3[k], f"s4_zero{k}"))
+            neg4.append(reg(m, en, neg3[k], f"s4_neg{k}"))
+            bad4.append(reg(m, en, bad3[k], f"s4_bad{k}"))
+        v4, ok4, ctx4 = valid_reg(m, en, v3, "s4_valid"), reg(m, en, ok3, "s4_ok"), reg(m, en, ctx3, "s4_ctx")
+
+        # S4: round to nearest even; saturation is decided from r and the rounding carry, without
+        # waiting for the sum: the pattern's exponent field is ``r + 1 + carry`` and it overflows at
+        # ``2**exp - 1`` (max finite is the largest pattern below it).
+        below = pw - frac - 1  # bits under the kept significand (>= 3: codes have >= 4 bits)
+        max_finite, top_exp = MAX_FINITE[elem], (1 << exp) - 1
+        normal5, normal_ok5, over5, mag5, sign5, bad5 = [], [], [], [], [], []
+        for k in range(lanes):
+            pn, r = pn4[k], r4[k]
             top = pn[below:]
             guard = pn[below - 1]
             sticky = pn[:below - 1].any()
             n = Signal(frac + 2, name=f"n{k}")
             m.d.comb += n.eq(top + (guard & (sticky | top[0])))
-            r = Signal(range(-(frac + 2), (1 << exp) + pw + 1), name=f"r{k}")
-            m.d.comb += r.eq(lead3[k] + ee3[k] - frac - 1)  # L - 1 = lead
             normal = Signal(frac + exp + 2, name=f"normal{k}")
             m.d.comb += normal.eq((r.as_unsigned()[:exp + 1] << frac) + n)
-            sub = Signal(frac + 1, name=f"sub{k}")
-            m.d.comb += sub.eq(p3[k] << (ee3[k] - 1)[:(frac + 1).bit_length()])
-            over = (r > 0) & (normal > max_finite)
-            mag = Mux(zero3[k], 0, Mux(r > 0, Mux(over, max_finite, normal[:15]), sub))
-            out.append(Mux(ok3, Cat(mag[:15], neg3[k]), 0))
-            sat_flags.append(over & ~zero3[k] & ok3)
-            bad_flags.append(bad3[k] & ok3)
+            is_normal = (r > 0) & ~zero4[k]
+            carry = top.all() & guard
+            over = is_normal & ((r >= top_exp - 1) | ((r == top_exp - 2) & carry))
+            normal5.append(reg(m, en, normal[:15], f"s5_normal{k}"))
+            normal_ok5.append(reg(m, en, is_normal, f"s5_is_normal{k}"))
+            over5.append(reg(m, en, over, f"s5_over{k}"))
+            mag5.append(reg(m, en, Mux(zero4[k], 0, sub4[k]), f"s5_sub{k}"))
+            sign5.append(reg(m, en, neg4[k], f"s5_neg{k}"))
+            bad5.append(reg(m, en, bad4[k], f"s5_bad{k}"))
+        v5, ok5, ctx5 = valid_reg(m, en, v4, "s5_valid"), reg(m, en, ok4, "s5_ok"), reg(m, en, ctx4, "s5_ctx")
+
+        # S5: saturate, encode, zero a bad context's beat.
+        out, sat_flags, bad_flags = [], [], []
+        for k in range(lanes):
+            mag = Mux(normal_ok5[k], Mux(over5[k], max_finite, normal5[k]), mag5[k])
+            out.append(Mux(ok5, Cat(mag[:15], sign5[k]), 0))
+            sat_flags.append(over5[k] & ok5)
+            bad_flags.append(bad5[k] & ok5)
         m.submodules.saturated = saturated = EventCounter(lanes)
         m.submodules.nonfinite = nonfinite = EventCounter(lanes)
         m.d.comb += [
-            saturated.events.eq(Cat(*sat_flags)), saturated.fire.eq(en & v3),
-            nonfinite.events.eq(Cat(*bad_flags)), nonfinite.fire.eq(en & v3),
+            saturated.events.eq(Cat(*sat_flags)), saturated.fire.eq(en & v5),
+            nonfinite.events.eq(Cat(*bad_flags)), nonfinite.fire.eq(en & v5),
             self.saturated_count.eq(saturated.count), self.nonfinite_count.eq(nonfinite.count),
         ]
         with m.If(en):
-            m.d.sync += self.o.valid.eq(v3)
+            m.d.sync += self.o.valid.eq(v5)
             m.d.sync += [self.o.payload.elems[k].eq(out[k]) for k in range(lanes)]
-            m.d.sync += self.o.payload.ctx.eq(ctx3)
+            m.d.sync += self.o.payload.ctx.eq(ctx5)
         return m

@@ -10,8 +10,10 @@ Arithmetic (kvpath.golden.static): ``P = sig_x * sig_inv`` exact, ``q = floor(P 
 computed as ``((P << 9) >> (s + 8) + 1) >> 1`` -- one right shifter serves both directions, because a
 left shift by more than 8 always saturates a non-zero product -- then clamp to +-qmax and sign.
 
-Pipeline: accept (sanitize, cache row) | S1 (cache data, decode, multiply) | S2 (shift, round, clamp)
-| S3 (sign, pack) | output register. Every register loads on ``en = ~o.valid | o.ready`` and
+Pipeline (``latency`` = 5): accept (sanitize, cache row) | S1 (cache data, decode, multiply) | S2
+(coarse shift by whole bytes, saturation beyond the window) | S3 (fine shift, round, clamp) | S4
+(sign, pack) | output register; each stage stays within 6 LUT levels on the XCK26 (``python -m
+kvpath.hdl.synth``). Every register loads on ``en = ~o.valid | o.ready`` and
 ``i.ready = en``: back-pressure freezes the pipeline, bubbles travel as cleared valid bits, one beat
 per clock otherwise. The cache read enable is ``en`` too, so a stalled beat keeps the row it read.
 
@@ -74,7 +76,7 @@ class StaticQuantizer(wiring.Component):
                                             "ctx": self.ctx_layout})
         self.out_layout = data.StructLayout({"codes": unsigned(lanes * self.fmt.code_bits),
                                              "ctx": self.ctx_layout})
-        self.latency = 4  # accepted in cycle t -> o.valid from cycle t + 4 with o.ready high
+        self.latency = 5  # accepted in cycle t -> o.valid from cycle t + 5 with o.ready high
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
@@ -116,7 +118,7 @@ class StaticQuantizer(wiring.Component):
         const_s = 2 * (BIAS[elem] + frac) + LEFT - 1  # u = s + LEFT - 1, s = const - ee_x - ee_i
         pw = 2 * (frac + 1)
         u_max = pw + LEFT + 1  # shifting (P << LEFT) by this much or more leaves 0
-        p2, u2, big2, neg2 = [], [], [], []
+        p2, u2, neg2 = [], [], []
         for k in range(lanes):
             inv_bits = self.scales.data[k if self.scope == "channel" else 0]
             sx, mx, ex = decode(m, x1[k], elem, f"x{k}")
@@ -128,30 +130,60 @@ class StaticQuantizer(wiring.Component):
             m.d.comb += u.eq(const_s - ex - ei)
             p2.append(reg(m, en, p, f"s2_p{k}"))
             u2.append(reg(m, en, Mux(u < 0, 0, Mux(u > u_max, u_max, u))[:u_max.bit_length()], f"s2_u{k}"))
-            big2.append(reg(m, en, u < 0, f"s2_big{k}"))
             neg2.append(reg(m, en, sx ^ si, f"s2_neg{k}"))
         v2, ok2, ctx2 = valid_reg(m, en, v1, "s2_valid"), reg(m, en, ok1, "s2_ok"), reg(m, en, ctx1, "s2_ctx")
 
-        # S2: round half away from zero by one right shift, clamp.
-        qmax = QMAX[bits]
-        q3, sat3, neg3 = [], [], []
+        # S2: coarse shift by whole bytes. Only the code's ``bits`` low bits of ``a = (P << LEFT) >> u``
+        # survive the clamp, plus whether any higher bit is set (``hi``). The coarse shift keeps a
+        # window of ``bits + 7`` bits, enough for any fine shift; ``far`` says whether a bit beyond the
+        # window is set: ``P >> (8 * uh + window - LEFT) != 0``, a suffix-OR of P picked by ``uh``, so
+        # it never waits for the shifter. (At u = 0, where u < 0 was clamped, ``hi`` is ``P != 0``:
+        # every non-zero product whose left shift would exceed LEFT saturates.)
+        u_bits = u_max.bit_length()
+        fine_bits = 3
+        window = bits + (1 << fine_bits) - 1
+        b3, ul3, far3, neg3 = [], [], [], []
         for k in range(lanes):
-            a = Signal(pw + LEFT, name=f"a{k}")
-            m.d.comb += a.eq((p2[k] << LEFT) >> u2[k])
-            q = Signal(pw + LEFT, name=f"qfull{k}")
-            m.d.comb += q.eq((a + 1) >> 1)
-            sat = (big2[k] & p2[k].any()) | (q > qmax)
-            q3.append(reg(m, en, Mux(sat, qmax, q[:bits - 1]), f"s3_q{k}"))
-            sat3.append(reg(m, en, sat, f"s3_sat{k}"))
+            uh = u2[k][fine_bits:]
+            b = Signal(window, name=f"b{k}")
+            m.d.comb += b.eq(((p2[k] << LEFT) >> Cat(Const(0, fine_bits), uh))[:window])
+            suffix_any = [p2[k][j:].any() for j in range(pw)]
+            picks = []
+            for h in range(1 << (u_bits - fine_bits)):
+                j = (h << fine_bits) + window - LEFT
+                picks.append(suffix_any[max(j, 0)] if j < pw else Const(0, 1))
+            far = Signal(name=f"far{k}")
+            m.d.comb += far.eq(Cat(*picks).bit_select(uh, 1))
+            b3.append(reg(m, en, b, f"s3_b{k}"))
+            ul3.append(reg(m, en, u2[k][:fine_bits], f"s3_ul{k}"))
+            far3.append(reg(m, en, far, f"s3_far{k}"))
             neg3.append(reg(m, en, neg2[k], f"s3_neg{k}"))
         v3, ok3, ctx3 = valid_reg(m, en, v2, "s3_valid"), reg(m, en, ok2, "s3_ok"), reg(m, en, ctx2, "s3_ctx")
 
-        # S3: sign and pack into the output register; a bad context gives code 0.
+        # S3: fine shift, round half away from zero, clamp. ``q = (a + 1) >> 1`` exceeds qmax exactly
+        # when ``a >= 2 * qmax + 1 = 2**bits - 1``: a higher bit set, or the low bits all ones.
+        qmax = QMAX[bits]
+        q4, sat4, neg4 = [], [], []
+        for k in range(lanes):
+            a = Signal(bits, name=f"a{k}")
+            m.d.comb += a.eq((b3[k] >> ul3[k])[:bits])
+            above = Cat(*((b3[k][j:].any() if j < window else Const(0, 1))
+                          for j in range(bits, bits + (1 << fine_bits))))
+            sat = Signal(name=f"sat{k}")
+            m.d.comb += sat.eq(far3[k] | above.bit_select(ul3[k], 1) | a.all())
+            q = Signal(bits, name=f"qfull{k}")
+            m.d.comb += q.eq((a + 1) >> 1)
+            q4.append(reg(m, en, Mux(sat, qmax, q[:bits - 1]), f"s4_q{k}"))
+            sat4.append(reg(m, en, sat, f"s4_sat{k}"))
+            neg4.append(reg(m, en, neg3[k], f"s4_neg{k}"))
+        v4, ok4, ctx4 = valid_reg(m, en, v3, "s4_valid"), reg(m, en, ok3, "s4_ok"), reg(m, en, ctx3, "s4_ctx")
+
+        # S4: sign and pack into the output register; a bad context gives code 0.
         m.submodules.saturated = saturated = EventCounter(lanes)
-        m.d.comb += [saturated.events.eq(Cat(*sat3) & Mux(ok3, (1 << lanes) - 1, 0)),
-                     saturated.fire.eq(en & v3), self.saturated_count.eq(saturated.count)]
-        codes = Cat(*(Mux(neg3[k], -q3[k], q3[k])[:bits] for k in range(lanes)))
+        m.d.comb += [saturated.events.eq(Cat(*sat4) & Mux(ok4, (1 << lanes) - 1, 0)),
+                     saturated.fire.eq(en & v4), self.saturated_count.eq(saturated.count)]
+        codes = Cat(*(Mux(neg4[k], -q4[k], q4[k])[:bits] for k in range(lanes)))
         with m.If(en):
-            m.d.sync += self.o.valid.eq(v3)
-            m.d.sync += [self.o.payload.codes.eq(Mux(ok3, codes, 0)), self.o.payload.ctx.eq(ctx3)]
+            m.d.sync += self.o.valid.eq(v4)
+            m.d.sync += [self.o.payload.codes.eq(Mux(ok4, codes, 0)), self.o.payload.ctx.eq(ctx4)]
         return m

@@ -39,3 +39,16 @@ def test_new_quantizers_meet_depth(fmt, elem, tmp_path):
     print(report)
     assert report.lut_levels <= MAX_LUT_LEVELS, report
     assert report.ffs > 1000, report  # not optimized away
+
+
+@pytest.mark.synth
+@pytest.mark.long
+@pytest.mark.parametrize("target", ["quantizer", "dequantizer"])
+@pytest.mark.parametrize("fmt,elem", [("int4_pc", "fp16"), ("int8_pc", "bf16"), ("int8_pc", "fp16")])
+def test_static_datapaths_meet_depth(target, fmt, elem, tmp_path):
+    from kvpath.hdl.synth import block
+
+    report = synthesize(block(target, fmt, 16, elem), f"kvpath_{target}_{fmt}_{elem}", tmp_path)
+    print(report)
+    assert report.lut_levels <= MAX_LUT_LEVELS, report
+    assert report.dsps >= 16, report  # the 16 lane multipliers survived
