@@ -36,11 +36,13 @@ def cases():
         # Icarus: every lane count, short runs.
         for lanes in QUANT_LANES:
             yield "quantizer", fmt, lanes, "icarus", 4096, "fp16"
-        for lanes in (8, 32, 128):
+        # 128 read lanes cost Icarus 35-70 s per format; the BF16/MX pairs below cover that width.
+        for lanes in (8, 32, 64):
             yield "dequantizer", fmt, lanes, "icarus", 4096, "fp16"
-        # Verilator: the default lanes with more than a million elements.
-        yield "quantizer", fmt, 16, "verilator", 1 << 20, "fp16"
-        yield "dequantizer", fmt, 16, "verilator", 1 << 20, "fp16"
+        # Verilator: the default lanes with half a million elements (2^22 with KVPATH_LONG=1; the
+        # million-element rates are in docs/benchmarks.md).
+        yield "quantizer", fmt, 16, "verilator", 1 << 19, "fp16"
+        yield "dequantizer", fmt, 16, "verilator", 1 << 19, "fp16"
     for k, (fmt, elem) in enumerate(EXTRA_PAIRS):
         # Lane counts rotate so that every width meets every family somewhere in the default run; the
         # 128-lane read path (40-130 s on Icarus) lands on the cheaper formats, q4_1 gets 8 lanes.
@@ -67,5 +69,5 @@ def test_bit_exact(target, fmt, lanes, simulator, vectors, elem, build_root):
     # Short runs are dominated by pipeline fill; the steady-state rate must be one beat per clock
     # whatever the run length, and long runs must reach 0.99 overall.
     assert result.steady_beats_per_cycle >= 0.999, result.summary()
-    if vectors >= 1 << 20:
+    if vectors >= 1 << 18:
         assert result.beats_per_cycle >= 0.99, result.summary()

@@ -14,7 +14,7 @@ MAX_LUT_LEVELS = 6
 
 
 @pytest.mark.synth
-@pytest.mark.parametrize("fmt", ["q8_0", "q4_0"])
+@pytest.mark.parametrize("fmt", ["q8_0", pytest.param("q4_0", marks=pytest.mark.long)])
 def test_quantizer_16_lanes_meets_area_and_depth(fmt, tmp_path):
     report = synthesize(Quantizer(fmt, 16), f"kvpath_quantizer_{fmt}", tmp_path)
     print(report)
