@@ -211,6 +211,9 @@ class RingChecker(Elaboratable):
         # -- lemmas on the tracker's registers --------------------------------------------------
         st = dut.state
         self._check(m, "invariants", st.ok == g_ok)
+        # The tracker keeps derived values (window start slot, valid counts, ...) in registers so
+        # that no path recomputes them; each must equal its formula in every reachable state.
+        self._check(m, "invariants", st.caches_agree)
         self._check(m, "invariants", (st.cap == g_cap) & (st.n_sink == g_sink) & (st.n_window == g_win)
                     & (st.wr_slot >= g_sink) & (st.wr_slot < g_cap), guard=g_ok)
         self._check(m, "invariants", st.win_len == n_win_v)
