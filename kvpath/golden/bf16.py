@@ -6,7 +6,7 @@ FP32 value; the ggml formats' reference for BF16 input is gguf on ``x.astype(np.
 
 from __future__ import annotations
 
-import numpy as np
+from .fp16 import sanitize_patterns
 
 SIGN = 0x8000
 EXP_MASK = 0x7F80
@@ -16,14 +16,4 @@ MAX_FINITE = 0x7F7F  # 3.3895e38
 
 def sanitize(x_bits):
     """The FP16 rule carried over: +/-Inf -> +/-max finite, any NaN -> +0. Returns ``(bits, count)``."""
-    x_bits = np.asarray(x_bits)
-    if x_bits.dtype != np.uint16:
-        raise ValueError(f"sanitize expects uint16 BF16 bit patterns, got dtype {x_bits.dtype}")
-    nonfinite = (x_bits & EXP_MASK) == EXP_MASK
-    count = int(np.count_nonzero(nonfinite))
-    if count == 0:
-        return x_bits, 0
-    nan = nonfinite & ((x_bits & FRAC_MASK) != 0)
-    out = np.where(nonfinite, (x_bits & SIGN) | MAX_FINITE, x_bits)
-    out[nan] = 0
-    return out.astype(np.uint16), count
+    return sanitize_patterns(x_bits, EXP_MASK, FRAC_MASK, MAX_FINITE, "BF16")

@@ -29,15 +29,20 @@ def sanitize(x_bits):
 
     ``count`` is the number of non-finite elements replaced (the RTL's non-finite counter).
     """
+    return sanitize_patterns(x_bits, EXP_MASK, FRAC_MASK, MAX_FINITE, "FP16")
+
+
+def sanitize_patterns(x_bits, exp_mask: int, frac_mask: int, max_finite: int, name: str):
+    """The sanitize rule for any 16-bit float layout (FP16 here, BF16 in ``bf16.py``)."""
     x_bits = np.asarray(x_bits)
     if x_bits.dtype != np.uint16:
-        raise ValueError(f"sanitize expects uint16 FP16 bit patterns, got dtype {x_bits.dtype}")
-    nonfinite = (x_bits & EXP_MASK) == EXP_MASK
+        raise ValueError(f"sanitize expects uint16 {name} bit patterns, got dtype {x_bits.dtype}")
+    nonfinite = (x_bits & exp_mask) == exp_mask
     count = int(np.count_nonzero(nonfinite))
     if count == 0:
         return x_bits, 0
-    nan = nonfinite & ((x_bits & FRAC_MASK) != 0)
-    out = np.where(nonfinite, (x_bits & SIGN) | MAX_FINITE, x_bits)
+    nan = nonfinite & ((x_bits & frac_mask) != 0)
+    out = np.where(nonfinite, (x_bits & SIGN) | max_finite, x_bits)
     out[nan] = 0
     return out.astype(np.uint16), count
 
