@@ -26,7 +26,7 @@ from kvpath.driver.presets import GLOBAL, LOCAL, ModelSpec, get_preset
 from kvpath.golden.ring import (GENERATED_MAX_TOKENS, AppendResult, Evicted, ReadEntry, RingConfig,
                                 RingModel)
 
-# The tracker's position counter is 32 bits wide (hdl/ring.py default) and holds one value back.
+# The tracker's position counter is 32 bits wide (hdl/ring/tracker.py default) and holds one value back.
 POS_LIMIT = 2 ** 32 - 1
 
 

@@ -41,8 +41,8 @@ def _positive(text: str) -> int:
 def cmd_generate(args) -> int:
     """The write and read datapaths, the register block, the integrated top level and the register
     map (SystemRDL, C header, JSON for the driver, markdown); one line per file written."""
-    from kvpath.hdl.csr import CSRBlock
-    from kvpath.hdl.top import KVPathTop, build_datapaths
+    from kvpath.hdl.ctrl.csr import CSRBlock
+    from kvpath.hdl.top.top import KVPathTop, build_datapaths
     from kvpath.regmap import write_all
     from kvpath.sim.regression import DUT_MODULE
     from kvpath.sim.runner import write_verilog
@@ -109,7 +109,7 @@ def cmd_sim(args) -> int:
 
 
 def cmd_formal(args) -> int:
-    from kvpath.formal import run_all
+    from kvpath.hdl.ring.formal import run_all
 
     ok = run_all(Path(args.build_dir) / "formal", verbose=args.verbose)
     print("formal: all properties proven" if ok else "formal: FAILED")

@@ -1,6 +1,6 @@
 """Where each static scale lives in the scale constant cache: the one definition of an entry's index.
 
-The golden model, the RTL generator (``kvpath.hdl.scale_cache``) and the driver
+The golden model, the RTL generator (``kvpath.hdl.static.cache``) and the driver
 (``kvpath.driver.calibrate``) all address entries through this module.
 
 Index (``kv`` is 0 for K, 1 for V):

@@ -135,7 +135,7 @@ def ref_quantize(x: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp16",
 
 def rtl_quantize(x: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_dir: Path, seed: int = 1,
                  throttles=THROTTLES, elem: str = "fp16") -> list[SimRun]:
-    from kvpath.hdl.quantizer import Quantizer
+    from kvpath.hdl.quant.frame import Quantizer
 
     f = get_format(fmt)
     in_beats = _elements(x, elem).view(np.uint8).reshape(-1, 2 * lanes)
@@ -153,7 +153,7 @@ def ref_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp1
 
 def rtl_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_dir: Path,
                    seed: int = 1, throttles=THROTTLES, elem: str = "fp16") -> list[SimRun]:
-    from kvpath.hdl.dequantizer import build_dequantizer
+    from kvpath.hdl.dequant.frame import build_dequantizer
 
     f = get_format(fmt)
     per_beat = max(1, lanes // BLOCK_ELEMS)

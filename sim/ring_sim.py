@@ -25,7 +25,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.golden.ring import RingConfigError, RingFullError, RingModel
-from kvpath.hdl.ring import Op, RingTracker
+from kvpath.hdl.ring.tracker import Op, RingTracker
 from kvpath.sim import harness
 from kvpath.sim.runner import run_cocotb, write_verilog
 

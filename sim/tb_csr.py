@@ -1,4 +1,4 @@
-"""cocotb tests of the AXI4-Lite register block (hdl/csr.py) with cocotbext-axi's AxiLiteMaster.
+"""cocotb tests of the AXI4-Lite register block (hdl/ctrl/csr.py) with cocotbext-axi's AxiLiteMaster.
 
 Every register, field, access type and reset value comes from the generated JSON map
 (``KVPATH_CSR_MAP``); ``kvpath.regmap.model.CSRModel`` built from the same JSON is the oracle.
@@ -18,7 +18,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from kvpath.hdl.scale_port import ScaleWrite
+from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.regmap.json_map import load
 from kvpath.regmap.model import OKAY, SLVERR, CSRModel
 

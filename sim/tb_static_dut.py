@@ -21,9 +21,9 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out, connect
 
 from kvpath.config import DEFAULT, ELEM_BITS, KVPathConfig
-from kvpath.hdl.scale_cache import ScaleCache, context_layout
-from kvpath.hdl.static_dequant import StaticDequantizer
-from kvpath.hdl.static_quant import StaticQuantizer
+from kvpath.hdl.static.cache import ScaleCache, context_layout
+from kvpath.hdl.static.dequant import StaticDequantizer
+from kvpath.hdl.static.quant import StaticQuantizer
 
 MEMSET_BITS = 64  # index (32) then value (32)
 

@@ -1,4 +1,4 @@
-"""cocotb tests of the integrated KV path (hdl/top.py), driven by the Python driver itself.
+"""cocotb tests of the integrated KV path (hdl/top/top.py), driven by the Python driver itself.
 
 Register access goes through ``kvpath.driver.regs.Registers`` over ``CocotbTransport`` (the driver's
 blocking calls run in ``cocotb.task.bridge`` threads), so the code under test on the control side is the
@@ -35,11 +35,11 @@ from kvpath.driver.regs import BitstreamMismatch, Registers
 from kvpath.golden import static as gs
 from kvpath.golden.frame import ELEM_DTYPES
 from kvpath.golden.ring import RingModel
-from kvpath.hdl.ring import Op
-from kvpath.hdl.scale_port import ScaleWrite
-from kvpath.hdl.top import KVPathTop
+from kvpath.hdl.ring.tracker import Op
+from kvpath.hdl.static.write_port import ScaleWrite
+from kvpath.hdl.top.top import KVPathTop
 
-from .tb_top_streams import (CocotbTransport, StreamSink, StreamSource, field_of, pack_fields, pack_lanes,
+from kvpath.sim.tb_top_streams import (CocotbTransport, StreamSink, StreamSource, field_of, pack_fields, pack_lanes,
                              unpack_lanes)
 
 # The testbench builds a KVPathTop for its stream layouts only; the DUT is the generated Verilog.

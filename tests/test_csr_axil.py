@@ -8,7 +8,7 @@ import time
 import pytest
 
 from kvpath.config import KVPathConfig
-from kvpath.hdl.csr import CSRBlock
+from kvpath.hdl.ctrl.csr import CSRBlock
 from kvpath.regmap import build_map
 from kvpath.regmap.json_map import dumps
 from kvpath.sim.runner import run_cocotb, write_verilog

@@ -2,7 +2,7 @@
 simulator, and the whole Dequantizer vs the golden model in cocotb (Icarus).
 
 Chain of evidence, as on the FP16 path: golden (kvpath.golden.dequant_bf16) == gguf + ml_dtypes
-(tests/test_golden_bf16_dequant.py); model (hdl/dequant_model.py) == golden on every scale and code
+(tests/test_golden_bf16_dequant.py); model (kvpath/golden/dequant_steps.py) == golden on every scale and code
 here; RTL == model on corner scales, exponent grids and double-rounding cases under a toggling
 enable; and the Verilog of the whole block == golden, counters included, under bubbles and
 back-pressure.
@@ -18,10 +18,10 @@ from kvpath import golden
 from kvpath.config import get_format
 from kvpath.golden import dequant_bf16
 from kvpath.golden import vectors as V
-from kvpath.hdl import dequant_model as dm
-from kvpath.hdl.dequant_mul import MulEngine
-from kvpath.hdl.dequant_q41 import Q41Engine
-from kvpath.hdl.dequantizer import Dequantizer
+from kvpath.golden import dequant_steps as dm
+from kvpath.hdl.dequant.mul import MulEngine
+from kvpath.hdl.dequant.q4_1 import Q41Engine
+from kvpath.hdl.dequant.frame import Dequantizer
 from kvpath.sim import regression
 
 SEED = 20261202

@@ -12,7 +12,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from kvpath.config import BLOCK_ELEMS, get_format
-from kvpath.hdl.dequantizer import Dequantizer
+from kvpath.hdl.dequant.frame import Dequantizer
 
 SEED = 20261126
 

@@ -12,8 +12,8 @@ from amaranth.sim import Simulator
 from kvpath.config import MX_FORMATS, get_format
 from kvpath.golden import mx
 from kvpath.golden.mx_elem import elem_type
-from kvpath.hdl.dequant_mx import MXDequantizer
-from kvpath.hdl.quant_mx import MXDatapath
+from kvpath.hdl.dequant.mx import MXDequantizer
+from kvpath.hdl.quant.mx import MXDatapath
 
 SEED = 4242
 ELEMS = ("fp16", "bf16")

@@ -19,8 +19,8 @@ from amaranth.sim import Simulator
 
 from kvpath.golden import ggml_bf16
 from kvpath.golden.bf16 import sanitize
-from kvpath.hdl import quant_bf16_scale as S
-from kvpath.hdl.quantizer import Quantizer
+from kvpath.hdl.quant import ggml_bf16 as S
+from kvpath.hdl.quant.frame import Quantizer
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251125"))
 BF16 = np.dtype(ml_dtypes.bfloat16)

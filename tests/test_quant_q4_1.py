@@ -1,4 +1,4 @@
-"""The q4_1 quantizer datapath (hdl/quant_q4_1.py) and the divider, against gguf, unit by unit.
+"""The q4_1 quantizer datapath (hdl/quant/q4_1_fp16.py) and the divider, against gguf, unit by unit.
 
 - Divider: quotient and remainder against Python for general, constant-divisor and
   constant-dividend instances.
@@ -30,8 +30,9 @@ import pytest
 from amaranth.hdl import Const, Fragment
 from amaranth.sim import Simulator
 
-from kvpath.hdl.divider import Divider
-from kvpath.hdl.quant_q4_1 import CONST_LAYOUT, Q41BlockUnit, Q41Datapath, Q41LaneUnit
+from kvpath.hdl.lib.divider import Divider
+from kvpath.hdl.quant.q4_1 import Q41Datapath
+from kvpath.hdl.quant.q4_1_fp16 import CONST_LAYOUT, Q41BlockUnit, Q41LaneUnit
 
 LONG = os.environ.get("KVPATH_LONG") == "1"
 SEED = int(os.environ.get("KVPATH_SEED", "20261123"))
@@ -164,7 +165,7 @@ def fixed24(bits):
 def lane_const(min_bits, er, inv):
     """The lane constants for block min ``min_bits``, window exponent ``er`` and fp32 ``inv``.
 
-    Derived from the definitions in hdl/quant_q4_1.py, independently of the block unit.
+    Derived from the definitions in hdl/quant/q4_1_fp16.py, independently of the block unit.
     """
     if inv == 0:
         scale = 0

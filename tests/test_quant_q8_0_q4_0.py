@@ -22,11 +22,11 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from kvpath.hdl.quant_fp32 import ProductFront, round_div
-from kvpath.hdl.quant_q4_0 import Q40Datapath
-from kvpath.hdl.quant_q4_0 import rom_entry as q4_rom_entry
-from kvpath.hdl.quant_q8_0 import Q80Datapath, d_to_fp16_plan
-from kvpath.hdl.quant_q8_0 import rom_entry as q8_rom_entry
+from kvpath.hdl.quant.fp32 import ProductFront, round_div
+from kvpath.hdl.quant.q4_0 import Q40Datapath
+from kvpath.hdl.quant.q4_0 import rom_entry as q4_rom_entry
+from kvpath.hdl.quant.q8_0 import Q80Datapath, d_to_fp16_plan
+from kvpath.hdl.quant.q8_0 import rom_entry as q8_rom_entry
 
 LONG = os.environ.get("KVPATH_LONG") == "1"
 SEED = int(os.environ.get("KVPATH_SEED", "20261123"))

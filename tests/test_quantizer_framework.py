@@ -18,7 +18,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from kvpath.config import QUANT_LANES, get_format
-from kvpath.hdl.quantizer import COUNT_LAG, Quantizer
+from kvpath.hdl.quant.frame import COUNT_LAG, Quantizer
 
 SEED = int(os.environ.get("KVPATH_SEED", "20261123"))
 LONG = os.environ.get("KVPATH_LONG") == "1"
@@ -216,7 +216,7 @@ def test_verilog_ports():
 
 
 def test_q4_1_datapath_is_imported_lazily():
-    code = ("import sys; from kvpath.hdl.quantizer import Quantizer; Quantizer('q8_0', 16); "
-            "Quantizer('q4_0', 8); print('kvpath.hdl.quant_q4_1' in sys.modules)")
+    code = ("import sys; from kvpath.hdl.quant.frame import Quantizer; Quantizer('q8_0', 16); "
+            "Quantizer('q4_0', 8); print('kvpath.hdl.quant.q4_1_fp16' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -11,8 +11,8 @@ from amaranth.hdl import Shape
 
 from kvpath.config import FORMATS, KVPathConfig
 from kvpath.driver.regs import BitstreamMismatch, Registers
-from kvpath.hdl.csr import CSRBlock
-from kvpath.hdl.ring import RingTracker
+from kvpath.hdl.ctrl.csr import CSRBlock
+from kvpath.hdl.ring.tracker import RingTracker
 from kvpath.regmap import DOC_PATH, FILES, build_map, json_map, render_doc, write_all
 from kvpath.regmap.map import ring_count_bits, scale_cache_entries
 from kvpath.regmap.model import CSRModel

@@ -4,8 +4,8 @@ caught, by a specification property (the proof lemmas are switched off for the m
 import pytest
 from amaranth.hdl import Mux
 
-from kvpath import formal
-from kvpath.hdl.ring import RingTracker
+from kvpath.hdl.ring import formal
+from kvpath.hdl.ring.tracker import RingTracker
 
 
 class WrapToZero(RingTracker):

@@ -6,7 +6,7 @@ import os
 import pytest
 from amaranth.hdl import Mux
 
-from kvpath.hdl.ring import RingTracker
+from kvpath.hdl.ring.tracker import RingTracker
 from kvpath.sim.ring_sim import run_ring_sim
 from kvpath.sim.runner import write_verilog
 

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 from kvpath import scales
 from kvpath.config import KVPathConfig
 from kvpath.golden import static as gs
-from kvpath.hdl.scale_cache import ScaleCache
+from kvpath.hdl.static.cache import ScaleCache
 from kvpath.sim import static_regression as sr
 
 SEED = 4242

@@ -7,8 +7,8 @@ holds the full table.
 
 import pytest
 
-from kvpath.hdl.quantizer import Quantizer
-from kvpath.hdl.synth import XCK26, synthesize
+from kvpath.hdl.quant.frame import Quantizer
+from kvpath.tools.synth import XCK26, synthesize
 
 MAX_LUT_LEVELS = 6
 
@@ -46,7 +46,7 @@ def test_new_quantizers_meet_depth(fmt, elem, tmp_path):
 @pytest.mark.parametrize("target", ["quantizer", "dequantizer"])
 @pytest.mark.parametrize("fmt,elem", [("int4_pc", "fp16"), ("int8_pc", "bf16"), ("int8_pc", "fp16")])
 def test_static_datapaths_meet_depth(target, fmt, elem, tmp_path):
-    from kvpath.hdl.synth import block
+    from kvpath.tools.synth import block
 
     report = synthesize(block(target, fmt, 16, elem), f"kvpath_{target}_{fmt}_{elem}", tmp_path)
     print(report)

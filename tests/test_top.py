@@ -1,4 +1,4 @@
-"""The integrated KV path (hdl/top.py) on Icarus and Verilator, driven by the Python driver through
+"""The integrated KV path (hdl/top/top.py) on Icarus and Verilator, driven by the Python driver through
 cocotbext-axi (sim/tb_top.py), and ``kvpath generate`` writing it with the register map."""
 
 import dataclasses
@@ -10,7 +10,7 @@ import pytest
 
 from kvpath.cli import main
 from kvpath.config import KVPathConfig
-from kvpath.hdl.top import KVPathTop
+from kvpath.hdl.top.top import KVPathTop
 from kvpath.regmap import FILES, build_map
 from kvpath.regmap.json_map import dumps
 from kvpath.sim.runner import run_cocotb, write_verilog

@@ -19,7 +19,7 @@ import numpy as np
 
 from kvpath.config import GGML_FORMATS, get_format
 
-from . import quantize
+from kvpath.golden import quantize
 
 SHAPE = (32768, 512)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from kvpath.config import BLOCK_ELEMS, get_format
 
-from . import bf16, fast, fp16, q4_0, q4_1, q8_0
+from kvpath.golden import bf16, fast, fp16, q4_0, q4_1, q8_0
 
 _UNITS = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
 _FAST = {

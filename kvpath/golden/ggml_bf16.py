@@ -26,13 +26,13 @@ import numpy as np
 
 from kvpath.config import get_format
 
-from . import q4_0 as fp16_q4_0
-from . import q4_1 as fp16_q4_1
-from .bf16_arith import BIAS_SHIFT, FP16_INF, add_signed, divide, multiply, normalize, recip, to_fp16
-from .elementwise import signed_code, trunc_fp32_add
-from .extremes import block_min_max
-from .nibbles import pack_nibbles
-from .rounding import rha_shift
+from kvpath.golden import q4_0 as fp16_q4_0
+from kvpath.golden import q4_1 as fp16_q4_1
+from kvpath.golden.bf16_arith import BIAS_SHIFT, FP16_INF, add_signed, divide, multiply, normalize, recip, to_fp16
+from kvpath.golden.elementwise import signed_code, trunc_fp32_add
+from kvpath.golden.extremes import block_min_max
+from kvpath.golden.nibbles import pack_nibbles
+from kvpath.golden.rounding import rha_shift
 
 MAG = 0x7FFF
 

@@ -10,11 +10,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import extremes, fp16
-from .elementwise import ADD_FRAC_BITS, mul_rne24, trunc_fp32_add
-from .nibbles import pack_nibbles, unpack_nibbles
-from .recip import fp32_div, fp32_recip
-from .rounding import round_sig
+from kvpath.golden import extremes, fp16
+from kvpath.golden.elementwise import ADD_FRAC_BITS, mul_rne24, trunc_fp32_add
+from kvpath.golden.nibbles import pack_nibbles, unpack_nibbles
+from kvpath.golden.recip import fp32_div, fp32_recip
+from kvpath.golden.rounding import round_sig
 
 LEVELS = 15  # d spans max - min in 15 steps
 HALF_FIXED = 1 << (ADD_FRAC_BITS - 1)  # 0.5

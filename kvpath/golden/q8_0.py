@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import fp16
-from .extremes import block_min_max
-from .elementwise import mul_rne24, roundf_fixed, signed_code
-from .recip import recip_table_q8_0
+from kvpath.golden import fp16
+from kvpath.golden.extremes import block_min_max
+from kvpath.golden.elementwise import mul_rne24, roundf_fixed, signed_code
+from kvpath.golden.recip import recip_table_q8_0
 
 
 class Const(NamedTuple):

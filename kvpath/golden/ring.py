@@ -1,6 +1,6 @@
 """Golden model of the KV ring: which slots hold valid tokens, and in what order attention reads them.
 
-This is the specification the RTL tracker (``hdl/ring.py``) and the driver's KV manager are checked
+This is the specification the RTL tracker (``hdl/ring/tracker.py``) and the driver's KV manager are checked
 against. It is written for clarity, not speed: it keeps an explicit slot table and the window as a
 queue, so every rule below can be read off the code.
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from kvpath.config import DEFAULT, KVPathConfig
 
-from .layout import RegisterMap
-from .map import build_map
+from kvpath.regmap.layout import RegisterMap
+from kvpath.regmap.map import build_map
 
 FILES = ("kvpath_regs.rdl", "kvpath_regs.h", "kvpath_regs.json", "regmap.md")
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "regmap.md"
@@ -22,7 +22,7 @@ def write_all(out_dir, config: KVPathConfig = DEFAULT) -> list[Path]:
     """Write kvpath_regs.rdl, kvpath_regs.h, kvpath_regs.json and regmap.md into ``out_dir``."""
     from peakrdl_cheader.exporter import CHeaderExporter
 
-    from . import json_map, markdown, rdl
+    from kvpath.regmap import json_map, markdown, rdl
 
     regmap = build_map(config)
     out = Path(out_dir)
@@ -38,7 +38,7 @@ def write_all(out_dir, config: KVPathConfig = DEFAULT) -> list[Path]:
 
 def render_doc() -> str:
     """The committed docs/regmap.md: the default configuration's page."""
-    from .markdown import render
+    from kvpath.regmap.markdown import render
 
     return render(build_map(DEFAULT))
 

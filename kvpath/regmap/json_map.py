@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from .layout import DATA_BITS, RegisterMap
-from .map import AXI_ERROR, ELEM_CODES, FORMAT_CODES, SCALE_DATA, SCALE_INDEX, scale_cache_entries
+from kvpath.regmap.layout import DATA_BITS, RegisterMap
+from kvpath.regmap.map import AXI_ERROR, ELEM_CODES, FORMAT_CODES, SCALE_DATA, SCALE_INDEX, scale_cache_entries
 
 SCHEMA = "kvpath-regmap/1"
 RESP = {"okay": 0, "slverr": 2}  # AXI BRESP/RRESP codes the block returns

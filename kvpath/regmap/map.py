@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kvpath.config import ELEM_TYPES, FORMATS, KVPathConfig
 
-from .layout import RO, RW, W1C, W1P, WO, FieldDecl as F, Group, RegDecl as R, RegisterMap, resolve
+from kvpath.regmap.layout import RO, RW, W1C, W1P, WO, FieldDecl as F, Group, RegDecl as R, RegisterMap, resolve
 
 NAME = "kvpath_regs"
 MAGIC = int.from_bytes(b"KVPH", "big")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .json_map import RESP
-from .layout import RO, RegisterMap
-from .map import ELEM_CODES, FORMAT_CODES
+from kvpath.regmap.json_map import RESP
+from kvpath.regmap.layout import RO, RegisterMap
+from kvpath.regmap.map import ELEM_CODES, FORMAT_CODES
 
 BUS = f"""\
-## Bus behaviour (hdl/csr.py)
+## Bus behaviour (hdl/ctrl/csr.py)
 
 * AXI4-Lite slave, 32-bit data, byte addresses; the block decodes the low `addr_width` address bits
   (the interconnect's window aliases above that) and ignores the two lowest (word access; `AxPROT`
@@ -32,7 +32,7 @@ BUS = f"""\
 * 64-bit counters: reading `_LO` returns the low half and snapshots the high half; `_HI` returns the
   snapshot. Read LO then HI for a consistent value.
 * SCALE_DATA: a full-word write emits one `ScaleWrite` {{index = SCALE_INDEX, value = WDATA}} on the
-  `scale_write` stream (layout in `hdl/scale_port.py`); the write response waits until the stream
+  `scale_write` stream (layout in `hdl/static/write_port.py`); the write response waits until the stream
   accepts it, then SCALE_INDEX increments (wrapping at 2^32). Range checking is the cache's job: it
   refuses an index outside CFG_SCALE_ENTRIES and pulses `bad_scale_index`.
 * `kvpath_regs.h` comes from peakrdl-cheader: bit-position/width/mask/reset macros per field and a

@@ -6,7 +6,7 @@ The cocotb tests compare the RTL against it access by access; it knows the seman
 
 from __future__ import annotations
 
-from .json_map import RESP
+from kvpath.regmap.json_map import RESP
 
 OKAY, SLVERR = RESP["okay"], RESP["slverr"]
 WORD_MASK = 0xFFFF_FFFF

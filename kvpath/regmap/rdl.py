@@ -1,14 +1,14 @@
 """SystemRDL 2.0 text of the register map, validated by compiling it with systemrdl-compiler.
 
 The auto-increment of SCALE_INDEX and the WSTRB rule of SCALE_DATA have no SystemRDL property; they
-are stated in the descriptions (and implemented in hdl/csr.py, tested in tests/test_csr_axil.py).
+are stated in the descriptions (and implemented in hdl/ctrl/csr.py, tested in tests/test_csr_axil.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .layout import RO, RW, W1C, W1P, WO, DATA_BITS, Field, RegisterMap
+from kvpath.regmap.layout import RO, RW, W1C, W1P, WO, DATA_BITS, Field, RegisterMap
 
 _PROPERTIES = {
     RW: "sw = rw; hw = r;",

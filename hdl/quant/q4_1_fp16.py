@@ -36,12 +36,12 @@ SIMD lanes meet last: the last zero in every all-zero block, mostly but not alwa
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
-from kvpath.config import BLOCK_ELEMS, check_elem, get_format
+from kvpath.config import BLOCK_ELEMS, get_format
 
-from .divider import Divider
-from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.lib.divider import Divider
+from kvpath.hdl.quant.contract import BlockUnitSignature, LaneUnitSignature
 
-__all__ = ["Q41Datapath", "Q41BlockUnit", "Q41LaneUnit", "CONST_LAYOUT", "WINDOW_BITS"]
+__all__ = ["Q41BlockUnit", "Q41LaneUnit", "CONST_LAYOUT", "WINDOW_BITS"]
 
 FMT = get_format("q4_1")
 WINDOW_BITS = 31  # x - min window: bits er-30 .. er of the value
@@ -407,27 +407,3 @@ class Q41LaneUnit(wiring.Component):
         code = p.reg(Mux(big | (q > 15), 15, q[:4]), "code")
         m.d.comb += self.code.eq(code)
         return EnableInserter({"sync": self.en})(m)
-
-
-class Q41Datapath(FormatDatapath):
-    fmt = FMT
-    const_layout = CONST_LAYOUT
-
-    def __init__(self, elem: str = "fp16"):
-        check_elem(elem)
-        self.elem = elem
-        if elem == "bf16":
-            from .quant_q4_1_bf16 import CONST_LAYOUT_BF16
-            self.const_layout = CONST_LAYOUT_BF16
-
-    def block_unit(self) -> wiring.Component:
-        if self.elem == "bf16":
-            from .quant_q4_1_bf16 import Q41Bf16BlockUnit
-            return Q41Bf16BlockUnit()
-        return Q41BlockUnit()
-
-    def lane_unit(self) -> wiring.Component:
-        if self.elem == "bf16":
-            from .quant_q4_1_bf16 import Q41Bf16LaneUnit
-            return Q41Bf16LaneUnit()
-        return Q41LaneUnit()

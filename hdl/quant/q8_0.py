@@ -17,9 +17,9 @@ from amaranth.lib.memory import Memory
 
 from kvpath.config import check_elem, get_format
 
-from .quant_fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, delayed, fp16_significand,
+from kvpath.hdl.quant.fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, delayed, fp16_significand,
                          leading_zeros, round_div, trailing_zeros)
-from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 
 FMT = get_format("q8_0")
 
@@ -194,12 +194,12 @@ class Q80Datapath(FormatDatapath):
         check_elem(elem)
         self.elem = elem
         if elem == "bf16":
-            from .quant_bf16_scale import Q80_CONST
+            from kvpath.hdl.quant.ggml_bf16 import Q80_CONST
             self.const_layout = Q80_CONST
 
     def block_unit(self):
         if self.elem == "bf16":
-            from .quant_bf16_scale import Q80Bf16BlockUnit
+            from kvpath.hdl.quant.ggml_bf16 import Q80Bf16BlockUnit
             return Q80Bf16BlockUnit()
         return Q80BlockUnit()
 

@@ -160,7 +160,7 @@ class RingTracker(wiring.Component):
         win_lo, lo_slot, n_sink_valid, n_valid = c.win_lo, c.lo_slot, c.n_sink_valid, c.n_valid
 
         # Proof-only: every cached register against the formula it caches (``state.caches_agree``,
-        # an invariant in kvpath/formal.py). Nothing in the datapath reads it; synthesis removes it.
+        # an invariant in hdl/ring/formal.py). Nothing in the datapath reads it; synthesis removes it.
         lo_expected = Signal(self.slot_bits)
         win_lo_expected = Signal(self.pos_bits)
         n_sink_valid_expected = Signal(self.count_bits)

@@ -28,8 +28,8 @@ from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get
 from kvpath.golden.mx import E4M3_NAN, FP4_HALF_UNITS, SCALE_BIAS, SCALE_NAN
 from kvpath.golden.mx_elem import elem_type
 
-from .dequant_count import EventCounter
-from .dequant_pipe import msb_index, reg
+from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.lib.pipe import msb_index, reg
 
 EXP = signed(12)  # every exponent sum below stays well inside +/-2**11
 SIG_BITS = 8  # mxint8's |q| <= 128

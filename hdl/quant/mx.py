@@ -22,10 +22,10 @@ from kvpath.config import check_elem, get_format
 from kvpath.golden.mx import E4M3_MAX, EMAX, FP4_THRESHOLDS_Q, SCALE_BIAS
 from kvpath.golden.mx_elem import elem_type
 
-from .dequant_pipe import msb_index
-from .quant_bf16_scale import any_below
-from .quant_fp32 import MaxMagnitudeTree
-from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.lib.pipe import msb_index
+from kvpath.hdl.quant.ggml_bf16 import any_below
+from kvpath.hdl.quant.fp32 import MaxMagnitudeTree
+from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 
 CONST_LAYOUT = data.StructLayout({"scale": unsigned(8)})  # the block's E8M0 byte E (X = E - 127)
 SHIFT = signed(12)  # holds every exponent difference of an 8-bit E and an 8-bit element exponent

@@ -31,9 +31,9 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem
 
-from . import dequant_model as model
-from .dequant_fields import MAX_FINITE, decode, fraction_lead, normalize
-from .dequant_pipe import delay, msb_index, reg
+from kvpath.golden import dequant_steps as model
+from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize
+from kvpath.hdl.lib.pipe import delay, msb_index, reg
 
 BLOCK_STAGES = 5
 LANE_STAGES = 7

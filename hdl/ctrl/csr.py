@@ -4,7 +4,7 @@ Every register, field position, access type and reset value comes from ``kvpath.
 nothing here names a register except by the access semantics the map gives it. docs/regmap.md
 ("Bus behaviour") is the contract this implements.
 
-Ports (besides the flat ``s_axil_*`` slave, see ``hdl/axil.py``), named by the map's ``port``:
+Ports (besides the flat ``s_axil_*`` slave, see ``hdl/ctrl/axil.py``), named by the map's ``port``:
 
 * ``Out`` per RW field (its current value) and per W1P field (a one-cycle pulse);
 * ``In`` per live RO field and per 64-bit counter (the datapath's value);
@@ -24,8 +24,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.config import DEFAULT, KVPathConfig
-from kvpath.hdl.axil import AxiLitePort, axil_slave_members
-from kvpath.hdl.scale_port import ScaleWrite
+from kvpath.hdl.ctrl.axil import AxiLitePort, axil_slave_members
+from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.regmap import build_map
 from kvpath.regmap.json_map import RESP
 from kvpath.regmap.layout import DATA_BITS, RO, RW, W1C, W1P, WORD_BYTES

@@ -27,9 +27,9 @@ from amaranth.lib.memory import Memory
 
 from kvpath.config import check_elem, get_format
 
-from .quant_fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront, delayed,
+from kvpath.hdl.quant.fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront, delayed,
                          fp16_significand, leading_zeros, round_div)
-from .quant_units import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 
 FMT = get_format("q4_0")
 
@@ -220,12 +220,12 @@ class Q40Datapath(FormatDatapath):
         check_elem(elem)
         self.elem = elem
         if elem == "bf16":
-            from .quant_bf16_scale import Q40_CONST
+            from kvpath.hdl.quant.ggml_bf16 import Q40_CONST
             self.const_layout = Q40_CONST
 
     def block_unit(self):
         if self.elem == "bf16":
-            from .quant_bf16_scale import Q40Bf16BlockUnit
+            from kvpath.hdl.quant.ggml_bf16 import Q40Bf16BlockUnit
             return Q40Bf16BlockUnit()
         return Q40BlockUnit()
 

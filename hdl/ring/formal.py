@@ -1,4 +1,4 @@
-"""Formal proofs of the ring tracker (``hdl/ring.py``) with SymbiYosys and z3.
+"""Formal proofs of the ring tracker (``hdl/ring/tracker.py``) with SymbiYosys and z3.
 
 The checker treats the tracker as a black box for the specification: the commands, output
 back-pressure and configuration ports are free, and a ghost model built only from what the ports
@@ -33,7 +33,7 @@ from amaranth.asserts import AnyConst, AnySeq
 from amaranth.back import rtlil
 from amaranth.hdl import Assert, Assume, Elaboratable, Module, Mux, ResetSignal, Signal
 
-from kvpath.hdl.ring import Op, RingTracker
+from kvpath.hdl.ring.tracker import Op, RingTracker
 
 PROPERTIES = {
     "capacity": "valid count <= capacity (and <= S + W) and equals the tracker's n_valid",

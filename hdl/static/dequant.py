@@ -15,7 +15,7 @@ pattern beyond the largest finite value saturates to it. Sign = sign(code) XOR s
 Pipeline (``latency`` = 6): accept (cache row) | S1 (cache data, multiply) | S2 (leading one) | S3
 (normalize, exponent, subnormal pattern) | S4 (round, overflow test) | S5 (saturate, encode) | output
 register, all on ``en = ~o.valid | o.ready``; ``i.ready = en``. Each stage stays within 6 LUT levels
-on the XCK26 (``python -m kvpath.hdl.synth``).
+on the XCK26 (``python -m kvpath.tools.synth``).
 
 Counters: ``saturated_count`` (elements saturated), ``nonfinite_count`` (elements whose scale was
 Inf/NaN, treated as +0: impossible behind ``ScaleCache``, which refuses such writes),
@@ -29,10 +29,10 @@ from amaranth.lib.wiring import In, Out
 from kvpath import scales
 from kvpath.config import DEFAULT, DEQUANT_LANES, ELEM_BITS, KVPathConfig, check_elem
 
-from .dequant_count import EventCounter
-from .dequant_pipe import msb_index, reg
-from .scale_cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
-from .static_quant import decode, static_format, valid_reg
+from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.lib.pipe import msb_index, reg
+from kvpath.hdl.static.cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
+from kvpath.hdl.static.quant import decode, static_format, valid_reg
 
 MAX_FINITE = {"fp16": 0x7BFF, "bf16": 0x7F7F}
 

@@ -25,8 +25,8 @@ from amaranth.lib.memory import Memory
 from kvpath.config import get_format
 from kvpath.golden import bf16_arith, ggml_bf16
 
-from .quant_fp32 import SIG_BITS, MaxMagnitudeTree, delayed, trailing_zeros
-from .quant_units import BlockUnitSignature
+from kvpath.hdl.quant.fp32 import SIG_BITS, MaxMagnitudeTree, delayed, trailing_zeros
+from kvpath.hdl.quant.contract import BlockUnitSignature
 
 RB_BITS = 10  # e + rb_off for e in 0..254 and |rb_off| <= 3
 # Lane shift bases (see quant_q8_0 / quant_q4_0 tails): with id = id_sig * 2**id_exp (id_sig

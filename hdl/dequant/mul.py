@@ -24,8 +24,8 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem
 
-from .dequant_fields import MAX_FINITE, decode, fraction_lead, normalize
-from .dequant_pipe import msb_index, prefix_or, reg, select
+from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize
+from kvpath.hdl.lib.pipe import msb_index, prefix_or, reg, select
 
 
 class MulEngine(wiring.Component):

@@ -2,7 +2,7 @@
 
 ``KVPathTop(config)`` is the one block a Vivado design instantiates. Ports:
 
-* ``s_axil_*``: the register block's AXI4-Lite slave (``hdl/csr.py``), passed through by name.
+* ``s_axil_*``: the register block's AXI4-Lite slave (``hdl/ctrl/csr.py``), passed through by name.
 * ``kv_in`` -> quantizer -> ``q_out`` (write path, towards the DDR writer) and ``q_in`` -> dequantizer
   -> ``kv_out`` (read path). The payloads are the datapaths' own: for block-scaled formats (ggml, mx)
   ``kv_in`` is ``quant_lanes`` elements and ``q_out`` one block; for static formats both carry the
@@ -25,7 +25,7 @@ Control:
   register block and the scale cache's contents (configuration, like the registers) are kept. Beats
   inside the datapaths (a partly collected block, too) are dropped; in the reset cycle itself no
   data or ring stream moves.
-* CTRL.counter_clear zeroes the counters the registers report (``hdl/top_counters.py``).
+* CTRL.counter_clear zeroes the counters the registers report (``hdl/top/counters.py``).
 
 Scale-cache writes: the cache takes one write per clock. A SCALE_DATA write from the register block
 has priority; ``memset.ready`` is low in the cycle it is presented, so the bulk stream stalls one clock
@@ -55,10 +55,10 @@ from amaranth.lib.wiring import In, connect
 
 from kvpath.config import BLOCK_ELEMS, DEFAULT, KVPathConfig
 
-from .csr import CSRBlock
-from .ring import RingTracker
-from .scale_port import ScaleWrite
-from .top_counters import PathCounters
+from kvpath.hdl.ctrl.csr import CSRBlock
+from kvpath.hdl.ring.tracker import RingTracker
+from kvpath.hdl.static.write_port import ScaleWrite
+from kvpath.hdl.top.counters import PathCounters
 
 AXIL_PREFIX = "s_axil_"
 DATA_STREAMS = (("kv_in", "quant", "i"), ("q_out", "quant", "o"), ("q_in", "dequant", "i"),
@@ -69,13 +69,13 @@ RING_STREAMS = (("ring_cmd", "cmd"), ("ring_wr", "wr"), ("ring_rd", "rd"))
 def build_datapaths(config: KVPathConfig):
     """``(quantizer, dequantizer)`` of the configured format's family (static ones read a cache)."""
     if config.format.family == "static":
-        from .static_dequant import StaticDequantizer
-        from .static_quant import StaticQuantizer
+        from kvpath.hdl.static.dequant import StaticDequantizer
+        from kvpath.hdl.static.quant import StaticQuantizer
 
         return (StaticQuantizer(config.fmt, config.quant_lanes, config.elem, config),
                 StaticDequantizer(config.fmt, config.dequant_lanes, config.elem, config))
-    from .dequantizer import build_dequantizer
-    from .quantizer import Quantizer
+    from kvpath.hdl.dequant.frame import build_dequantizer
+    from kvpath.hdl.quant.frame import Quantizer
 
     return (Quantizer(config.fmt, config.quant_lanes, config.elem),
             build_dequantizer(config.fmt, config.dequant_lanes, config.elem))
@@ -85,7 +85,7 @@ def build_scale_cache(config: KVPathConfig):
     """The scale constant cache with one copy per datapath, or None for block-scaled formats."""
     if config.format.family != "static":
         return None
-    from .scale_cache import ScaleCache
+    from kvpath.hdl.static.cache import ScaleCache
 
     return ScaleCache(config.fmt, config.elem, config, quant_lanes=config.quant_lanes,
                       dequant_lanes=config.dequant_lanes)

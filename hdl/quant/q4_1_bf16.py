@@ -17,12 +17,14 @@ What changes against ``quant_q4_1`` (docs/numerics.md, "BF16 input"):
 """
 
 from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, wiring
 
 from kvpath.config import BLOCK_ELEMS
 
-from .quant_bf16_scale import any_below
-from .quant_q4_1 import WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, _Pipe
+from kvpath.hdl.lib.divider import Divider
+from kvpath.hdl.quant.contract import BlockUnitSignature
+from kvpath.hdl.quant.ggml_bf16 import any_below
+from kvpath.hdl.quant.q4_1_fp16 import FMT, WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, _Pipe
 
 EXP_BITS = 10  # signed exponents and shifts: BF16's 254 binades plus guard
 SPAN_GUARD = 26
@@ -100,18 +102,11 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
     D_ROUND_STAGES = 3
 
     def __init__(self):
-        from .quant_units import BlockUnitSignature
-        from amaranth.lib import wiring
-        wiring.Component.__init__(self, BlockUnitSignature(self._fmt(), CONST_LAYOUT_BF16))
-        from .divider import Divider
+        # Not Q41BlockUnit.__init__: the signature carries the BF16 constants' layout.
+        wiring.Component.__init__(self, BlockUnitSignature(FMT, CONST_LAYOUT_BF16))
         tree = (BLOCK_ELEMS - 1).bit_length()
         self.latency = (tree + 1 + self.SPAN_STAGES + Divider.stages(27, self.DIV15_STEPS_PER_STAGE)
                         + self.D_ROUND_STAGES + Divider.stages(25, self.RECIP_STEPS_PER_STAGE) + 1)
-
-    @staticmethod
-    def _fmt():
-        from .quant_q4_1 import FMT
-        return FMT
 
     def elaborate(self, platform):
         m = Module()

@@ -13,7 +13,7 @@ left shift by more than 8 always saturates a non-zero product -- then clamp to +
 Pipeline (``latency`` = 5): accept (sanitize, cache row) | S1 (cache data, decode, multiply) | S2
 (coarse shift by whole bytes, saturation beyond the window) | S3 (fine shift, round, clamp) | S4
 (sign, pack) | output register; each stage stays within 6 LUT levels on the XCK26 (``python -m
-kvpath.hdl.synth``). Every register loads on ``en = ~o.valid | o.ready`` and
+kvpath.tools.synth``). Every register loads on ``en = ~o.valid | o.ready`` and
 ``i.ready = en``: back-pressure freezes the pipeline, bubbles travel as cleared valid bits, one beat
 per clock otherwise. The cache read enable is ``en`` too, so a stalled beat keeps the row it read.
 
@@ -29,10 +29,10 @@ from amaranth.lib.wiring import In, Out
 from kvpath import scales
 from kvpath.config import DEFAULT, ELEM_BITS, QUANT_LANES, KVPathConfig, check_elem, get_format
 
-from .dequant_count import EventCounter
-from .dequant_pipe import reg
-from .quantizer import sanitize
-from .scale_cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
+from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.lib.pipe import reg
+from kvpath.hdl.quant.frame import sanitize
+from kvpath.hdl.static.cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
 
 BIAS = {"fp16": 15, "bf16": 127}
 QMAX = {8: 127, 4: 7}

@@ -1,6 +1,6 @@
 """The contract between the quantizer's shared framework and each format's arithmetic.
 
-The framework (``hdl/quantizer.py``) collects a whole block of 32 sanitized FP16 elements, hands it
+The framework (``hdl/quant/frame.py``) collects a whole block of 32 sanitized FP16 elements, hands it
 to the format's *block unit*, which derives the block header (the ggml scale fields) and the per-block
 constants every lane needs, and then streams the block's elements, ``lanes`` per beat, through
 ``lanes`` copies of the format's *lane unit*, which turn one element into one code.

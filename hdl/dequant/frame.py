@@ -1,4 +1,4 @@
-"""The read path: ggml blocks in, FP16 or BF16 elements out (``kvpath.hdl.dequantizer.Dequantizer``).
+"""The read path: ggml blocks in, FP16 or BF16 elements out (``kvpath.hdl.dequant.frame.Dequantizer``).
 
 Stream ``i`` carries ``blocks_per_beat = max(1, lanes // 32)`` ggml blocks per beat (block ``b`` at
 bits ``[8*block_bytes*b, ...)``, byte ``k`` of a block at its bits ``[8k, 8k+8)``); stream ``o``
@@ -38,11 +38,11 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format
 
-from .dequant_count import EventCounter
-from .dequant_fields import sanitize
-from .dequant_mul import MulEngine
-from .dequant_pipe import reg
-from .dequant_q41 import Q41Engine
+from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.dequant.fields import sanitize
+from kvpath.hdl.dequant.mul import MulEngine
+from kvpath.hdl.lib.pipe import reg
+from kvpath.hdl.dequant.q4_1 import Q41Engine
 
 
 def build_dequantizer(fmt: str, lanes: int, elem: str = "fp16") -> wiring.Component:
@@ -50,10 +50,10 @@ def build_dequantizer(fmt: str, lanes: int, elem: str = "fp16") -> wiring.Compon
     f = get_format(fmt)
     check_elem(elem)
     if f.family == "mx":
-        from .dequant_mx import MXDequantizer
+        from kvpath.hdl.dequant.mx import MXDequantizer
         return MXDequantizer(fmt, lanes, elem)
     if f.family == "static":
-        raise ValueError(f"{fmt} takes its scales from the scale cache; use kvpath.hdl.static_dequant")
+        raise ValueError(f"{fmt} takes its scales from the scale cache; use kvpath.hdl.static.dequant")
     return Dequantizer(fmt, lanes, elem)
 
 

@@ -28,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 from kvpath import scales
 from kvpath.config import DEFAULT, ELEM_BITS, KVPathConfig, check_elem, get_format
 
-from .scale_port import ScaleWrite
+from kvpath.hdl.static.write_port import ScaleWrite
 
 ELEM_EXP = {"fp16": (10, 5), "bf16": (7, 8)}  # (fraction bits, exponent bits)
 

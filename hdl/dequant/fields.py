@@ -8,8 +8,8 @@ counts each replaced field.
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data
 
-from .dequant_model import BF16_POS
-from .dequant_pipe import msb_index
+from kvpath.golden.dequant_steps import BF16_POS
+from kvpath.hdl.lib.pipe import msb_index
 
 MAX_FINITE = 0x7BFF
 

@@ -6,7 +6,7 @@ path. Carry chains (CARRY8) and wide-function muxes (MUXF7/8/9) are dedicated si
 less delay than a LUT, so they count as zero LUT levels; block RAM and SRLs are register boundaries;
 DSP48E2 are not (yosys leaves their pipeline registers in the fabric). These are estimates: Vivado's placement and retiming decide real timing.
 
-Run ``python -m kvpath.hdl.synth --help``.
+Run ``python -m kvpath.tools.synth --help``.
 """
 
 from __future__ import annotations
@@ -157,28 +157,28 @@ def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
     static = get_format(fmt).family == "static"
     if target == "quantizer":
         if static:
-            from kvpath.hdl.static_quant import StaticQuantizer
+            from kvpath.hdl.static.quant import StaticQuantizer
             return StaticQuantizer(fmt, lanes, elem)
-        from kvpath.hdl.quantizer import Quantizer
+        from kvpath.hdl.quant.frame import Quantizer
         return Quantizer(fmt, lanes, elem)
     if target == "dequantizer":
         if static:
-            from kvpath.hdl.static_dequant import StaticDequantizer
+            from kvpath.hdl.static.dequant import StaticDequantizer
             return StaticDequantizer(fmt, lanes, elem)
-        from kvpath.hdl.dequantizer import build_dequantizer
+        from kvpath.hdl.dequant.frame import build_dequantizer
         return build_dequantizer(fmt, lanes, elem)
     config = KVPathConfig(fmt=fmt, elem=elem, quant_lanes=min(lanes, max(QUANT_LANES)), dequant_lanes=lanes)
     if target == "csr":
-        from kvpath.hdl.csr import CSRBlock
+        from kvpath.hdl.ctrl.csr import CSRBlock
         return CSRBlock(config)
     if target == "top":
-        from kvpath.hdl.top import KVPathTop
+        from kvpath.hdl.top.top import KVPathTop
         return KVPathTop(config)
     raise ValueError(f"unknown target {target!r}")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvpath.hdl.synth", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kvpath.tools.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=TARGETS, default="quantizer")
     parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="q8_0")
     parser.add_argument("--input", dest="elem", choices=ELEM_TYPES, default="fp16")

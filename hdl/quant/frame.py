@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_format
 
-from .quant_units import FormatDatapath
+from kvpath.hdl.quant.contract import FormatDatapath
 
 # Fraction bits and largest finite magnitude of each element type.
 ELEM_FRAC_BITS = {"fp16": 10, "bf16": 7}
@@ -45,19 +45,19 @@ def datapath_for(fmt: str, elem: str = "fp16") -> FormatDatapath:
     f = get_format(fmt)
     check_elem(elem)
     if f.family == "mx":
-        from .quant_mx import MXDatapath
+        from kvpath.hdl.quant.mx import MXDatapath
         return MXDatapath(fmt, elem)
     if fmt == "q8_0":
-        from .quant_q8_0 import Q80Datapath
+        from kvpath.hdl.quant.q8_0 import Q80Datapath
         return Q80Datapath(elem)
     if fmt == "q4_0":
-        from .quant_q4_0 import Q40Datapath
+        from kvpath.hdl.quant.q4_0 import Q40Datapath
         return Q40Datapath(elem)
     if fmt == "q4_1":
-        from .quant_q4_1 import Q41Datapath
+        from kvpath.hdl.quant.q4_1 import Q41Datapath
         return Q41Datapath(elem)
     raise ValueError(f"{fmt} has no per-block quantizer datapath"
-                     + ("; static-scale formats use kvpath.hdl.static_quant" if f.family == "static" else ""))
+                     + ("; static-scale formats use kvpath.hdl.static.quant" if f.family == "static" else ""))
 
 
 def sanitize(m: Module, x, elem: str = "fp16"):
