@@ -129,8 +129,8 @@ def ggml_roundtrip(x: np.ndarray, fmt: str, elem: str = "fp16") -> np.ndarray:
 
 def heavy_tailed_kv(layers: int, heads: int, tokens: int, head_dim: int, seed: int):
     """Seeded K/V samples: keys Student-t (3 dof) with a few outlier channels fixed per (layer, head)
-    (scaled 20-200x, as in kvpath.sim.stimulus.heavy_tailed), values Student-t without outliers."""
-    from kvpath.sim.stimulus import heavy_tailed
+    (scaled 20-200x, as in kvpath.stimulus.heavy_tailed), values Student-t without outliers."""
+    from kvpath.stimulus import heavy_tailed
 
     rng = np.random.default_rng(seed)
     k = np.stack([np.stack([heavy_tailed(rng, tokens * head_dim, head_dim).reshape(tokens, head_dim)

@@ -8,7 +8,7 @@ KVPATH=.venv/bin/kvpath
 PY=.venv/bin/python
 run() { echo; echo "\$ $*"; "$@"; }
 
-run $PY -m kvpath.golden.bench
+run $PY -m kvpath.tools.bench_golden
 for fmt in q8_0 q4_0 q4_1; do
     run $KVPATH sim --simulator verilator --format "$fmt" --vectors 4194304 --build-dir build/bench
     run $KVPATH sim --simulator icarus --format "$fmt" --vectors 65536 --build-dir build/bench
@@ -19,7 +19,7 @@ for fmt in q8_0 q4_0 q4_1; do
 done
 
 # Issue 3: MX formats and BF16 input; SQNR of every format against gguf / gfloat.
-run $PY -m kvpath.golden.sqnr
+run $PY -m kvpath.tools.sqnr
 for fmt in mxfp4 mxint8 mxfp8_e4m3; do
     for elem in fp16 bf16; do
         run $KVPATH sim --simulator verilator --format "$fmt" --input "$elem" --lanes 16 --read-lanes 32 --vectors 262144 --build-dir build/bench

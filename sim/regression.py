@@ -16,7 +16,8 @@ import numpy as np
 from kvpath import golden
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, check_elem, get_format
 from kvpath.golden.frame import ELEM_DTYPES
-from kvpath.sim import harness, stimulus
+from kvpath import stimulus
+from kvpath.sim import harness
 from kvpath.sim.runner import run_cocotb, write_verilog
 
 # (valid threshold, ready threshold) out of 256; the first pass never pauses and gives beats/cycle.

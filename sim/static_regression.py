@@ -21,7 +21,7 @@ from kvpath import scales
 from kvpath.config import DEFAULT, ELEM_BITS, KVPathConfig, check_elem, get_format
 from kvpath.golden import static as gs
 from kvpath.golden.frame import ELEM_DTYPES
-from kvpath.sim import stimulus
+from kvpath import stimulus
 from kvpath.sim.regression import THROTTLES, RegressionResult, _compare, simulate_stream
 
 DUT_MODULE = {"quantizer": "kvpath_static_quantizer", "dequantizer": "kvpath_static_dequantizer"}

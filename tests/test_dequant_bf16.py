@@ -1,8 +1,8 @@
 """The BF16-output dequantizer: arithmetic model vs golden model, engines vs model in the Amaranth
 simulator, and the whole Dequantizer vs the golden model in cocotb (Icarus).
 
-Chain of evidence, as on the FP16 path: golden (kvpath.golden.dequant_bf16) == gguf + ml_dtypes
-(tests/test_golden_bf16_dequant.py); model (kvpath/golden/dequant_steps.py) == golden on every scale and code
+Chain of evidence, as on the FP16 path: golden (kvpath.golden.ggml.dequant_bf16) == gguf + ml_dtypes
+(tests/test_golden_bf16_dequant.py); model (kvpath/golden/ggml/dequant_steps.py) == golden on every scale and code
 here; RTL == model on corner scales, exponent grids and double-rounding cases under a toggling
 enable; and the Verilog of the whole block == golden, counters included, under bubbles and
 back-pressure.
@@ -16,9 +16,9 @@ from test_dequantizer_units import corner_scales, lane_blocks, q41_pairs, run_en
 
 from kvpath import golden
 from kvpath.config import get_format
-from kvpath.golden import dequant_bf16
-from kvpath.golden import vectors as V
-from kvpath.golden import dequant_steps as dm
+from kvpath.golden.ggml import dequant_bf16
+from kvpath import stimulus as V
+from kvpath.golden.ggml import dequant_steps as dm
 from kvpath.hdl.dequant.mul import MulEngine
 from kvpath.hdl.dequant.q4_1 import Q41Engine
 from kvpath.hdl.dequant.frame import Dequantizer

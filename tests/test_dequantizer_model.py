@@ -1,4 +1,4 @@
-"""The dequantizer's arithmetic model (kvpath/golden/dequant_steps.py, which the RTL mirrors) against gguf-py.
+"""The dequantizer's arithmetic model (kvpath/golden/ggml/dequant_steps.py, which the RTL mirrors) against gguf-py.
 
 Every FP16 scale with every code for q8_0 and q4_0; for q4_1 every FP16 d against a set of m values
 (extremes plus seeded random ones) and every pair of exponents. The reference is gguf.dequantize on
@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 import pytest
 
-from kvpath.golden import dequant_steps as dm
+from kvpath.golden.ggml import dequant_steps as dm
 
 SEED = 20261124
 Q = gguf.GGMLQuantizationType

@@ -1,6 +1,6 @@
 """The dequantizer's element engines in the Amaranth simulator, held to the arithmetic model.
 
-The model (kvpath/golden/dequant_steps.py) is checked against gguf over every scale and code in
+The model (kvpath/golden/ggml/dequant_steps.py) is checked against gguf over every scale and code in
 test_dequantizer_model.py; here the RTL must equal the model, bit for bit, on corner scales with
 every code, on exponent-pair grids, on the double-rounding cases of q4_1, and on random data, while
 the enable toggles at random (a disabled clock must change nothing).
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from kvpath.golden import dequant_steps as dm
+from kvpath.golden.ggml import dequant_steps as dm
 from kvpath.hdl.dequant.mul import MulEngine
 from kvpath.hdl.dequant.q4_1 import Q41Engine
 

@@ -11,10 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from kvpath.golden import fp16, recip_table_q4_0, recip_table_q8_0, sanitize
-from kvpath.golden import vectors as V
-from kvpath.golden.elementwise import ADD_FRAC_BITS, mul_rne24, roundf_fixed, trunc_fp32_add
-from kvpath.golden.rounding import bit_length, div_round_sig, rha_shift, rne_shift, round_sig
+from kvpath.golden import recip_table_q4_0, recip_table_q8_0, sanitize
+from kvpath.golden.num import fp16
+from kvpath import stimulus as V
+from kvpath.golden.ggml.elementwise import ADD_FRAC_BITS, mul_rne24, roundf_fixed, trunc_fp32_add
+from kvpath.golden.num.rounding import bit_length, div_round_sig, rha_shift, rne_shift, round_sig
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251123"))
 

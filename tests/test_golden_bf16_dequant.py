@@ -17,9 +17,9 @@ import pytest
 
 from kvpath import golden
 from kvpath.config import get_format
-from kvpath.golden import dequant_bf16
-from kvpath.golden import vectors as V
-from kvpath.golden.fp16 import sanitize
+from kvpath.golden.ggml import dequant_bf16
+from kvpath import stimulus as V
+from kvpath.golden.num.fp16 import sanitize
 
 SEED = int(os.environ.get("KVPATH_SEED", "20261201"))
 BF16 = np.dtype(ml_dtypes.bfloat16)

@@ -22,8 +22,8 @@ import pytest
 
 from kvpath import golden
 from kvpath.config import get_format
-from kvpath.golden import ggml_bf16
-from kvpath.golden.bf16 import sanitize
+from kvpath.golden.ggml import bf16 as ggml_bf16
+from kvpath.golden.num.bf16 import sanitize
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251124"))
 FORMATS = ["q8_0", "q4_0", "q4_1"]

@@ -9,8 +9,8 @@ import pytest
 
 from kvpath import golden
 from kvpath.config import get_format
-from kvpath.golden import vectors as V
-from kvpath.golden.crosscheck import gguf_dequantize
+from kvpath import stimulus as V
+from kvpath.golden.oracle.gguf import gguf_dequantize
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251123"))
 LONG = pytest.mark.skipif(os.environ.get("KVPATH_LONG") != "1", reason="long regression: set KVPATH_LONG=1")

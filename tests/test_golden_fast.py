@@ -12,8 +12,8 @@ import os
 import numpy as np
 import pytest
 
-from kvpath.golden import fast, q4_0, q4_1, q8_0
-from kvpath.golden import vectors as V
+from kvpath.golden.ggml import fast, q4_0, q4_1, q8_0
+from kvpath import stimulus as V
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251123"))
 UNITS = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
@@ -42,7 +42,7 @@ def test_screen_flags_every_element_whose_code_it_could_get_wrong(fmt):
 @pytest.mark.parametrize("fmt", ["q4_0", "q4_1"])
 def test_screen_flags_few_elements_on_ordinary_data(fmt):
     rng = np.random.default_rng([SEED, 2, fmt == "q4_1"])
-    bits = V.heavy_tailed(rng, 8192).view(np.uint16)
+    bits = V.heavy_tailed_blocks(rng, 8192).view(np.uint16)
     _, c = UNITS[fmt].header(bits)
     _, flagged_idx = CODES[fmt](bits, c, None, fast.Workspace())
     assert flagged_idx.size < 1e-3 * bits.size, f"{flagged_idx.size} of {bits.size} flagged (seed={SEED})"

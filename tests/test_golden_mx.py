@@ -14,8 +14,10 @@ import pytest
 
 from kvpath import golden
 from kvpath.config import MX_FORMATS, get_format
-from kvpath.golden import bf16, fp16, mx, mx_ref
-from kvpath.sim import stimulus
+from kvpath.golden import mx
+from kvpath.golden.num import bf16, fp16
+from kvpath.golden.oracle import gfloat as mx_ref
+from kvpath import stimulus
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = {"fp16": np.dtype(np.float16), "bf16": BF16}

@@ -15,8 +15,8 @@ import pytest
 
 from kvpath import golden
 from kvpath.config import get_format
-from kvpath.golden import vectors as V
-from kvpath.golden.crosscheck import describe_mismatch, gguf_quantize
+from kvpath import stimulus as V
+from kvpath.golden.oracle.gguf import describe_mismatch, gguf_quantize
 from kvpath.golden.frame import quantize_blocks_exact
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251123"))
@@ -43,12 +43,12 @@ def test_normal_data(fmt):
     # 3 x 11000 blocks > 10**6 elements, at scales that put blocks in normal, subnormal-heavy
     # and large-exponent ranges.
     for scale in (1.0, 2.0**-14, 300.0):
-        check(V.normal(rng, 11000, scale), fmt, f"normal scale={scale}")
+        check(V.normal_blocks(rng, 11000, scale), fmt, f"normal scale={scale}")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_heavy_tailed_data(fmt):
-    check(V.heavy_tailed(rng_for("heavy", fmt), 32768), fmt, "student-t with outlier channels")
+    check(V.heavy_tailed_blocks(rng_for("heavy", fmt), 32768), fmt, "student-t with outlier channels")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -117,16 +117,16 @@ def test_nonfinite_inputs_follow_the_sanitize_rule(fmt):
 def test_layouts(fmt):
     """Leading dimensions, non-contiguous input and chunk boundaries do not change any byte."""
     rng = rng_for("layouts", fmt)
-    x = V.normal(rng, 3 * 17 * 4, 2.0).reshape(3, 17, 128)
+    x = V.normal_blocks(rng, 3 * 17 * 4, 2.0).reshape(3, 17, 128)
     got = golden.quantize(x, fmt)
     assert got.shape == (3, 17, 4 * get_format(fmt).block_bytes)
     assert np.array_equal(got.reshape(-1), gguf_quantize(x, fmt).reshape(-1)), f"seed={SEED}"
-    wide = V.normal(rng, 64, 1.0).reshape(8, 256)
+    wide = V.normal_blocks(rng, 64, 1.0).reshape(8, 256)
     strided = wide[:, ::2]  # 128 elements per row, not contiguous
     assert np.array_equal(golden.quantize(strided, fmt), golden.quantize(strided.copy(), fmt))
     # One block more than the chunk size: the chunk loop's last partial chunk.
     n_blocks = golden.frame.CHUNK_BLOCKS + 1
-    big = V.heavy_tailed(rng, n_blocks)
+    big = V.heavy_tailed_blocks(rng, n_blocks)
     msg = describe_mismatch(big, golden.quantize(big, fmt), gguf_quantize(big, fmt), fmt, f"chunk edge (seed={SEED})")
     assert not msg, msg
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from kvpath import golden
-from kvpath.golden.crosscheck import gguf_quantize
+from kvpath.golden.oracle.gguf import gguf_quantize
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251123"))
 

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from kvpath.config import MX_FORMATS, get_format
 from kvpath.golden import mx
-from kvpath.golden.mx_elem import elem_type
+from kvpath.golden.num.elem import elem_type
 from kvpath.hdl.dequant.mx import MXDequantizer
 from kvpath.hdl.quant.mx import MXDatapath
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from kvpath.golden import ggml_bf16
-from kvpath.golden.bf16 import sanitize
+from kvpath.golden.ggml import bf16 as ggml_bf16
+from kvpath.golden.num.bf16 import sanitize
 from kvpath.hdl.quant import ggml_bf16 as S
 from kvpath.hdl.quant.frame import Quantizer
 

@@ -8,7 +8,7 @@ counts each replaced field.
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data
 
-from kvpath.golden.dequant_steps import BF16_POS
+from kvpath.golden.ggml.dequant_steps import BF16_POS
 from kvpath.hdl.lib.pipe import msb_index
 
 MAX_FINITE = 0x7BFF

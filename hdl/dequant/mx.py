@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format
 from kvpath.golden.mx import E4M3_NAN, FP4_HALF_UNITS, SCALE_BIAS, SCALE_NAN
-from kvpath.golden.mx_elem import elem_type
+from kvpath.golden.num.elem import elem_type
 
 from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.pipe import msb_index, reg

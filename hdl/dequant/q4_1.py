@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem
 
-from kvpath.golden import dequant_steps as model
+from kvpath.golden.ggml import dequant_steps as model
 from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize
 from kvpath.hdl.lib.pipe import delay, msb_index, reg
 

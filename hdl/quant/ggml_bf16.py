@@ -23,7 +23,8 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 
 from kvpath.config import get_format
-from kvpath.golden import bf16_arith, ggml_bf16
+from kvpath.golden.ggml import bf16 as ggml_bf16
+from kvpath.golden.num import bf16_arith
 
 from kvpath.hdl.quant.fp32 import SIG_BITS, MaxMagnitudeTree, delayed, trailing_zeros
 from kvpath.hdl.quant.contract import BlockUnitSignature

@@ -20,7 +20,7 @@ from amaranth.lib import data, wiring
 
 from kvpath.config import check_elem, get_format
 from kvpath.golden.mx import E4M3_MAX, EMAX, FP4_THRESHOLDS_Q, SCALE_BIAS
-from kvpath.golden.mx_elem import elem_type
+from kvpath.golden.num.elem import elem_type
 
 from kvpath.hdl.lib.pipe import msb_index
 from kvpath.hdl.quant.ggml_bf16 import any_below

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvpath.golden.fp16 import sanitize
+from kvpath.golden.num.fp16 import sanitize
 from kvpath.golden.frame import dequantize_report, quantize_blocks_exact, quantize_report
-from kvpath.golden.recip import fp32_div, fp32_recip, recip_table_q4_0, recip_table_q8_0
+from kvpath.golden.ggml.recip import fp32_div, fp32_recip, recip_table_q4_0, recip_table_q8_0
 
 __all__ = [
     "quantize",

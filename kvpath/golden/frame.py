@@ -9,7 +9,8 @@ import numpy as np
 
 from kvpath.config import BLOCK_ELEMS, get_format
 
-from kvpath.golden import bf16, fast, fp16, q4_0, q4_1, q8_0
+from kvpath.golden.ggml import fast, q4_0, q4_1, q8_0
+from kvpath.golden.num import bf16, fp16
 
 _UNITS = {"q8_0": q8_0, "q4_0": q4_0, "q4_1": q4_1}
 _FAST = {
@@ -32,8 +33,8 @@ _SANITIZE = {"fp16": fp16.sanitize, "bf16": bf16.sanitize}
 #   quantize_blocks(bits (nb, 32) uint16 sanitized, fmt[, elem]) -> (nb, block_bytes) uint8
 #   dequantize_blocks(rows (nb, block_bytes) uint8, fmt[, elem]) -> (values uint16, n_sat, n_bad)
 _MX = "kvpath.golden.mx"
-_GGML_BF16_IN = "kvpath.golden.ggml_bf16"
-_GGML_BF16_OUT = "kvpath.golden.dequant_bf16"
+_GGML_BF16_IN = "kvpath.golden.ggml.bf16"
+_GGML_BF16_OUT = "kvpath.golden.ggml.dequant_bf16"
 
 
 def _unit(fmt: str):

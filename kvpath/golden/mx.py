@@ -20,8 +20,8 @@ import numpy as np
 
 from kvpath.config import BLOCK_ELEMS, get_format
 
-from kvpath.golden.mx_elem import ElemType, decode, elem_type, encode, floor_log2, rne, shift_round
-from kvpath.golden.rounding import bit_length
+from kvpath.golden.num.elem import ElemType, decode, elem_type, encode, floor_log2, rne, shift_round
+from kvpath.golden.num.rounding import bit_length
 
 EMAX = {"mxfp4": 2, "mxint8": 0, "mxfp8_e4m3": 8}
 SCALE_BIAS = 127

@@ -33,9 +33,9 @@ import numpy as np
 from kvpath import scales
 from kvpath.config import DEFAULT, KVPathConfig, check_elem, get_format
 
-from kvpath.golden import bf16, fp16
+from kvpath.golden.num import bf16, fp16
 from kvpath.golden.frame import ELEM_DTYPES, elem_of_dtype
-from kvpath.golden.rounding import bit_length, rne_shift
+from kvpath.golden.num.rounding import bit_length, rne_shift
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvpath.golden import fp16
+from kvpath.golden.num import fp16
 
 # 128 Ki elements per inner step. Each NumPy call costs 1-3 us of interpreter overhead, which
 # at smaller steps outweighs keeping the 1 MiB int64 buffers in L2 (measured: 512 blocks is

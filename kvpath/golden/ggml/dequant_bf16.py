@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvpath.golden import fp16
-from kvpath.golden.nibbles import unpack_nibbles
-from kvpath.golden.rounding import bit_length, rne_shift, round_sig
+from kvpath.golden.num import fp16
+from kvpath.packing import unpack_nibbles
+from kvpath.golden.num.rounding import bit_length, rne_shift, round_sig
 
 SIGN = 0x8000
 MAX_FINITE = 0x7F7F  # 3.3895e38

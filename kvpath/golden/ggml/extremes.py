@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kvpath.golden import fp16
+from kvpath.golden.num import fp16
 
 
 def order_key(bits: np.ndarray) -> np.ndarray:

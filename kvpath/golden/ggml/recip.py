@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvpath.golden.rounding import div_round_sig
+from kvpath.golden.num.rounding import div_round_sig
 
 ROM_ENTRIES = 1024  # one per 11-bit significand M in [1024, 2047]
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from kvpath.golden.rounding import bit_length, rha_shift, rne_shift
+from kvpath.golden.num.rounding import bit_length, rha_shift, rne_shift
 
 ADD_FRAC_BITS = 26  # fixed-point fraction bits of the "+ 8.5" / "+ 0.5" adder in q4_0 / q4_1
 

@@ -1,4 +1,4 @@
-"""Quantize throughput of the golden model vs gguf-py: ``python -m kvpath.golden.bench``.
+"""Quantize throughput of the golden model vs gguf-py: ``python -m kvpath.tools.bench_golden``.
 
 The array is one layer's K (or V) cache of the Gemma 3n preset at full context: 32768 tokens x
 (2 KV heads x 256) FP16 elements = 16 Mi elements, seeded standard-normal data. gguf gets the

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from kvpath.golden.rounding import bit_length, rne_shift
+from kvpath.golden.num.rounding import bit_length, rne_shift
 
 SIGN = 0x8000
 MAG = 0x7FFF

@@ -10,11 +10,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvpath.golden import extremes, fp16
-from kvpath.golden.elementwise import ADD_FRAC_BITS, mul_rne24, trunc_fp32_add
-from kvpath.golden.nibbles import pack_nibbles, unpack_nibbles
-from kvpath.golden.recip import fp32_div, fp32_recip
-from kvpath.golden.rounding import round_sig
+from kvpath.golden.ggml import extremes
+from kvpath.golden.num import fp16
+from kvpath.golden.ggml.elementwise import ADD_FRAC_BITS, mul_rne24, trunc_fp32_add
+from kvpath.packing import pack_nibbles, unpack_nibbles
+from kvpath.golden.ggml.recip import fp32_div, fp32_recip
+from kvpath.golden.num.rounding import round_sig
 
 LEVELS = 15  # d spans max - min in 15 steps
 HALF_FIXED = 1 << (ADD_FRAC_BITS - 1)  # 0.5

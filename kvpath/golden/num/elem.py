@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvpath.golden.rounding import bit_length, rne_shift
+from kvpath.golden.num.rounding import bit_length, rne_shift
 
 
 class ElemType(NamedTuple):

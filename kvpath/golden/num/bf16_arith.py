@@ -16,8 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from kvpath.golden import fp16
-from kvpath.golden.rounding import bit_length, rne_shift
+from kvpath.golden.num import fp16
+from kvpath.golden.num.rounding import bit_length, rne_shift
 
 BIAS_SHIFT = 134  # |x| = M * 2**(E - 134) for a BF16 element with 8-bit significand M
 FP32_MIN_QUANTUM = -149  # fp32 subnormals are multiples of 2**-149

@@ -11,11 +11,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvpath.golden import fp16
-from kvpath.golden.extremes import block_min_max
-from kvpath.golden.elementwise import ADD_FRAC_BITS, mul_rne24, trunc_fp32_add
-from kvpath.golden.nibbles import pack_nibbles, unpack_nibbles
-from kvpath.golden.recip import recip_table_q4_0
+from kvpath.golden.num import fp16
+from kvpath.golden.ggml.extremes import block_min_max
+from kvpath.golden.ggml.elementwise import ADD_FRAC_BITS, mul_rne24, trunc_fp32_add
+from kvpath.packing import pack_nibbles, unpack_nibbles
+from kvpath.golden.ggml.recip import recip_table_q4_0
 
 OFFSET = 8  # codes are stored biased by 8
 BIAS_FIXED = 17 << (ADD_FRAC_BITS - 1)  # 8.5

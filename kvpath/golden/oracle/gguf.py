@@ -6,7 +6,7 @@ import numpy as np
 
 from kvpath.config import get_format
 
-from kvpath.golden.fp16 import sanitize
+from kvpath.golden.num.fp16 import sanitize
 
 
 def _gguf_type(fmt: str):

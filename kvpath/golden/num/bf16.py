@@ -6,7 +6,7 @@ FP32 value; the ggml formats' reference for BF16 input is gguf on ``x.astype(np.
 
 from __future__ import annotations
 
-from kvpath.golden.fp16 import sanitize_patterns
+from kvpath.golden.num.fp16 import sanitize_patterns
 
 SIGN = 0x8000
 EXP_MASK = 0x7F80

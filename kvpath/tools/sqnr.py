@@ -1,6 +1,6 @@
 """SQNR of every block-scaled format, FP16 and BF16 input, on the same seeded 1 M-element arrays.
 
-``python -m kvpath.golden.sqnr`` prints a Markdown table: kvpath's golden quantize -> dequantize (values
+``python -m kvpath.tools.sqnr`` prints a Markdown table: kvpath's golden quantize -> dequantize (values
 rounded to the input's element type, as the RTL returns them) next to the reference library's own round
 trip -- gguf for the ggml formats and mxfp4, gfloat for mxint8 and mxfp8_e4m3 -- once with the
 reference's wide output (float32 / float64) and once with that output rounded to the input's element
@@ -18,7 +18,7 @@ import numpy as np
 
 from kvpath.config import BLOCK_SCALED_FORMATS, get_format
 from kvpath.golden import dequantize, quantize
-from kvpath.sim.stimulus import heavy_tailed
+from kvpath.stimulus import heavy_tailed
 
 ELEM_DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
 
@@ -53,7 +53,7 @@ def reference_roundtrip(x: np.ndarray, fmt: str) -> tuple[str, np.ndarray]:
         qtype = gguf.GGMLQuantizationType[f.ggml_type]
         x32 = x.astype(np.float32)
         return "gguf", gguf.dequantize(gguf.quantize(x32, qtype), qtype).reshape(-1)
-    from kvpath.golden import mx_ref
+    from kvpath.golden.oracle import gfloat as mx_ref
 
     blocks, _ = mx_ref.quantize(x, fmt)
     values, _ = mx_ref.values(blocks, fmt)
@@ -84,7 +84,7 @@ def table(n: int, seed: int, formats=BLOCK_SCALED_FORMATS) -> list[str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kvpath.golden.sqnr", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m kvpath.tools.sqnr", description=__doc__.split("\n\n")[0])
     ap.add_argument("--elements", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--formats", nargs="*", default=list(BLOCK_SCALED_FORMATS))

@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kvpath.golden import fp16
-from kvpath.golden.extremes import block_min_max
-from kvpath.golden.elementwise import mul_rne24, roundf_fixed, signed_code
-from kvpath.golden.recip import recip_table_q8_0
+from kvpath.golden.num import fp16
+from kvpath.golden.ggml.extremes import block_min_max
+from kvpath.golden.ggml.elementwise import mul_rne24, roundf_fixed, signed_code
+from kvpath.golden.ggml.recip import recip_table_q8_0
 
 
 class Const(NamedTuple):

@@ -14,7 +14,7 @@ what NumPy gives on x86-64 (measured, NumPy 2.4); the header fields are gguf's.
 :func:`void_blocks` tells which blocks the rule decides.
 
 ``header(bits, fmt)`` is the block unit and ``lane(bits, const, fmt)`` the per-element chain;
-``bits`` are sanitized BF16 patterns (kvpath.golden.bf16.sanitize).
+``bits`` are sanitized BF16 patterns (kvpath.golden.num.bf16.sanitize).
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import numpy as np
 
 from kvpath.config import get_format
 
-from kvpath.golden import q4_0 as fp16_q4_0
-from kvpath.golden import q4_1 as fp16_q4_1
-from kvpath.golden.bf16_arith import BIAS_SHIFT, FP16_INF, add_signed, divide, multiply, normalize, recip, to_fp16
-from kvpath.golden.elementwise import signed_code, trunc_fp32_add
-from kvpath.golden.extremes import block_min_max
-from kvpath.golden.nibbles import pack_nibbles
-from kvpath.golden.rounding import rha_shift
+from kvpath.golden.ggml import q4_0 as fp16_q4_0
+from kvpath.golden.ggml import q4_1 as fp16_q4_1
+from kvpath.golden.num.bf16_arith import BIAS_SHIFT, FP16_INF, add_signed, divide, multiply, normalize, recip, to_fp16
+from kvpath.golden.ggml.elementwise import signed_code, trunc_fp32_add
+from kvpath.golden.ggml.extremes import block_min_max
+from kvpath.packing import pack_nibbles
+from kvpath.golden.num.rounding import rha_shift
 
 MAG = 0x7FFF
 
