@@ -22,7 +22,7 @@ import numpy as np
 from kvpath import scales
 from kvpath.config import DEFAULT, KVPathConfig, check_elem, get_format
 from kvpath.golden import static as gs
-from kvpath.golden.frame import ELEM_DTYPES
+from kvpath.elements import element
 
 METHODS = ("absmax", "percentile")
 
@@ -107,7 +107,7 @@ def sqnr_db(x: np.ndarray, x_hat: np.ndarray) -> float:
 
 def roundtrip(x: np.ndarray, table: ScaleTable, kv: int) -> np.ndarray:
     """Quantize and dequantize ``(layers, heads, tokens, head_dim)`` with the golden model."""
-    dtype = ELEM_DTYPES[table.elem]
+    dtype = element(table.elem).dtype
     x = np.asarray(x).astype(dtype)
     out = np.empty_like(x)
     for layer in range(x.shape[0]):
@@ -121,7 +121,7 @@ def roundtrip(x: np.ndarray, table: ScaleTable, kv: int) -> np.ndarray:
 def ggml_roundtrip(x: np.ndarray, fmt: str, elem: str = "fp16") -> np.ndarray:
     from kvpath import golden
 
-    dtype = ELEM_DTYPES[elem]
+    dtype = element(elem).dtype
     return golden.dequantize(golden.quantize(np.asarray(x).astype(dtype), fmt), fmt, dtype)
 
 

@@ -1,16 +1,61 @@
-"""The one source of truth for kvpath's parameters.
+"""The one source of truth for kvpath's parameters, and the registry every dispatch reads.
 
 The RTL generator, the golden model, the testbenches, the CLI and the driver all read formats and
-limits from here; nothing else spells a block size or a block byte count.
+limits from here; nothing else spells a block size or a block byte count, and nothing else decides
+which module implements a format: ``FORMATS`` (per format) and ``FAMILIES`` (per format family)
+name them, as dotted paths that ``load`` imports on first use, so this module imports none of them.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+
+from kvpath.elements import STREAM_ELEMENTS, stream_element
 
 BLOCK_ELEMS = 32  # every supported format quantizes blocks of 32 elements along the last axis
 ELEM_BITS = 16  # K/V elements arrive as 16-bit floats: FP16 or BF16, chosen at generate time
-ELEM_TYPES = ("fp16", "bf16")
+ELEM_TYPES = STREAM_ELEMENTS
+
+
+def load(path: str):
+    """The object a registry path names: ``"package.module:attribute"`` or a module ``"package.module"``."""
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    return getattr(obj, attr) if attr else obj
+
+
+@dataclass(frozen=True)
+class Family:
+    """Where a format family is implemented.
+
+    ``golden``: module with ``quantize_blocks(bits, fmt, elem)`` / ``dequantize_blocks(rows, fmt,
+    elem)`` (block-scaled families) or the static formats' golden model; ``quantizer`` /
+    ``dequantizer``: the RTL components, built as ``cls(fmt, lanes, elem[, config])``;
+    ``regression``: the ``kvpath sim`` regression module; ``scale_cache``: the datapaths read a
+    scale constant cache loaded by the driver.
+    """
+
+    name: str
+    golden: str
+    quantizer: str
+    dequantizer: str
+    regression: str
+    scale_cache: bool = False
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("ggml", "kvpath.golden.ggml", "kvpath.hdl.quant.frame:Quantizer",
+               "kvpath.hdl.dequant.frame:Dequantizer", "kvpath.sim.datapath.regression"),
+        Family("mx", "kvpath.golden.mx", "kvpath.hdl.quant.frame:Quantizer",
+               "kvpath.hdl.dequant.frame:Dequantizer", "kvpath.sim.datapath.regression"),
+        Family("static", "kvpath.golden.static", "kvpath.hdl.static.quant:StaticQuantizer",
+               "kvpath.hdl.static.dequant:StaticDequantizer", "kvpath.sim.static.regression",
+               scale_cache=True),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -31,6 +76,20 @@ class BlockFormat:
     family: str = "ggml"
     scale_bytes: int = 2  # bytes per scale field: FP16 for ggml, E8M0 for mx
     scope: str | None = None  # static formats only: "head" or "channel"
+    # Registry paths (see ``load``): the golden model's unit of this format, the quantizer's
+    # datapath (``FormatDatapath``) and the dequantizer's engine; the static family's blocks hold
+    # their arithmetic themselves (``Family``), so theirs are None.
+    golden: str = ""
+    datapath: str | None = None
+    engine: str | None = None
+
+    @property
+    def family_info(self) -> Family:
+        return FAMILIES[self.family]
+
+    @property
+    def needs_scale_cache(self) -> bool:
+        return self.family_info.scale_cache
 
     @property
     def block_elems(self) -> int:
@@ -56,16 +115,18 @@ class BlockFormat:
 FORMATS: dict[str, BlockFormat] = {
     f.name: f
     for f in (
-        BlockFormat("q8_0", 8, ("d",), "Q8_0"),
-        BlockFormat("q4_0", 4, ("d",), "Q4_0"),
-        BlockFormat("q4_1", 4, ("d", "m"), "Q4_1"),
-        BlockFormat("mxfp4", 4, ("e",), "MXFP4", family="mx", scale_bytes=1),
-        BlockFormat("mxint8", 8, ("e",), None, family="mx", scale_bytes=1),
-        BlockFormat("mxfp8_e4m3", 8, ("e",), None, family="mx", scale_bytes=1),
-        BlockFormat("int8_ph", 8, (), None, family="static", scope="head"),
-        BlockFormat("int4_ph", 4, (), None, family="static", scope="head"),
-        BlockFormat("int8_pc", 8, (), None, family="static", scope="channel"),
-        BlockFormat("int4_pc", 4, (), None, family="static", scope="channel"),
+        BlockFormat("q8_0", 8, ("d",), "Q8_0", golden="kvpath.golden.ggml.q8_0",
+                    datapath="kvpath.hdl.quant.q8_0:Q80Datapath", engine="kvpath.hdl.dequant.mul:MulEngine"),
+        BlockFormat("q4_0", 4, ("d",), "Q4_0", golden="kvpath.golden.ggml.q4_0",
+                    datapath="kvpath.hdl.quant.q4_0:Q40Datapath", engine="kvpath.hdl.dequant.mul:MulEngine"),
+        BlockFormat("q4_1", 4, ("d", "m"), "Q4_1", golden="kvpath.golden.ggml.q4_1",
+                    datapath="kvpath.hdl.quant.q4_1:Q41Datapath", engine="kvpath.hdl.dequant.q4_1:Q41Engine"),
+        *(BlockFormat(name, bits, ("e",), ggml, family="mx", scale_bytes=1, golden="kvpath.golden.mx",
+                      datapath="kvpath.hdl.quant.mx:MXDatapath", engine="kvpath.hdl.dequant.mx:MXEngine")
+          for name, bits, ggml in (("mxfp4", 4, "MXFP4"), ("mxint8", 8, None), ("mxfp8_e4m3", 8, None))),
+        *(BlockFormat(name, bits, (), None, family="static", scope=scope, golden="kvpath.golden.static")
+          for name, bits, scope in (("int8_ph", 8, "head"), ("int4_ph", 4, "head"),
+                                    ("int8_pc", 8, "channel"), ("int4_pc", 4, "channel"))),
     )
 }
 GGML_FORMATS = tuple(n for n, f in FORMATS.items() if f.family == "ggml")
@@ -85,9 +146,7 @@ def get_format(name: str) -> BlockFormat:
 
 
 def check_elem(elem: str) -> str:
-    if elem not in ELEM_TYPES:
-        raise ValueError(f"unknown element type {elem!r}; choose one of {', '.join(ELEM_TYPES)}")
-    return elem
+    return stream_element(elem).name
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from kvpath import golden
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, check_elem, get_format
-from kvpath.golden.frame import ELEM_DTYPES
+from kvpath.elements import element
 from kvpath import stimulus
 from kvpath.sim import harness
 from kvpath.sim.runner import run_cocotb, write_verilog
@@ -123,7 +123,7 @@ def simulate_stream(dut, module: str, in_beats: np.ndarray, out_beats: int, out_
 
 
 def _elements(x: np.ndarray, elem: str = "fp16") -> np.ndarray:
-    if x.dtype != ELEM_DTYPES[elem]:
+    if x.dtype != element(elem).dtype:
         raise ValueError(f"{elem} regression given {x.dtype} elements")
     return np.ascontiguousarray(x).reshape(-1)
 
@@ -147,7 +147,7 @@ def rtl_quantize(x: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_d
 
 def ref_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp16",
                    **_) -> tuple[np.ndarray, dict[str, int]]:
-    values, saturated, nonfinite = golden.dequantize_report(blocks.reshape(-1), fmt, ELEM_DTYPES[elem])
+    values, saturated, nonfinite = golden.dequantize_report(blocks.reshape(-1), fmt, element(elem).dtype)
     out = values.reshape(-1).view(np.uint8).reshape(-1, 2 * lanes)
     return out, {"saturated_count": int(saturated), "nonfinite_count": int(nonfinite)}
 

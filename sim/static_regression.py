@@ -20,7 +20,7 @@ import numpy as np
 from kvpath import scales
 from kvpath.config import DEFAULT, ELEM_BITS, KVPathConfig, check_elem, get_format
 from kvpath.golden import static as gs
-from kvpath.golden.frame import ELEM_DTYPES
+from kvpath.elements import element
 from kvpath import stimulus
 from kvpath.sim.regression import THROTTLES, RegressionResult, _compare, simulate_stream
 
@@ -128,7 +128,7 @@ def pack_beats(target, code_bits, lanes, config, body, layer, head, kv, channel,
 def random_entries(rng: np.random.Generator, n: int, elem: str) -> np.ndarray:
     """Cache entries as the driver makes them (scale and RNE reciprocal) -- calibrated-looking,
     powers of two (exact ties), extremes -- plus arbitrary finite pairs and zero entries."""
-    t = gs.ELEM[elem]
+    t = element(elem)
     lo = gs.value_of(gs.min_scale(elem), elem)
     hi = float(gs.value_of(t.max_finite, elem))
     lg_lo, lg_hi = np.log2(float(lo)), np.log2(hi)
@@ -151,7 +151,7 @@ def random_entries(rng: np.random.Generator, n: int, elem: str) -> np.ndarray:
 
 
 def _nonfinite_entries(rng, n, elem):
-    t = gs.ELEM[elem]
+    t = element(elem)
     halves = rng.integers(0, 1 << 16, (n, 2)).astype(np.int64)
     which = rng.integers(0, 2, n)
     halves[np.arange(n), which] |= t.exp_mask  # Inf or NaN in one half at least
@@ -214,7 +214,7 @@ def build_commands(target: str, fmt: str, lanes: int, n_data: int, seed: int, el
     if target == "quantizer":
         pool = stimulus.mixed(fmt, len(d) * lanes, seed, elem).view(np.uint16)[:len(d) * lanes].reshape(len(d), lanes)
         scale_bits, _, ok = gs.beat_entries(fmt, table, layers, heads, kvs, chans, lanes, config)
-        dtype = ELEM_DTYPES[elem]
+        dtype = element(elem).dtype
         scale_val = scale_bits.astype(np.uint16).view(dtype).astype(np.float64)
         qmax = gs.QMAX[f.code_bits]
         u = rng.uniform(-qmax - 2, qmax + 2, (len(d), lanes))

@@ -33,7 +33,7 @@ from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig
 from kvpath.driver.calibrate import build_table, heavy_tailed_kv
 from kvpath.driver.regs import BitstreamMismatch, Registers
 from kvpath.golden import static as gs
-from kvpath.golden.frame import ELEM_DTYPES
+from kvpath.elements import element
 from kvpath.golden.ring import RingModel
 from kvpath.hdl.ring.tracker import Op
 from kvpath.hdl.static.write_port import ScaleWrite
@@ -58,7 +58,7 @@ class TB:
         self.np_rng = np.random.default_rng(self.seed)
         self.top = KVPathTop(self.config)
         self.static = self.top.cache is not None
-        self.dtype = ELEM_DTYPES[self.config.elem]
+        self.dtype = element(self.config.elem).dtype
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         for interface in (self.axil.write_if, self.axil.read_if):

@@ -23,7 +23,8 @@ import pytest
 from kvpath import golden
 from kvpath.config import get_format
 from kvpath.golden.ggml import bf16 as ggml_bf16
-from kvpath.golden.num.bf16 import sanitize
+from kvpath.elements import ELEMENTS
+from kvpath.golden.num.elem import sanitize
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251124"))
 FORMATS = ["q8_0", "q4_0", "q4_1"]
@@ -39,7 +40,7 @@ def to_bits(values) -> np.ndarray:
     """float64 values -> sanitized BF16 patterns, (nb, 32). Values beyond BF16 become Inf first."""
     with np.errstate(over="ignore"):
         bits = np.asarray(values, np.float32).astype(BF16).view(np.uint16)
-    return sanitize(bits.reshape(-1, 32))[0]
+    return sanitize(bits.reshape(-1, 32), ELEMENTS["bf16"])[0]
 
 
 def gguf_bytes(bits: np.ndarray, fmt: str) -> np.ndarray:
@@ -103,7 +104,7 @@ def test_normal_and_heavy_tailed_million(fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_all_bf16_patterns(fmt):
-    bits = sanitize(np.arange(1 << 16, dtype=np.uint16))[0]
+    bits = sanitize(np.arange(1 << 16, dtype=np.uint16), ELEMENTS["bf16"])[0]
     check(bits.reshape(-1, 32), fmt, "all patterns, sorted")
     rng = rng_for("shuffle", fmt)
     for k in range(4):
@@ -164,7 +165,7 @@ def test_frame_api_takes_bfloat16_and_counts_nonfinite():
         blocks, n_bad = golden.quantize_report(x, fmt)
         assert n_bad == 3
         assert blocks.shape == (4, 2 * get_format(fmt).block_bytes)
-        bits = sanitize(x.view(np.uint16).reshape(-1, 32))[0]
+        bits = sanitize(x.view(np.uint16).reshape(-1, 32), ELEMENTS["bf16"])[0]
         assert (blocks.reshape(-1, get_format(fmt).block_bytes) == gguf_bytes(bits, fmt)).all()
         assert (golden.quantize(x, fmt) == blocks).all()
 

@@ -15,19 +15,19 @@ import pytest
 from kvpath import golden
 from kvpath.config import MX_FORMATS, get_format
 from kvpath.golden import mx
-from kvpath.golden.num import bf16, fp16
+from kvpath.elements import element
+from kvpath.golden.num import elem as E
 from kvpath.golden.oracle import gfloat as mx_ref
 from kvpath import stimulus
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 DTYPES = {"fp16": np.dtype(np.float16), "bf16": BF16}
-SANITIZE = {"fp16": fp16.sanitize, "bf16": bf16.sanitize}
 ELEMS = ("fp16", "bf16")
 MILLION = 1 << 20
 
 
 def _sanitized(x, elem):
-    bits, _ = SANITIZE[elem](np.ascontiguousarray(x).view(np.uint16).reshape(-1))
+    bits, _ = E.sanitize(np.ascontiguousarray(x).view(np.uint16).reshape(-1), element(elem))
     return bits.view(DTYPES[elem])
 
 
@@ -203,7 +203,7 @@ def test_nonfinite_inputs_are_sanitized_and_counted(fmt):
         x = _one_block([1.0, 2.0], dt)
         x[5], x[6], x[7] = np.inf, -np.inf, np.nan
         blocks, count = golden.quantize_report(x, fmt)
-        top = fp16.MAX_FINITE if elem == "fp16" else bf16.MAX_FINITE
+        top = element(elem).max_finite
         clean = x.view(np.uint16).copy()
         clean[5], clean[6], clean[7] = top, top | 0x8000, 0
         assert count == 3

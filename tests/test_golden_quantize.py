@@ -17,7 +17,7 @@ from kvpath import golden
 from kvpath.config import get_format
 from kvpath import stimulus as V
 from kvpath.golden.oracle.gguf import describe_mismatch, gguf_quantize
-from kvpath.golden.frame import quantize_blocks_exact
+from kvpath.golden.ggml import quantize_blocks_exact
 
 SEED = int(os.environ.get("KVPATH_SEED", "20251123"))
 FORMATS = ["q8_0", "q4_0", "q4_1"]

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 
 from kvpath.config import MX_FORMATS, get_format
 from kvpath.golden import mx
-from kvpath.golden.num.elem import elem_type
+from kvpath.elements import element as elem_type
 from kvpath.hdl.dequant.mx import MXDequantizer
 from kvpath.hdl.quant.mx import MXDatapath
 
@@ -23,7 +23,7 @@ DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
 def _special_blocks(elem: str, rng) -> np.ndarray:
     """(n, 32) finite patterns: zeros, -0, extremes, subnormal maxima, thresholds around 2**k."""
     et = elem_type(elem)
-    smallest_normal = 1 << et.frac
+    smallest_normal = 1 << et.frac_bits
     rows = [np.zeros(32, np.uint16), np.full(32, 0x8000, np.uint16),
             np.full(32, et.max_finite, np.uint16), np.full(32, et.max_finite | 0x8000, np.uint16),
             np.full(32, 1, np.uint16), np.full(32, smallest_normal - 1, np.uint16)]

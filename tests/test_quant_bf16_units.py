@@ -18,7 +18,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from kvpath.golden.ggml import bf16 as ggml_bf16
-from kvpath.golden.num.bf16 import sanitize
+from kvpath.elements import ELEMENTS
+from kvpath.golden.num.elem import sanitize
 from kvpath.hdl.quant import ggml_bf16 as S
 from kvpath.hdl.quant.frame import Quantizer
 
@@ -50,7 +51,7 @@ def boundary_blocks(rng: np.random.Generator, fmt: str) -> np.ndarray:
             wide = np.full(32, top, np.uint16)
             wide[rng.integers(32)] = np.uint16(rng.integers(0, 0x80))
             blocks.append(wide)
-    blocks = sanitize(np.stack(blocks))[0]
+    blocks = sanitize(np.stack(blocks), ELEMENTS["bf16"])[0]
     void = ggml_bf16.void_blocks(blocks, fmt)
     assert 0 < void.sum() < len(blocks), f"{fmt}: the set must hold void and ordinary blocks"
     return blocks

@@ -9,7 +9,9 @@ import pytest
 
 from kvpath import scales
 from kvpath.config import KVPathConfig
+from kvpath.elements import element
 from kvpath.golden import static as gs
+from kvpath.golden.num import elem as E
 
 SEED = 20240604
 DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
@@ -17,7 +19,7 @@ DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
 
 def finite_patterns(rng, n, elem):
     bits = rng.integers(0, 1 << 16, n).astype(np.uint16)
-    return bits[gs.finite(bits, elem)]
+    return bits[E.finite(bits, element(elem))]
 
 
 def ref_code(x_bits, inv_bits, code_bits, elem):
@@ -39,7 +41,7 @@ def test_quantize_elements_equal_rational_reference(elem, code_bits):
              / np.maximum(np.abs(x.view(DTYPES[elem]).astype(np.float64)), 1e-30))
     with np.errstate(over="ignore"):
         tuned_bits = tuned.astype(np.float32).astype(DTYPES[elem]).view(np.uint16)
-    inv = np.where(near & gs.finite(tuned_bits, elem), tuned_bits, inv).astype(np.uint16)
+    inv = np.where(near & E.finite(tuned_bits, element(elem)), tuned_bits, inv).astype(np.uint16)
     codes, sat = gs.quantize_elements(x, inv, code_bits, elem)
     for k in range(len(x)):
         want, want_sat = ref_code(int(x[k]), int(inv[k]), code_bits, elem)
@@ -65,9 +67,9 @@ def test_dequantize_elements_equal_rational_reference(elem):
     scale = rng.integers(0, 1 << 16, 8000).astype(np.uint16)
     codes = rng.integers(-128, 128, len(scale))
     bits, sat, bad = gs.dequantize_elements(codes, scale, elem)
-    max_finite = gs.ELEM[elem].max_finite
+    max_finite = element(elem).max_finite
     for k in range(len(scale)):
-        if not gs.finite(scale[k], elem):
+        if not E.finite(scale[k], element(elem)):
             assert bad[k] and bits[k] == ((1 << 15) if codes[k] < 0 else 0), f"seed {SEED}: k={k}"
             continue
         v = codes[k] * gs.value_of(int(scale[k]), elem)
@@ -97,7 +99,7 @@ def test_fp16_dequantize_equals_numpy_rounding():
 def test_entry_reciprocal_is_rne_of_exact_inverse(elem):
     rng = np.random.default_rng([SEED, 4])
     lo = gs.min_scale(elem)
-    patterns = rng.integers(lo, gs.ELEM[elem].max_finite + 1, 3000)
+    patterns = rng.integers(lo, element(elem).max_finite + 1, 3000)
     for p in patterns.tolist():
         entry = gs.make_entry(p, elem)
         s, inv = scales.unpack_entry(entry)
@@ -106,12 +108,12 @@ def test_entry_reciprocal_is_rne_of_exact_inverse(elem):
         got = gs.value_of(int(inv), elem)
         # No pattern of the type lies strictly closer to 1/scale than the stored one.
         for nb in (int(inv) - 1, int(inv) + 1):
-            if 0 < nb <= gs.ELEM[elem].max_finite:
+            if 0 < nb <= element(elem).max_finite:
                 assert abs(gs.value_of(nb, elem) - exact) >= abs(got - exact), f"scale {p:#06x}"
     with pytest.raises(ValueError, match="overflows"):
         gs.make_entry(lo - 1, elem)
     with pytest.raises(ValueError, match="not finite"):
-        gs.make_entry(gs.ELEM[elem].exp_mask, elem)
+        gs.make_entry(element(elem).exp_mask, elem)
     assert gs.make_entry(0, elem) == 0
 
 

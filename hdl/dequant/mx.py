@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format
 from kvpath.golden.mx import E4M3_NAN, FP4_HALF_UNITS, SCALE_BIAS, SCALE_NAN
-from kvpath.golden.num.elem import elem_type
+from kvpath.elements import element as elem_type
 
 from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.pipe import msb_index, reg
@@ -139,8 +139,8 @@ class MXDequantizer(wiring.Component):
         scale_nan = [s == SCALE_NAN for s in scales]
 
         # Engine.
-        width = et.frac + 1 + SIG_BITS  # sig << (frac + 1)
-        exp_cap = (1 << (15 - et.frac)) - 1  # an exponent field this large always saturates
+        width = et.frac_bits + 1 + SIG_BITS  # sig << (frac + 1)
+        exp_cap = (1 << (15 - et.frac_bits)) - 1  # an exponent field this large always saturates
         values, sats, elem_nan = [], [], []
         for i in range(lanes):
             blk = i // BLOCK_ELEMS
@@ -156,12 +156,12 @@ class MXDequantizer(wiring.Component):
             # Decode stage.
             d_sig = reg(m, en, sig, name=f"d_sig{i}")
             d_amount = reg(m, en, Mux(amount > width, width, amount)[:width.bit_length()], name=f"d_amt{i}")
-            d_field = reg(m, en, Mux(field < 0, 0, Mux(field > exp_cap, exp_cap, field))[:15 - et.frac],
+            d_field = reg(m, en, Mux(field < 0, 0, Mux(field > exp_cap, exp_cap, field))[:15 - et.frac_bits],
                           name=f"d_field{i}")
             d_sign = reg(m, en, sign & ~cleared, name=f"d_sign{i}")
             d_zero = reg(m, en, cleared | (sig == 0), name=f"d_zero{i}")  # a zero sig keeps its sign
             # Shift stage.
-            operand = Cat(Const(0, et.frac + 1), d_sig)
+            operand = Cat(Const(0, et.frac_bits + 1), d_sig)
             kept = Signal(width, name=f"kept{i}")
             m.d.comb += kept.eq(operand >> d_amount)
             dropped = operand & ~(Const((1 << width) - 1, width) << d_amount)[:width]
@@ -174,7 +174,7 @@ class MXDequantizer(wiring.Component):
             half, rbit = s_kept[1:], s_kept[0]
             n = half + (rbit & (s_sticky | half[0]))
             enc = Signal(17, name=f"enc{i}")
-            m.d.comb += enc.eq((s_field << et.frac) + n)
+            m.d.comb += enc.eq((s_field << et.frac_bits) + n)
             sat = enc > et.max_finite
             mag = Mux(s_zero, 0, Mux(sat, et.max_finite, enc[:15]))
             values.append(reg(m, en, Cat(mag, s_sign), name=f"value{i}"))

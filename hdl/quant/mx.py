@@ -20,7 +20,7 @@ from amaranth.lib import data, wiring
 
 from kvpath.config import check_elem, get_format
 from kvpath.golden.mx import E4M3_MAX, EMAX, FP4_THRESHOLDS_Q, SCALE_BIAS
-from kvpath.golden.num.elem import elem_type
+from kvpath.elements import element as elem_type
 
 from kvpath.hdl.lib.pipe import msb_index
 from kvpath.hdl.quant.ggml_bf16 import any_below
@@ -62,11 +62,11 @@ class MXBlockUnit(wiring.Component):
         for k in range(len(self.block)):
             m.d.comb += tree.block[k].eq(self.block[k])
         amax = tree.max
-        e, f = amax[et.frac:15], amax[:et.frac]
+        e, f = amax[et.frac_bits:15], amax[:et.frac_bits]
         lead, _ = msb_index(m, f, name="amax_lead")
         # Stage 1: floor(log2 amax) + bias: the exponent field, or (leading one + 1 - frac) for a
         # subnormal.
-        binade = _reg(m, en, Mux(e != 0, e, lead + 1 - et.frac), name="binade")
+        binade = _reg(m, en, Mux(e != 0, e, lead + 1 - et.frac_bits), name="binade")
         zero = _reg(m, en, amax == 0, name="amax_zero")
         # Stage 2: the scale byte.
         scale = Signal(SHIFT)
@@ -90,15 +90,15 @@ class MXLaneUnit(wiring.Component):
         et, en, name = self.et, self.en, self.fmt.name
         x, scale = self.x, self.const.scale
         guard = GUARD[name]
-        e, f = x[et.frac:15], x[:et.frac]
+        e, f = x[et.frac_bits:15], x[:et.frac_bits]
         mant = Cat(f, e != 0)  # golden m
         ee = Mux(e == 0, 1, e)  # golden ee
-        width = et.frac + 1 + guard  # of the shifted operand m << guard
+        width = et.frac_bits + 1 + guard  # of the shifted operand m << guard
 
         # Stages 1-2: the right shift of (m << guard) that leaves the kept bits (plus a round bit
         # for the RNE formats) above the point, clamped to [0, width].
         # t = m * 2**k with k = ee - E + (127 - bias - frac).
-        kbase = SCALE_BIAS - et.bias - et.frac
+        kbase = SCALE_BIAS - et.bias - et.frac_bits
         s1_scale_ee = _reg(m, en, scale - ee, name="s1_scale_ee")  # signed
         s1_mant = _reg(m, en, mant, name="s1_mant")
         s1_sign = _reg(m, en, x[15], name="s1_sign")
@@ -116,10 +116,10 @@ class MXLaneUnit(wiring.Component):
             # right shift by frac - 4 + guard - lz, plus -6 - b when b < -6, where lz cancels and
             # the shift is frac - 10 + guard - ee + E - (127 - bias).
             lead, _ = msb_index(m, mant, name="x_lead")
-            s1_lz = _reg(m, en, et.frac - lead, name="s1_lz")
-            s1_b = _reg(m, en, ee - (et.frac - lead) - scale + (SCALE_BIAS - et.bias), name="s1_b")
-            normal_shift = et.frac - 4 + guard - s1_lz
-            tiny_shift = s1_scale_ee + (et.frac - 10 + guard - (SCALE_BIAS - et.bias))
+            s1_lz = _reg(m, en, et.frac_bits - lead, name="s1_lz")
+            s1_b = _reg(m, en, ee - (et.frac_bits - lead) - scale + (SCALE_BIAS - et.bias), name="s1_b")
+            normal_shift = et.frac_bits - 4 + guard - s1_lz
+            tiny_shift = s1_scale_ee + (et.frac_bits - 10 + guard - (SCALE_BIAS - et.bias))
             m.d.comb += t_shift.eq(Mux(s1_b < -6, tiny_shift, normal_shift))
             e6 = s1_b + 6
             m.d.comb += exp_field.eq(Mux(e6 < 0, 0, Mux(e6 > 16, 16, e6)))

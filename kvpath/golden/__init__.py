@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from kvpath.golden.num.fp16 import sanitize
-from kvpath.golden.frame import dequantize_report, quantize_blocks_exact, quantize_report
+from kvpath.golden.frame import dequantize_report, quantize_report
+from kvpath.golden.ggml import quantize_blocks_exact
 from kvpath.golden.ggml.recip import fp32_div, fp32_recip, recip_table_q4_0, recip_table_q8_0
 
 __all__ = [

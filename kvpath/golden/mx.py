@@ -20,7 +20,8 @@ import numpy as np
 
 from kvpath.config import BLOCK_ELEMS, get_format
 
-from kvpath.golden.num.elem import ElemType, decode, elem_type, encode, floor_log2, rne, shift_round
+from kvpath.elements import ElementType, element as elem_type
+from kvpath.golden.num.elem import decode, encode, floor_log2, rne, shift_round
 from kvpath.golden.num.rounding import bit_length
 
 EMAX = {"mxfp4": 2, "mxint8": 0, "mxfp8_e4m3": 8}
@@ -44,7 +45,7 @@ def _check(fmt: str) -> str:
     return name
 
 
-def shared_exponent(amax_bits, fmt: str, et: ElemType):
+def shared_exponent(amax_bits, fmt: str, et: ElementType):
     """``X`` for block maxima ``amax_bits`` (magnitude patterns, any shape): int64."""
     amax_bits = np.asarray(amax_bits)
     x = floor_log2(np.maximum(amax_bits, 1), et) - EMAX[_check(fmt)]
@@ -63,7 +64,7 @@ def lane(bits: np.ndarray, x, fmt: str, elem: str) -> np.ndarray:
     """Element codes (uint8; 4-bit for mxfp4) of patterns ``bits`` in blocks of shared exponent ``x``."""
     name, et = _check(fmt), elem_type(elem)
     sign, m, ee = decode(bits, et)
-    k = ee - et.bias - et.frac - np.asarray(x, np.int64)  # t = m * 2**k
+    k = ee - et.bias - et.frac_bits - np.asarray(x, np.int64)  # t = m * 2**k
     if name == "mxfp4":
         floor4, sticky = shift_round(m, -(k + 2))  # 4t: below 32
         v = 2 * floor4 + sticky  # 4t > thr  <=>  v > 2 thr, exactly
@@ -75,9 +76,9 @@ def lane(bits: np.ndarray, x, fmt: str, elem: str) -> np.ndarray:
         q = np.where(sign == 1, -np.minimum(q, 128), np.minimum(q, 127))
         return (q & 0xFF).astype(np.uint8)
     # mxfp8_e4m3: normalize, then the E4M3 quantum 2**(max(b, -6) - 3) of t's binade b.
-    lz = np.where(m > 0, et.frac + 1 - bit_length(m), 0)
+    lz = np.where(m > 0, et.frac_bits + 1 - bit_length(m), 0)
     b = ee - lz - et.bias - np.asarray(x, np.int64)  # floor(log2 t)
-    n = rne(m << lz, et.frac - 3 + np.maximum(0, -6 - b))
+    n = rne(m << lz, et.frac_bits - 3 + np.maximum(0, -6 - b))
     mag = np.where(m == 0, 0, np.minimum((np.maximum(b + 6, 0) << 3) + n, E4M3_MAX))
     return ((sign << 7) | mag).astype(np.uint8)
 

@@ -24,7 +24,6 @@ alike, no normalization needed because every product below is exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
@@ -33,25 +32,10 @@ import numpy as np
 from kvpath import scales
 from kvpath.config import DEFAULT, KVPathConfig, check_elem, get_format
 
-from kvpath.golden.num import bf16, fp16
-from kvpath.golden.frame import ELEM_DTYPES, elem_of_dtype
-from kvpath.golden.num.rounding import bit_length, rne_shift
+from kvpath.elements import element, of_dtype
+from kvpath.golden.num import elem as E
 
 
-@dataclass(frozen=True)
-class ElemType:
-    frac: int
-    bias: int
-    exp_bits: int
-    max_finite: int
-
-    @property
-    def exp_mask(self) -> int:
-        return ((1 << self.exp_bits) - 1) << self.frac
-
-
-ELEM = {"fp16": ElemType(10, 15, 5, 0x7BFF), "bf16": ElemType(7, 127, 8, 0x7F7F)}
-SANITIZE = {"fp16": fp16.sanitize, "bf16": bf16.sanitize}
 QMAX = {8: 127, 4: 7}
 
 
@@ -62,64 +46,31 @@ def _static(fmt: str):
     return f
 
 
-def decode(bits, elem: str):
-    """``(sign, sig, ee)`` int64 arrays: value = (-1)**sign * sig * 2**(ee - bias - frac)."""
-    t = ELEM[elem]
-    b = np.asarray(bits).astype(np.int64)
-    e = (b >> t.frac) & ((1 << t.exp_bits) - 1)
-    sig = (b & ((1 << t.frac) - 1)) | ((e > 0).astype(np.int64) << t.frac)
-    return b >> 15, sig, np.maximum(e, 1)
-
-
-def finite(bits, elem: str):
-    t = ELEM[elem]
-    return (np.asarray(bits).astype(np.int64) & t.exp_mask) != t.exp_mask
-
-
-def encode(sign, sig, exp, elem: str):
-    """Pattern of ``(-1)**sign * sig * 2**exp`` rounded to nearest even, saturating at the largest
-    finite value. Returns ``(bits uint16, overflow bool)``. ``sig < 2**40``; zero keeps its sign."""
-    t = ELEM[elem]
-    sign, sig, exp = (np.asarray(v, np.int64) for v in (sign, sig, exp))
-    b = bit_length(sig) - 1 + exp
-    shift = np.maximum(b - t.frac, 1 - t.bias - t.frac) - exp
-    # Short significands are shifted up first so one RNE shift by >= 1 serves both directions.
-    up = np.maximum(-shift, 0)
-    n = rne_shift(sig << (up + 1), shift + up + 1)
-    mag = np.where(sig == 0, 0, (np.maximum(b + t.bias - 1, 0) << t.frac) + n)
-    overflow = mag > t.max_finite
-    mag = np.minimum(mag, t.max_finite)
-    return ((sign << 15) | mag).astype(np.uint16), overflow
-
-
 def value_of(bits: int, elem: str) -> Fraction:
     """Exact value of one finite pattern."""
-    t = ELEM[elem]
-    s, sig, ee = (int(v) for v in decode(np.uint16(bits), elem))
-    v = Fraction(sig) * Fraction(2) ** (ee - t.bias - t.frac)
+    t = element(elem)
+    s, sig, ee = (int(v) for v in E.decode(np.uint16(bits), t))
+    v = Fraction(sig) * Fraction(2) ** (ee - t.bias - t.frac_bits)
     return -v if s else v
 
 
 def encode_fraction(v: Fraction, elem: str) -> tuple[int, bool]:
-    """RNE pattern of an exact rational (scalar); ``(bits, overflow)`` with saturation."""
-    t = ELEM[elem]
-    sign = 1 if v < 0 else 0
-    v = abs(Fraction(v))
+    """RNE pattern of an exact rational (scalar); ``(bits, overflow)`` with saturation.
+
+    The quotient is taken to ``frac_bits + 3`` significant bits with a sticky bit below them, which
+    is all the one RNE encoder (``num.elem.encode``) needs to round the exact value correctly.
+    """
+    t = element(elem)
+    v = Fraction(v)
+    sign = int(v < 0)
+    v = abs(v)
     if v == 0:
-        return sign << 15, False
+        return sign << (t.bits - 1), False
     n, d = v.numerator, v.denominator
-    b = n.bit_length() - d.bit_length()
-    if Fraction(2) ** b > v:
-        b -= 1  # now 2**b <= v < 2**(b + 1)
-    qe = max(b - t.frac, 1 - t.bias - t.frac)
-    scaled = v / Fraction(2) ** qe
-    whole, rest = divmod(scaled.numerator, scaled.denominator)
-    twice = 2 * rest
-    if twice > scaled.denominator or (twice == scaled.denominator and whole & 1):
-        whole += 1
-    mag = (max(b + t.bias - 1, 0) << t.frac) + whole
-    overflow = mag > t.max_finite
-    return (sign << 15) | min(mag, t.max_finite), overflow
+    k = t.frac_bits + 3 - (n.bit_length() - d.bit_length())
+    q, r = divmod(n << k, d) if k >= 0 else divmod(n, d << -k)
+    bits, overflow = E.encode(sign, (q << 1) | (r != 0), -k - 1, t)
+    return int(bits), bool(overflow)
 
 
 def round_scale(value: float, elem: str) -> int:
@@ -136,7 +87,7 @@ def make_entry(scale_bits: int, elem: str = "fp16") -> int:
     """
     check_elem(elem)
     scale_bits = int(scale_bits) & 0xFFFF
-    if not finite(scale_bits, elem):
+    if not E.finite(scale_bits, element(elem)):
         raise ValueError(f"scale pattern {scale_bits:#06x} is not finite in {elem}")
     v = value_of(scale_bits, elem)
     if v == 0:
@@ -151,7 +102,7 @@ def make_entry(scale_bits: int, elem: str = "fp16") -> int:
 @lru_cache(maxsize=None)
 def min_scale(elem: str = "fp16") -> int:
     """Smallest positive scale pattern whose reciprocal rounds to a finite value."""
-    t = ELEM[elem]
+    t = element(elem)
     bits, _ = encode_fraction(1 / value_of(t.max_finite, elem), elem)
     while encode_fraction(1 / value_of(bits, elem), elem)[1]:
         bits += 1
@@ -165,7 +116,7 @@ def apply_writes(entries: np.ndarray, index, value, elem: str = "fp16") -> np.nd
     index = np.asarray(index, np.int64).reshape(-1)
     value = np.asarray(value, np.uint32).reshape(-1)
     s_bits, i_bits = scales.unpack_entry(value)
-    refused = (index < 0) | (index >= len(entries)) | ~finite(s_bits, elem) | ~finite(i_bits, elem)
+    refused = (index < 0) | (index >= len(entries)) | ~E.finite(s_bits, element(elem)) | ~E.finite(i_bits, element(elem))
     take = np.flatnonzero(~refused)
     # Later writes to the same index win: keep each index's last accepted write.
     rev = take[::-1]
@@ -177,13 +128,13 @@ def apply_writes(entries: np.ndarray, index, value, elem: str = "fp16") -> np.nd
 
 def quantize_elements(x_bits, inv_bits, code_bits: int, elem: str):
     """Signed codes (int64) and a saturated mask for sanitized elements and their reciprocals."""
-    t = ELEM[elem]
+    t = element(elem)
     qmax = QMAX[code_bits]
-    sx, mx, ex = decode(x_bits, elem)
-    si, mi, ei = decode(inv_bits, elem)
-    mi = np.where(finite(inv_bits, elem), mi, 0)
+    sx, mx, ex = E.decode(x_bits, t)
+    si, mi, ei = E.decode(inv_bits, t)
+    mi = np.where(E.finite(inv_bits, t), mi, 0)
     p = mx * mi
-    s = 2 * (t.bias + t.frac) - ex - ei  # q = round(p * 2**-s)
+    s = 2 * (t.bias + t.frac_bits) - ex - ei  # q = round(p * 2**-s)
     # p < 2**22: a right shift beyond 40 rounds to 0 exactly as any larger one; a left shift by 10
     # already exceeds qmax for every p >= 1.
     right = np.clip(s, 1, 40)
@@ -195,12 +146,12 @@ def quantize_elements(x_bits, inv_bits, code_bits: int, elem: str):
 
 def dequantize_elements(codes, scale_bits, elem: str):
     """``(bits uint16, saturated mask, non-finite scale mask)`` of ``code * scale``."""
-    t = ELEM[elem]
+    t = element(elem)
     codes = np.asarray(codes, np.int64)
-    bad = ~finite(scale_bits, elem)
-    ss, ms, es = decode(scale_bits, elem)
+    bad = ~E.finite(scale_bits, t)
+    ss, ms, es = E.decode(scale_bits, t)
     ss, ms = np.where(bad, 0, ss), np.where(bad, 0, ms)
-    bits, sat = encode((codes < 0).astype(np.int64) ^ ss, np.abs(codes) * ms, es - t.bias - t.frac, elem)
+    bits, sat = E.encode((codes < 0).astype(np.int64) ^ ss, np.abs(codes) * ms, es - t.bias - t.frac_bits, t)
     return bits, sat, bad
 
 
@@ -248,10 +199,10 @@ def quantize_report(x: np.ndarray, fmt: str, entries: np.ndarray, layer: int, he
     """``(codes uint8 (..., n*bits/8), n_nonfinite, n_saturated)`` of ``x`` (float16 or bfloat16,
     last axis = channels ``channel0..`` of one (layer, head, kv)), with the cache table ``entries``."""
     f = _static(fmt)
-    elem = elem_of_dtype(np.asarray(x).dtype)
+    elem = of_dtype(np.asarray(x).dtype).name
     n = x.shape[-1]
     _, inv = _entries_for(fmt, entries, layer, head, kv, channel0, n, config)
-    bits, n_bad = SANITIZE[elem](np.ascontiguousarray(x).view(np.uint16))
+    bits, n_bad = E.sanitize(np.ascontiguousarray(x).view(np.uint16), element(elem))
     codes, sat = quantize_elements(bits, np.broadcast_to(inv, bits.shape), f.code_bits, elem)
     return pack_codes(codes, f.code_bits), n_bad, int(np.count_nonzero(sat))
 
@@ -264,13 +215,13 @@ def dequantize_report(data: np.ndarray, fmt: str, entries: np.ndarray, layer: in
                       channel0: int = 0, dtype=np.float16, config: KVPathConfig = DEFAULT):
     """``(values (..., n) dtype, n_saturated, n_nonfinite_scale)`` of packed codes."""
     f = _static(fmt)
-    elem = elem_of_dtype(dtype)
+    elem = of_dtype(dtype).name
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
         raise ValueError("dequantize expects a numpy uint8 array of packed codes")
     codes = unpack_codes(data, f.code_bits)
     scale, _ = _entries_for(fmt, entries, layer, head, kv, channel0, codes.shape[-1], config)
     bits, sat, bad = dequantize_elements(codes, np.broadcast_to(scale, codes.shape), elem)
-    return bits.view(ELEM_DTYPES[elem]), int(np.count_nonzero(sat)), int(np.count_nonzero(bad))
+    return bits.view(element(elem).dtype), int(np.count_nonzero(sat)), int(np.count_nonzero(bad))
 
 
 def dequantize(data, fmt, entries, layer, head, kv, channel0=0, dtype=np.float16, config=DEFAULT):
@@ -302,7 +253,7 @@ def quantize_beats(x_bits: np.ndarray, fmt: str, entries, layer, head, kv, chann
     f = _static(fmt)
     x_bits = np.asarray(x_bits, np.uint16)
     _, inv, ok = beat_entries(fmt, entries, layer, head, kv, channel, x_bits.shape[1], config)
-    bits, n_bad = SANITIZE[elem](x_bits)
+    bits, n_bad = E.sanitize(x_bits, element(elem))
     codes, sat = quantize_elements(bits, inv, f.code_bits, elem)
     codes = np.where(ok[:, None], codes, 0)
     return codes, {"nonfinite_count": n_bad, "saturated_count": int(np.count_nonzero(sat & ok[:, None])),

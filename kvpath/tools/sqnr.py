@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import math
 
-import ml_dtypes
 import numpy as np
 
 from kvpath.config import BLOCK_SCALED_FORMATS, get_format
+from kvpath.elements import STREAM_ELEMENTS, element
 from kvpath.golden import dequantize, quantize
 from kvpath.stimulus import heavy_tailed
 
-ELEM_DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16}
 
 
 def datasets(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -73,7 +72,7 @@ def table(n: int, seed: int, formats=BLOCK_SCALED_FORMATS) -> list[str]:
             "|---|---|---|---|---|---|---|---|"]
     for fmt in formats:
         bits = get_format(fmt).bits_per_element
-        for elem, dtype in ELEM_DTYPES.items():
+        for elem, dtype in ((e, element(e).dtype) for e in STREAM_ELEMENTS):
             for name, src in data.items():
                 x = src.astype(dtype)
                 ours = kvpath_sqnr(x, fmt)

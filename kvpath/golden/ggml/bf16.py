@@ -14,7 +14,7 @@ what NumPy gives on x86-64 (measured, NumPy 2.4); the header fields are gguf's.
 :func:`void_blocks` tells which blocks the rule decides.
 
 ``header(bits, fmt)`` is the block unit and ``lane(bits, const, fmt)`` the per-element chain;
-``bits`` are sanitized BF16 patterns (kvpath.golden.num.bf16.sanitize).
+``bits`` are sanitized BF16 patterns (``kvpath.golden.num.elem.sanitize``).
 """
 
 from __future__ import annotations

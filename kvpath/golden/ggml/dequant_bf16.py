@@ -18,35 +18,16 @@ import numpy as np
 
 from kvpath.golden.num import fp16
 from kvpath.packing import unpack_nibbles
-from kvpath.golden.num.rounding import bit_length, rne_shift, round_sig
+from kvpath.elements import ELEMENTS
+from kvpath.golden.num import elem as E
+from kvpath.golden.num.rounding import round_sig
 
-SIGN = 0x8000
-MAX_FINITE = 0x7F7F  # 3.3895e38
-EXP_BIAS = 127
-FRAC_BITS = 7
-MIN_QUANTUM_EXP = 1 - EXP_BIAS - FRAC_BITS  # 2**-133: the subnormal spacing
+BF16 = ELEMENTS["bf16"]
 
 
 def encode(sign, sig, exp, length=None):
-    """BF16 pattern of ``(-1)**sign * sig * 2**exp`` rounded to nearest even, saturating.
-
-    Same method as ``fp16.encode``: the value's binade ``b`` fixes the quantum
-    ``2**max(b - 7, -133)``, ``N = rne(v / quantum)`` and the pattern is
-    ``(max(b + 126, 0) << 7) + N``, so a carry out of the 8-bit significand moves into the exponent
-    and a subnormal that rounds up becomes the smallest normal. Returns ``(bits, overflow)``:
-    a magnitude beyond 0x7F7F becomes 0x7F7F with ``overflow`` set. Zero keeps its sign.
-    ``sig`` below 2**60, ``length`` its bit length if the caller knows it.
-    """
-    sign, sig, exp = np.asarray(sign, np.int64), np.asarray(sig, np.int64), np.asarray(exp, np.int64)
-    b = (bit_length(sig) if length is None else np.asarray(length, np.int64)) - 1 + exp
-    shift = np.maximum(b - FRAC_BITS, MIN_QUANTUM_EXP) - exp
-    # Short values are shifted up first so one RNE shift (>= 1) serves every case.
-    up = np.maximum(-shift, 0)
-    n = rne_shift(sig << (up + 1), shift + up + 1)
-    mag = np.where(sig == 0, 0, (np.maximum(b + EXP_BIAS - 1, 0) << FRAC_BITS) + n)
-    overflow = mag > MAX_FINITE
-    mag = np.minimum(mag, MAX_FINITE)
-    return ((sign << 15) | mag).astype(np.uint16), overflow
+    """BF16 pattern of ``(-1)**sign * sig * 2**exp``, RNE, saturating (``elem.encode``)."""
+    return E.encode(sign, sig, exp, BF16, length)
 
 
 def scale_by_code(d_bits, q):

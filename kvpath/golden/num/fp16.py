@@ -1,4 +1,4 @@
-"""FP16 bit patterns as integers: decoding, sanitizing and RNE encoding.
+"""FP16 bit patterns as integers: the fixed-point and normalized forms the ggml formats compute in.
 
 Conventions used throughout the golden model (docs/numerics.md, section "Number representation"):
 
@@ -15,36 +15,26 @@ from functools import lru_cache
 
 import numpy as np
 
-from kvpath.golden.num.rounding import bit_length, rne_shift
+from kvpath.elements import ELEMENTS
+from kvpath.golden.num import elem
+from kvpath.golden.num.rounding import bit_length
 
-SIGN = 0x8000
-MAG = 0x7FFF
-EXP_MASK = 0x7C00
-FRAC_MASK = 0x03FF
-MAX_FINITE = 0x7BFF  # 65504
+FP16 = ELEMENTS["fp16"]
+SIGN = FP16.sign_bit
+MAG = FP16.mag_mask
+EXP_MASK = FP16.exp_mask
+FRAC_MASK = FP16.frac_mask
+MAX_FINITE = FP16.max_finite  # 65504
 
 
 def sanitize(x_bits):
-    """kvpath's input rule: +/-Inf -> +/-65504, any NaN -> +0. Returns ``(bits, count)``.
-
-    ``count`` is the number of non-finite elements replaced (the RTL's non-finite counter).
-    """
-    return sanitize_patterns(x_bits, EXP_MASK, FRAC_MASK, MAX_FINITE, "FP16")
+    """kvpath's input rule for FP16 (``elem.sanitize``): ``(bits, count)``."""
+    return elem.sanitize(x_bits, FP16)
 
 
-def sanitize_patterns(x_bits, exp_mask: int, frac_mask: int, max_finite: int, name: str):
-    """The sanitize rule for any 16-bit float layout (FP16 here, BF16 in ``bf16.py``)."""
-    x_bits = np.asarray(x_bits)
-    if x_bits.dtype != np.uint16:
-        raise ValueError(f"sanitize expects uint16 {name} bit patterns, got dtype {x_bits.dtype}")
-    nonfinite = (x_bits & exp_mask) == exp_mask
-    count = int(np.count_nonzero(nonfinite))
-    if count == 0:
-        return x_bits, 0
-    nan = nonfinite & ((x_bits & frac_mask) != 0)
-    out = np.where(nonfinite, (x_bits & SIGN) | max_finite, x_bits)
-    out[nan] = 0
-    return out.astype(np.uint16), count
+def encode(sign, sig, exp, length=None):
+    """FP16 pattern of ``(-1)**sign * sig * 2**exp``, RNE, saturating at 65504 (``elem.encode``)."""
+    return elem.encode(sign, sig, exp, FP16, length)
 
 
 @lru_cache(maxsize=None)
@@ -118,29 +108,3 @@ def normalize(x_bits):
     _, m, ex = _tables()
     i = np.asarray(x_bits) & MAG
     return m[i], ex[i]
-
-
-def encode(sign, sig, exp, length=None):
-    """FP16 bit pattern of ``(-1)**sign * sig * 2**exp`` rounded to nearest even.
-
-    ``sig >= 0`` is any integer below 2**60 (not necessarily normalized); ``exp`` any int;
-    ``length`` is ``bit_length(sig)`` if the caller knows it. Returns ``(bits, overflow)``: a
-    magnitude that rounds beyond 65504 saturates to 65504 (kvpath's rule, IEEE would give Inf)
-    and sets ``overflow``. Zero keeps its sign.
-
-    Method: the value's binade ``b`` (``2**b <= v < 2**(b+1)``) fixes the FP16 quantum
-    ``2**max(b-10, -24)``; rounding to that quantum gives ``N`` (11 bits with the hidden one for
-    normals, fewer for subnormals) and the pattern is ``(max(b+14, 0) << 10) + N``, so a carry
-    out of the significand increments the exponent field by itself.
-    """
-    sign, sig, exp = np.asarray(sign, np.int64), np.asarray(sig, np.int64), np.asarray(exp, np.int64)
-    b = (bit_length(sig) if length is None else np.asarray(length, np.int64)) - 1 + exp
-    shift = np.maximum(b - 10, -24) - exp
-    # As in round_sig: shift short values up first so a single RNE shift (>= 1) does both.
-    up = np.maximum(-shift, 0)
-    n = rne_shift(sig << (up + 1), shift + up + 1)
-    # A zero significand gives n == 0 and must not pick up an exponent field.
-    mag = np.where(sig == 0, 0, (np.maximum(b + 14, 0) << 10) + n)
-    overflow = mag > MAX_FINITE
-    mag = np.minimum(mag, MAX_FINITE)
-    return ((sign << 15) | mag).astype(np.uint16), overflow
