@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from kvpath import golden
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, check_elem, get_format
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, check_elem, get_format, load
 from kvpath.elements import element
 from kvpath import stimulus
 from kvpath.sim import harness
@@ -154,13 +154,11 @@ def ref_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp1
 
 def rtl_dequantize(blocks: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_dir: Path,
                    seed: int = 1, throttles=THROTTLES, elem: str = "fp16") -> list[SimRun]:
-    from kvpath.hdl.dequant.frame import build_dequantizer
-
     f = get_format(fmt)
     per_beat = max(1, lanes // BLOCK_ELEMS)
     in_beats = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1, f.block_bytes * per_beat)
     n_out = len(in_beats) * per_beat * BLOCK_ELEMS // lanes
-    return simulate_stream(build_dequantizer(fmt, lanes, elem), DUT_MODULE["dequantizer"], in_beats, n_out,
+    return simulate_stream(load(f.family_info.dequantizer)(fmt, lanes, elem), DUT_MODULE["dequantizer"], in_beats, n_out,
                            lanes * ELEM_BITS // 8, {"saturated_count": 32, "nonfinite_count": 32},
                            simulator, build_dir, seed, throttles)
 

@@ -81,7 +81,7 @@ def ref_commands(cmds: Commands, target: str, fmt: str, elem: str = "fp16", conf
             counters[name] += v
         k = end
     if target == "quantizer":
-        body = gs.pack_codes(out, f.code_bits)
+        body = gs.pack_codes(out, f.name)
     else:
         body = out.astype(np.uint16)
     zero_ctx = np.where(cmds.memset, 0, 1)
@@ -235,7 +235,7 @@ def command_bytes(cmds: Commands, target: str, fmt: str, config: KVPathConfig = 
     if target == "quantizer":
         body = cmds.body.astype(np.uint16)
     else:
-        body = gs.pack_codes(cmds.body, f.code_bits)
+        body = gs.pack_codes(cmds.body, f.name)
     return pack_beats(target, f.code_bits, lanes, config, body, cmds.layer, cmds.head, cmds.kv, cmds.channel,
                       cmds.memset, cmds.index, cmds.value)
 

@@ -220,7 +220,7 @@ async def static_stream(dut):
     await tb.wait_until(lambda: len(tb.q_out.beats) == nb, f"{nb} q_out beats")
 
     codes, qc = gs.quantize_beats(elems, c.fmt, entries, *ctxs.T, elem=c.elem, config=c)
-    want = gs.pack_codes(codes, f.code_bits)
+    want = gs.pack_codes(codes, f.name)
     code_bytes = lanes * f.code_bits // 8
     for b, beat in enumerate(tb.q_out.beats):
         got = field_of(out_layout, beat, "codes").to_bytes(code_bytes, "little")

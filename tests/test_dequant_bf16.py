@@ -125,7 +125,7 @@ def test_mul_engine_bf16(fmt, lanes):
 def test_q41_engine_bf16(lanes, table, n_pairs):
     seed = SEED + 7 * lanes + table
     rng = np.random.default_rng(seed)
-    engine = Q41Engine(lanes, table=table, elem="bf16")
+    engine = Q41Engine("q4_1", lanes, "bf16", table=table)
     slot = min(lanes, 32)
     d_pairs, m_pairs = q41_pairs(rng, 1)
     if n_pairs is not None:

@@ -159,7 +159,7 @@ def test_q41_engine(lanes, table, n_pairs):
     """Every exponent pair, extremes and double-rounding cases (or ``n_pairs`` of them)."""
     seed = SEED + 7 * lanes + table
     rng = np.random.default_rng(seed)
-    engine = Q41Engine(lanes, table=table)
+    engine = Q41Engine("q4_1", lanes, table=table)
     slot = min(lanes, 32)
     d_pairs, m_pairs = q41_pairs(rng, 1)
     if n_pairs is not None:

@@ -581,7 +581,7 @@ def test_lane_unit_synthetic_constants():
 # --- the FormatDatapath contract -----------------------------------------------------------------
 
 def test_datapath_contract():
-    dp = Q41Datapath()
+    dp = Q41Datapath("q4_1")
     assert dp.fmt.name == "q4_1" and dp.const_layout is CONST_LAYOUT
     bu, lu = dp.block_unit(), dp.lane_unit()
     assert isinstance(bu.latency, int) and isinstance(lu.latency, int)

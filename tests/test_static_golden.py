@@ -138,12 +138,12 @@ def test_write_rule_refuses_out_of_range_and_nonfinite_keeps_last():
 
 
 def test_nibble_order_and_byte_codes():
-    assert gs.pack_codes([1, -2, 7, -8], 4).tolist() == [0xE1, 0x87]
-    assert gs.pack_codes([1, -2, 127, -127], 8).tolist() == [0x01, 0xFE, 0x7F, 0x81]
+    assert gs.pack_codes([1, -2, 7, -8], "int4_ph").tolist() == [0xE1, 0x87]
+    assert gs.pack_codes([1, -2, 127, -127], "int8_ph").tolist() == [0x01, 0xFE, 0x7F, 0x81]
     rng = np.random.default_rng([SEED, 5])
-    for bits in (4, 8):
+    for fmt, bits in (("int4_pc", 4), ("int8_pc", 8)):
         c = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (7, 32))
-        assert np.array_equal(gs.unpack_codes(gs.pack_codes(c, bits), bits), c)
+        assert np.array_equal(gs.unpack_codes(gs.pack_codes(c, fmt), fmt), c)
 
 
 def test_index_formula_and_gemma_size():

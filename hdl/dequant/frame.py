@@ -1,4 +1,4 @@
-"""The read path: ggml blocks in, FP16 or BF16 elements out (``kvpath.hdl.dequant.frame.Dequantizer``).
+"""The read path: blocks in, FP16 or BF16 elements out (``Dequantizer``), for every block-scaled format.
 
 Stream ``i`` carries ``blocks_per_beat = max(1, lanes // 32)`` ggml blocks per beat (block ``b`` at
 bits ``[8*block_bytes*b, ...)``, byte ``k`` of a block at its bits ``[8k, 8k+8)``); stream ``o``
@@ -8,72 +8,57 @@ beats, beat ``k`` holding elements ``k*lanes ..``; with ``lanes >= 32`` lane ``3
 ``e`` of block ``b``.
 
 Pipeline. A holding register takes an input beat and hands it out one output beat at a time; stage 1
-sanitizes the scale fields (counting non-finite ones) and picks the beat's codes; the format's
-engine (``dequant_mul.MulEngine`` for q8_0 / q4_0, ``dequant_q41.Q41Engine`` for q4_1) computes
-the FP16 values in a fixed number of stages, its last register being the output payload. Every
+reads the scale fields by the engine's rule (counting non-finite ones) and picks the beat's codes; the
+format's engine (``config.FORMATS[fmt].engine``: ``mul.MulEngine`` for q8_0 / q4_0,
+``q4_1.Q41Engine``, ``mx.MXEngine``; the contract is ``contract.py``) computes the values in a fixed
+number of stages, its last register being the output payload. Every
 datapath register loads on ``en = ~o.valid | o.ready``: back-pressure freezes the whole pipeline
 and bubbles travel as cleared valid bits, so the output sustains one beat per clock while input
 is available and the output is ready.
 
 Latency: an input beat accepted in cycle t shows its first output beat in cycle t + ``latency``
 (with the output ready throughout): 7 clocks for q8_0, 6 for q4_0, 14 for q4_1 with 8 lanes and 15
-with 16 or more (``Dequantizer.latency``); BF16 output adds one clock to q8_0 and q4_0 (d is
-normalized first) and none to q4_1.
+with 16 or more, 5 for the MX formats (``Dequantizer.latency``); BF16 output adds one clock to q8_0
+and q4_0 (d is normalized first) and none to the others.
 ``i.ready = ~held | (en & last beat of the held block)``: it depends combinationally on
 ``o.ready`` (through ``en``) whenever the holding register is full; ``o.valid`` and ``o.payload``
 come straight from registers.
 
-Counters (32 bits, wrapping): ``saturated_count`` counts output elements saturated to +/-65504; an
-element is counted two clocks after its beat enters the output register, so the count is complete
-one clock after the beat is taken at the latest. With BF16 output it is constant 0: results from
-finite FP16 scales stay below 2**21, far inside BF16's range (docs/numerics.md, "BF16 output"),
-so there is nothing to count and no counter is built. ``nonfinite_count`` counts Inf/NaN ``d`` and ``m``
-fields replaced before use (two per block when both are), two clocks after the block's first beat
-moves on from stage 1.
+Counters (32 bits, wrapping): ``saturated_count`` counts output elements saturated to the largest
+finite value; an element is counted two clocks after its beat enters the output register, so the
+count is complete one clock after the beat is taken at the latest. Engines whose results cannot
+saturate build no counter (ggml scales into BF16: results from finite FP16 scales stay below 2**21,
+docs/numerics.md, "BF16 output"), and the count stays 0. ``nonfinite_count`` counts non-finite
+scale fields replaced before use (ggml Inf/NaN ``d`` and ``m``, two per block when both are; MX
+NaN scale bytes), two clocks after the block's first beat moves on from stage 1, plus codes that
+read as NaN (mxfp8_e4m3) on every beat.
 """
 
 from amaranth.hdl import Array, Cat, Module, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format
-
+from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format, load
 from kvpath.hdl.lib.counter import EventCounter
-from kvpath.hdl.dequant.fields import sanitize
-from kvpath.hdl.dequant.mul import MulEngine
 from kvpath.hdl.lib.pipe import reg
-from kvpath.hdl.dequant.q4_1 import Q41Engine
-
-
-def build_dequantizer(fmt: str, lanes: int, elem: str = "fp16") -> wiring.Component:
-    """The read-path block for any block-scaled format; all share ``Dequantizer``'s ports."""
-    f = get_format(fmt)
-    check_elem(elem)
-    if f.family == "mx":
-        from kvpath.hdl.dequant.mx import MXDequantizer
-        return MXDequantizer(fmt, lanes, elem)
-    if f.family == "static":
-        raise ValueError(f"{fmt} takes its scales from the scale cache; use kvpath.hdl.static.dequant")
-    return Dequantizer(fmt, lanes, elem)
+from kvpath.packing import code_offset
 
 
 class Dequantizer(wiring.Component):
-    """Dequantizer for ``fmt`` (q8_0, q4_0, q4_1) emitting ``lanes`` values of type ``elem`` per beat."""
+    """Dequantizer for a block-scaled ``fmt`` emitting ``lanes`` values of type ``elem`` per beat."""
 
     def __init__(self, fmt: str, lanes: int, elem: str = "fp16"):
         self.format = get_format(fmt)
-        if self.format.family != "ggml":
-            raise ValueError(f"Dequantizer handles the ggml formats; use build_dequantizer for {fmt}")
+        if self.format.engine is None:
+            raise ValueError(f"{fmt} takes its scales from the scale cache; its read path is "
+                             f"{self.format.family_info.dequantizer}")
         if lanes not in DEQUANT_LANES:
             raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {lanes}")
         self.elem = check_elem(elem)
         self.lanes = lanes
         self.blocks_per_beat = max(1, lanes // BLOCK_ELEMS)
         self.beats_per_block = max(1, BLOCK_ELEMS // lanes)
-        if self.format.name == "q4_1":
-            self._engine = Q41Engine(lanes, elem=elem)
-        else:
-            self._engine = MulEngine(self.format.name, lanes, elem)
+        self._engine = load(self.format.engine)(self.format.name, lanes, elem)
         # Holding register, stage 1, then the engine's stages.
         self.latency = 2 + self._engine.latency
         super().__init__({
@@ -86,22 +71,19 @@ class Dequantizer(wiring.Component):
     def _block_codes(self, block) -> list:
         """The block's 32 stored codes, element order."""
         f = self.format
-        codes = block[8 * f.header_bytes:]
-        if f.code_bits == 8:
-            return [codes[8 * e:8 * e + 8] for e in range(BLOCK_ELEMS)]
-        half = BLOCK_ELEMS // 2
-        return [codes[8 * (e % half) + 4 * (e // half):][0:4] for e in range(BLOCK_ELEMS)]
+        return [block[code_offset(f, e):][:f.code_bits] for e in range(BLOCK_ELEMS)]
 
     def elaborate(self, platform):
         m = Module()
         f = self.format
         eng = self._engine
         m.submodules.engine = eng
-        saturating = self.elem == "fp16"
+        saturating = eng.saturates
         if saturating:
             m.submodules.sat_counter = sat_ctr = EventCounter(self.lanes)
+        code_nan = getattr(eng, "code_nan", None)
         n_fields = len(f.scale_fields) * self.blocks_per_beat
-        m.submodules.nonfinite_counter = nf_ctr = EventCounter(n_fields)
+        m.submodules.nonfinite_counter = nf_ctr = EventCounter(n_fields + (len(code_nan) if code_nan is not None else 0))
         if saturating:
             m.d.comb += self.saturated_count.eq(sat_ctr.count)
         m.d.comb += self.nonfinite_count.eq(nf_ctr.count)
@@ -124,13 +106,13 @@ class Dequantizer(wiring.Component):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 
-        # Stage 1: sanitized scale fields, this beat's codes.
-        block_bits = 8 * f.block_bytes
+        # Stage 1: scale fields read by the engine's rule, this beat's codes.
+        block_bits, field_bits = 8 * f.block_bytes, 8 * f.scale_bytes
         flags = []
         for b in range(self.blocks_per_beat):
             block = hold[block_bits * b:block_bits * (b + 1)]
             for k, name in enumerate(f.scale_fields):
-                clean, nonfinite = sanitize(m, block[16 * k:16 * k + 16])
+                clean, nonfinite = eng.field_rule(m, block[field_bits * k:field_bits * (k + 1)])
                 m.d.comb += getattr(eng, name)[b].eq(reg(m, en, clean, name=f"{name}{b}_s1"))
                 flags.append(reg(m, en, nonfinite, name=f"{name}{b}_nf"))
             codes = self._block_codes(block)
@@ -145,7 +127,11 @@ class Dequantizer(wiring.Component):
         valid = Signal()
         with m.If(en):
             m.d.sync += [valid.eq(held), first.eq(take & (beat == 0))]
-        m.d.comb += [nf_ctr.events.eq(Cat(*flags)), nf_ctr.fire.eq(first & en)]
+        if code_nan is None:  # fields only: a block's count once, when its first beat moves on
+            m.d.comb += [nf_ctr.events.eq(Cat(*flags)), nf_ctr.fire.eq(first & en)]
+        else:  # NaN codes count on every beat, the fields still once per block
+            m.d.comb += [nf_ctr.events.eq(Cat(*(flag & first for flag in flags), code_nan)),
+                         nf_ctr.fire.eq(valid & en)]
 
         # The engine's stages; its last register is the output payload.
         m.d.comb += eng.en.eq(en)

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem
 
-from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize
+from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize, sanitize
 from kvpath.hdl.lib.pipe import msb_index, prefix_or, reg, select
 
 
@@ -48,6 +48,7 @@ class MulEngine(wiring.Component):
         # q4_0's |c| <= 8 needs two radix-4 digits and one add; q8_0's four digits need two.
         # BF16 normalizes d in a stage of its own before 3 * sig.
         self.latency = (5 if fmt == "q8_0" else 4) + (elem == "bf16")
+        self.saturates = elem == "fp16"  # BF16 results from FP16 scales stay below 2**21
         super().__init__({
             "en": In(1),
             "d": In(data.ArrayLayout(unsigned(16), self.blocks)),
@@ -55,6 +56,8 @@ class MulEngine(wiring.Component):
             "value": Out(data.ArrayLayout(unsigned(16), lanes)),
             "sat": Out(unsigned(lanes)),
         })
+
+    field_rule = staticmethod(sanitize)
 
     def _magnitude(self, m: Module, code):
         """``(|c|, c < 0)`` of a stored code."""

@@ -30,6 +30,7 @@ from kvpath.elements import element as elem_type
 
 from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.pipe import msb_index, reg
+from kvpath.packing import code_offset
 
 EXP = signed(12)  # every exponent sum below stays well inside +/-2**11
 SIG_BITS = 8  # mxint8's |q| <= 128
@@ -62,13 +63,9 @@ class MXDequantizer(wiring.Component):
         })
 
     def _block_codes(self, block) -> list:
-        """The block's 32 stored codes, element order (4-bit codes: byte j = element j | j+16 << 4)."""
+        """The block's 32 stored codes, element order."""
         f = self.format
-        codes = block[8 * f.header_bytes:]
-        if f.code_bits == 8:
-            return [codes[8 * e:8 * e + 8] for e in range(BLOCK_ELEMS)]
-        half = BLOCK_ELEMS // 2
-        return [codes[8 * (e % half) + 4 * (e // half):][0:4] for e in range(BLOCK_ELEMS)]
+        return [block[code_offset(f, e):][:f.code_bits] for e in range(BLOCK_ELEMS)]
 
     def _decode(self, m: Module, code):
         """``(sign, sig, bl, off, nan)`` of one element code; ``bl`` = leading-one index of ``sig``."""

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from kvpath.config import BLOCK_ELEMS, check_elem
 
 from kvpath.golden.ggml import dequant_steps as model
-from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize
+from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize, sanitize
 from kvpath.hdl.lib.pipe import delay, msb_index, reg
 
 BLOCK_STAGES = 5
@@ -46,8 +46,13 @@ class Q41Engine(wiring.Component):
     ``table`` selects the arrangement (default: table when ``lanes >= 16``); ``elem`` the output
     element type (``"fp16"`` or ``"bf16"``; same latency)."""
 
-    def __init__(self, lanes: int, table: bool | None = None, elem: str = "fp16"):
+    field_rule = staticmethod(sanitize)
+
+    def __init__(self, fmt: str, lanes: int, elem: str = "fp16", table: bool | None = None):
+        if fmt != "q4_1":
+            raise ValueError(f"Q41Engine handles q4_1, not {fmt!r}")
         self.elem = check_elem(elem)
+        self.saturates = elem == "fp16"  # BF16 results from FP16 scales stay below 2**21
         self.lanes = lanes
         self.blocks = max(1, lanes // BLOCK_ELEMS)
         self.table = lanes >= 16 if table is None else table

@@ -30,9 +30,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_format
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_format, load
 
 from kvpath.hdl.quant.contract import FormatDatapath
+from kvpath.packing import code_offset
 
 # Fraction bits and largest finite magnitude of each element type.
 ELEM_FRAC_BITS = {"fp16": 10, "bf16": 7}
@@ -41,23 +42,12 @@ COUNT_LAG = 4
 
 
 def datapath_for(fmt: str, elem: str = "fp16") -> FormatDatapath:
-    """The format's datapath; imports are lazy so one format's module never needs another's."""
+    """The format's datapath (``config.FORMATS[fmt].datapath``), imported on first use."""
     f = get_format(fmt)
-    check_elem(elem)
-    if f.family == "mx":
-        from kvpath.hdl.quant.mx import MXDatapath
-        return MXDatapath(fmt, elem)
-    if fmt == "q8_0":
-        from kvpath.hdl.quant.q8_0 import Q80Datapath
-        return Q80Datapath(elem)
-    if fmt == "q4_0":
-        from kvpath.hdl.quant.q4_0 import Q40Datapath
-        return Q40Datapath(elem)
-    if fmt == "q4_1":
-        from kvpath.hdl.quant.q4_1 import Q41Datapath
-        return Q41Datapath(elem)
-    raise ValueError(f"{fmt} has no per-block quantizer datapath"
-                     + ("; static-scale formats use kvpath.hdl.static.quant" if f.family == "static" else ""))
+    if f.datapath is None:
+        raise ValueError(f"{fmt} has no per-block quantizer datapath; its write path is "
+                         f"{f.family_info.quantizer}")
+    return load(f.datapath)(f.name, check_elem(elem))
 
 
 def sanitize(m: Module, x, elem: str = "fp16"):
@@ -74,16 +64,6 @@ def sanitize(m: Module, x, elem: str = "fp16"):
         m.d.comb += y.eq(x)
     return y, exp_max
 
-
-def code_offset(fmt, element: int) -> int:
-    """Bit offset of ``element``'s code in the block (ggml layout)."""
-    base = 8 * fmt.header_bytes
-    if fmt.code_bits == 8:
-        return base + 8 * element
-    if fmt.code_bits == 4:
-        half = BLOCK_ELEMS // 2  # byte j holds element j (low nibble) and j + 16 (high nibble)
-        return base + 8 * (element % half) + 4 * (element // half)
-    raise ValueError(f"no ggml packing for {fmt.code_bits}-bit codes")
 
 
 class Quantizer(wiring.Component):

@@ -30,6 +30,7 @@ from kvpath.config import check_elem, get_format
 from kvpath.hdl.quant.fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront, delayed,
                          fp16_significand, leading_zeros, round_div)
 from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.quant.ggml_bf16 import Q40_CONST, Q40Bf16BlockUnit
 
 FMT = get_format("q4_0")
 
@@ -216,16 +217,14 @@ class Q40Datapath(FormatDatapath):
     fmt = FMT
     const_layout = CONST_LAYOUT
 
-    def __init__(self, elem: str = "fp16"):
+    def __init__(self, fmt: str = "q4_0", elem: str = "fp16"):
         check_elem(elem)
         self.elem = elem
         if elem == "bf16":
-            from kvpath.hdl.quant.ggml_bf16 import Q40_CONST
             self.const_layout = Q40_CONST
 
     def block_unit(self):
         if self.elem == "bf16":
-            from kvpath.hdl.quant.ggml_bf16 import Q40Bf16BlockUnit
             return Q40Bf16BlockUnit()
         return Q40BlockUnit()
 

@@ -12,7 +12,7 @@ from kvpath.hdl.quant.q4_1_fp16 import CONST_LAYOUT, FMT, Q41BlockUnit, Q41LaneU
 class Q41Datapath(FormatDatapath):
     fmt = FMT
 
-    def __init__(self, elem: str = "fp16"):
+    def __init__(self, fmt: str = "q4_1", elem: str = "fp16"):
         self.elem = check_elem(elem)
         self.const_layout = CONST_LAYOUT_BF16 if elem == "bf16" else CONST_LAYOUT
 

@@ -20,6 +20,7 @@ from kvpath.config import check_elem, get_format
 from kvpath.hdl.quant.fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, delayed, fp16_significand,
                          leading_zeros, round_div, trailing_zeros)
 from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.quant.ggml_bf16 import Q80_CONST, Q80Bf16BlockUnit
 
 FMT = get_format("q8_0")
 
@@ -190,16 +191,14 @@ class Q80Datapath(FormatDatapath):
     fmt = FMT
     const_layout = CONST_LAYOUT
 
-    def __init__(self, elem: str = "fp16"):
+    def __init__(self, fmt: str = "q8_0", elem: str = "fp16"):
         check_elem(elem)
         self.elem = elem
         if elem == "bf16":
-            from kvpath.hdl.quant.ggml_bf16 import Q80_CONST
             self.const_layout = Q80_CONST
 
     def block_unit(self):
         if self.elem == "bf16":
-            from kvpath.hdl.quant.ggml_bf16 import Q80Bf16BlockUnit
             return Q80Bf16BlockUnit()
         return Q80BlockUnit()
 

@@ -53,10 +53,11 @@ from amaranth.hdl import Module, ResetInserter, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, connect
 
-from kvpath.config import BLOCK_ELEMS, DEFAULT, KVPathConfig
+from kvpath.config import BLOCK_ELEMS, DEFAULT, KVPathConfig, load
 
 from kvpath.hdl.ctrl.csr import CSRBlock
 from kvpath.hdl.ring.tracker import RingTracker
+from kvpath.hdl.static.cache import ScaleCache
 from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.hdl.top.counters import PathCounters
 
@@ -67,26 +68,18 @@ RING_STREAMS = (("ring_cmd", "cmd"), ("ring_wr", "wr"), ("ring_rd", "rd"))
 
 
 def build_datapaths(config: KVPathConfig):
-    """``(quantizer, dequantizer)`` of the configured format's family (static ones read a cache)."""
-    if config.format.family == "static":
-        from kvpath.hdl.static.dequant import StaticDequantizer
-        from kvpath.hdl.static.quant import StaticQuantizer
-
-        return (StaticQuantizer(config.fmt, config.quant_lanes, config.elem, config),
-                StaticDequantizer(config.fmt, config.dequant_lanes, config.elem, config))
-    from kvpath.hdl.dequant.frame import build_dequantizer
-    from kvpath.hdl.quant.frame import Quantizer
-
-    return (Quantizer(config.fmt, config.quant_lanes, config.elem),
-            build_dequantizer(config.fmt, config.dequant_lanes, config.elem))
+    """``(quantizer, dequantizer)`` of the configured format's family (``config.FAMILIES``); the
+    families with a scale cache take the configuration, which sizes it."""
+    family = config.format.family_info
+    extra = (config,) if family.scale_cache else ()
+    return (load(family.quantizer)(config.fmt, config.quant_lanes, config.elem, *extra),
+            load(family.dequantizer)(config.fmt, config.dequant_lanes, config.elem, *extra))
 
 
 def build_scale_cache(config: KVPathConfig):
     """The scale constant cache with one copy per datapath, or None for block-scaled formats."""
-    if config.format.family != "static":
+    if not config.format.needs_scale_cache:
         return None
-    from kvpath.hdl.static.cache import ScaleCache
-
     return ScaleCache(config.fmt, config.elem, config, quant_lanes=config.quant_lanes,
                       dequant_lanes=config.dequant_lanes)
 

@@ -23,6 +23,7 @@ from kvpath.config import BLOCK_ELEMS, get_format
 from kvpath.elements import ElementType, element as elem_type
 from kvpath.golden.num.elem import decode, encode, floor_log2, rne, shift_round
 from kvpath.golden.num.rounding import bit_length
+from kvpath.packing import pack_codes, unpack_codes
 
 EMAX = {"mxfp4": 2, "mxint8": 0, "mxfp8_e4m3": 8}
 SCALE_BIAS = 127
@@ -83,28 +84,13 @@ def lane(bits: np.ndarray, x, fmt: str, elem: str) -> np.ndarray:
     return ((sign << 7) | mag).astype(np.uint8)
 
 
-def pack(codes: np.ndarray, fmt: str) -> np.ndarray:
-    """(nb, 32) codes -> (nb, code_bytes) bytes; 4-bit codes as ggml: byte j = element j | element j+16 << 4."""
-    if get_format(fmt).code_bits == 8:
-        return codes.astype(np.uint8)
-    half = BLOCK_ELEMS // 2
-    return (codes[:, :half] | (codes[:, half:] << 4)).astype(np.uint8)
-
-
-def unpack(code_bytes: np.ndarray, fmt: str) -> np.ndarray:
-    if get_format(fmt).code_bits == 8:
-        return code_bytes.astype(np.int64)
-    cb = code_bytes.astype(np.int64)
-    return np.concatenate([cb & 0xF, cb >> 4], axis=-1)
-
-
 def quantize_blocks(bits: np.ndarray, fmt: str, elem: str = "fp16") -> np.ndarray:
     """(nb, 32) sanitized uint16 patterns of ``elem`` -> (nb, block_bytes) uint8: scale byte, codes."""
     bits = np.asarray(bits)
     if bits.ndim != 2 or bits.shape[1] != BLOCK_ELEMS:
         raise ValueError(f"quantize_blocks expects (nb, {BLOCK_ELEMS}) patterns, got {bits.shape}")
     scale, x = header(bits, fmt, elem)
-    return np.concatenate([scale, pack(lane(bits, x, fmt, elem), fmt)], axis=1)
+    return np.concatenate([scale, pack_codes(lane(bits, x, fmt, elem), fmt)], axis=1)
 
 
 def element_value(codes, fmt: str):
@@ -134,7 +120,7 @@ def dequantize_blocks(rows: np.ndarray, fmt: str, elem: str = "fp16"):
     name, et = _check(fmt), elem_type(elem)
     rows = np.asarray(rows, np.uint8)
     scale = rows[:, :1].astype(np.int64)
-    sign, sig, exp, nan_elem = element_value(unpack(rows[:, 1:], name), name)
+    sign, sig, exp, nan_elem = element_value(unpack_codes(rows[:, 1:], name), name)
     bad_scale = scale == SCALE_NAN
     zero = bad_scale | nan_elem
     bits, sat = encode(np.where(zero, 0, sign), np.where(zero, 0, sig), exp + scale - SCALE_BIAS, et)

@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from kvpath import scales
+from kvpath import packing, scales
 from kvpath.config import DEFAULT, KVPathConfig, check_elem, get_format
 
 from kvpath.elements import element, of_dtype
@@ -155,24 +155,16 @@ def dequantize_elements(codes, scale_bits, elem: str):
     return bits, sat, bad
 
 
-def pack_codes(codes, code_bits: int) -> np.ndarray:
-    """Signed codes ``(..., n)`` -> bytes ``(..., n * code_bits // 8)``."""
-    c = np.asarray(codes, np.int64)
-    if code_bits == 8:
-        return (c & 0xFF).astype(np.uint8)
-    if c.shape[-1] % 2:
-        raise ValueError(f"4-bit codes pack in pairs; got {c.shape[-1]} per row")
-    c = c & 0xF
-    return (c[..., 0::2] | (c[..., 1::2] << 4)).astype(np.uint8)
+def pack_codes(codes, fmt: str) -> np.ndarray:
+    """Signed codes ``(..., n)`` -> bytes ``(..., n * code_bits // 8)`` (``kvpath.packing``)."""
+    return packing.pack_codes(np.asarray(codes, np.int64), fmt)
 
 
-def unpack_codes(data: np.ndarray, code_bits: int) -> np.ndarray:
+def unpack_codes(data: np.ndarray, fmt: str) -> np.ndarray:
     """Bytes -> signed codes (int64): inverse of ``pack_codes``."""
-    b = np.asarray(data, np.uint8).astype(np.int64)
-    if code_bits == 8:
-        return np.where(b >= 128, b - 256, b)
-    nib = np.stack([b & 0xF, b >> 4], axis=-1).reshape(*b.shape[:-1], 2 * b.shape[-1])
-    return np.where(nib >= 8, nib - 16, nib)
+    raw = packing.unpack_codes(data, fmt)
+    half = 1 << (get_format(fmt).code_bits - 1)
+    return np.where(raw >= half, raw - 2 * half, raw)
 
 
 def empty_table(fmt: str, config: KVPathConfig = DEFAULT) -> np.ndarray:
@@ -204,7 +196,7 @@ def quantize_report(x: np.ndarray, fmt: str, entries: np.ndarray, layer: int, he
     _, inv = _entries_for(fmt, entries, layer, head, kv, channel0, n, config)
     bits, n_bad = E.sanitize(np.ascontiguousarray(x).view(np.uint16), element(elem))
     codes, sat = quantize_elements(bits, np.broadcast_to(inv, bits.shape), f.code_bits, elem)
-    return pack_codes(codes, f.code_bits), n_bad, int(np.count_nonzero(sat))
+    return pack_codes(codes, f.name), n_bad, int(np.count_nonzero(sat))
 
 
 def quantize(x, fmt, entries, layer, head, kv, channel0=0, config=DEFAULT) -> np.ndarray:
@@ -218,7 +210,7 @@ def dequantize_report(data: np.ndarray, fmt: str, entries: np.ndarray, layer: in
     elem = of_dtype(dtype).name
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8:
         raise ValueError("dequantize expects a numpy uint8 array of packed codes")
-    codes = unpack_codes(data, f.code_bits)
+    codes = unpack_codes(data, f.name)
     scale, _ = _entries_for(fmt, entries, layer, head, kv, channel0, codes.shape[-1], config)
     bits, sat, bad = dequantize_elements(codes, np.broadcast_to(scale, codes.shape), elem)
     return bits.view(element(elem).dtype), int(np.count_nonzero(sat)), int(np.count_nonzero(bad))

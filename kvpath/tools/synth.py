@@ -152,21 +152,11 @@ TARGETS = ("quantizer", "dequantizer", "csr", "top")
 def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
     """The component to synthesize; ``csr`` and ``top`` are built from the default configuration with
     ``fmt``, ``elem`` and ``lanes`` on both paths (the top's scale cache is sized from it)."""
-    from kvpath.config import KVPathConfig, get_format
+    from kvpath.config import KVPathConfig, get_format, load
 
-    static = get_format(fmt).family == "static"
-    if target == "quantizer":
-        if static:
-            from kvpath.hdl.static.quant import StaticQuantizer
-            return StaticQuantizer(fmt, lanes, elem)
-        from kvpath.hdl.quant.frame import Quantizer
-        return Quantizer(fmt, lanes, elem)
-    if target == "dequantizer":
-        if static:
-            from kvpath.hdl.static.dequant import StaticDequantizer
-            return StaticDequantizer(fmt, lanes, elem)
-        from kvpath.hdl.dequant.frame import build_dequantizer
-        return build_dequantizer(fmt, lanes, elem)
+    family = get_format(fmt).family_info
+    if target in ("quantizer", "dequantizer"):
+        return load(getattr(family, target))(fmt, lanes, elem)
     config = KVPathConfig(fmt=fmt, elem=elem, quant_lanes=min(lanes, max(QUANT_LANES)), dequant_lanes=lanes)
     if target == "csr":
         from kvpath.hdl.ctrl.csr import CSRBlock

@@ -15,6 +15,7 @@ from kvpath.golden.num import fp16
 from kvpath.golden.ggml.extremes import block_min_max
 from kvpath.golden.ggml.elementwise import mul_rne24, roundf_fixed, signed_code
 from kvpath.golden.ggml.recip import recip_table_q8_0
+from kvpath.packing import pack_codes
 
 
 class Const(NamedTuple):
@@ -59,7 +60,7 @@ def lane(bits: np.ndarray, c: Const) -> np.ndarray:
 
 
 def pack(codes: np.ndarray) -> np.ndarray:
-    return codes.astype(np.int8).view(np.uint8)
+    return pack_codes(codes, "q8_0")
 
 
 def dequantize_blocks(blocks: np.ndarray):
