@@ -50,7 +50,7 @@ FAMILIES: dict[str, Family] = {
         Family("ggml", "kvpath.golden.ggml", "kvpath.hdl.quant.frame:Quantizer",
                "kvpath.hdl.dequant.frame:Dequantizer", "kvpath.sim.datapath.regression"),
         Family("mx", "kvpath.golden.mx", "kvpath.hdl.quant.frame:Quantizer",
-               "kvpath.hdl.dequant.mx:MXDequantizer", "kvpath.sim.datapath.regression"),
+               "kvpath.hdl.dequant.frame:Dequantizer", "kvpath.sim.datapath.regression"),
         Family("static", "kvpath.golden.static", "kvpath.hdl.static.quant:StaticQuantizer",
                "kvpath.hdl.static.dequant:StaticDequantizer", "kvpath.sim.static.regression",
                scale_cache=True),

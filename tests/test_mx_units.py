@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from kvpath.config import MX_FORMATS, get_format
 from kvpath.golden import mx
 from kvpath.elements import element as elem_type
-from kvpath.hdl.dequant.mx import MXDequantizer
+from kvpath.hdl.dequant.frame import Dequantizer
 from kvpath.hdl.quant.mx import MXDatapath
 
 SEED = 4242
@@ -113,7 +113,7 @@ def test_dequantizer_special_blocks(fmt, elem):
         rows[::7, 1] = 0x7F
         rows[::5, 2] = 0xFF
     want, want_sat, want_bad = mx.dequantize_blocks(rows, fmt, elem)
-    dut = MXDequantizer(fmt, 32, elem)
+    dut = Dequantizer(fmt, 32, elem)
     got, counts = [], {}
 
     async def tb(ctx):

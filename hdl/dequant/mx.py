@@ -1,12 +1,11 @@
-"""The read path for the MX formats: E8M0-scaled blocks in, FP16 or BF16 elements out.
+"""MX engine of the read path (mxfp4, mxint8, mxfp8_e4m3): E8M0-scaled codes to FP16 or BF16.
 
-Same ports, stream layout and flow control as ``dequantizer.Dequantizer`` (see there): a holding
-register hands an input beat out as output beats, every datapath register loads on
-``en = ~o.valid | o.ready``, valid bits carry bubbles, the output payload is a register.
+Plugs into the dequantizer's frame (``frame.py``, contract in ``contract.py``): the frame registers
+each block's scale byte ``e`` and the beat's codes; this engine turns them into elements.
 
 The element value is ``sig * 2**(E - 127 + off)`` with a small integer ``sig`` (at most 8 bits), so
 the output needs no multiplier: its exponent is an add, and only results in the output type's
-subnormal range round (RNE), by a right shift of ``sig``. Per lane, after stage 1 picks the code:
+subnormal range round (RNE), by a right shift of ``sig``. Per lane:
 
 * decode: ``sig``, its leading-one index ``bl``, ``ex = E - 127 + off``; the output's biased
   exponent ``b + bias`` with ``b = ex + bl``, and the right shift ``max(bl, 1 - bias - ex)``
@@ -14,23 +13,18 @@ subnormal range round (RNE), by a right shift of ``sig``. Per lane, after stage 
 * shift, with the sticky bit;
 * round to nearest even, add the exponent field (a carry moves into it), saturate, encode.
 
-``kvpath.golden.mx.dequantize_blocks`` is the specification. Counters (32 bits, wrapping):
-``saturated_count`` counts outputs saturated to the type's largest finite value;
-``nonfinite_count`` counts NaN scale bytes (0xFF; the block reads as +0) and E4M3 NaN element codes
-(the element reads as +0), both when the beat leaves stage 1.
+``kvpath.golden.mx.dequantize_blocks`` is the specification. A NaN scale byte (0xFF) makes its
+block read as +0 and an E4M3 NaN code its element (``code_nan`` tells the frame, which counts both).
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format
+from kvpath.config import BLOCK_ELEMS, check_elem, get_format
+from kvpath.elements import element
 from kvpath.golden.mx import E4M3_NAN, FP4_HALF_UNITS, SCALE_BIAS, SCALE_NAN
-from kvpath.elements import element as elem_type
-
-from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.pipe import msb_index, reg
-from kvpath.packing import code_offset
 
 EXP = signed(12)  # every exponent sum below stays well inside +/-2**11
 SIG_BITS = 8  # mxint8's |q| <= 128
@@ -38,34 +32,34 @@ SIG_BITS = 8  # mxint8's |q| <= 128
 OFFSET = {"mxfp4": -1, "mxint8": -6}
 
 
-class MXDequantizer(wiring.Component):
-    """Dequantizer for an MX ``fmt`` emitting ``lanes`` values of type ``elem`` per beat."""
+class MXEngine(wiring.Component):
+    """``lanes`` elements of a beat: ``value[i]`` = code ``i`` times ``2**(e[block(i)] - 127)``."""
 
-    ENGINE_STAGES = 3  # decode, shift, round/encode (the last is the output register)
+    latency = 3  # decode, shift, round/encode (the last is the output register)
+    saturates = True
 
     def __init__(self, fmt: str, lanes: int, elem: str = "fp16"):
         self.format = get_format(fmt)
         if self.format.family != "mx":
-            raise ValueError(f"MXDequantizer handles the MX formats, not {fmt!r}")
-        if lanes not in DEQUANT_LANES:
-            raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {lanes}")
-        self.elem = check_elem(elem)
-        self.et = elem_type(elem)
+            raise ValueError(f"MXEngine handles the MX formats, not {fmt!r}")
+        self.et = element(check_elem(elem))
         self.lanes = lanes
-        self.blocks_per_beat = max(1, lanes // BLOCK_ELEMS)
-        self.beats_per_block = max(1, BLOCK_ELEMS // lanes)
-        self.latency = 2 + self.ENGINE_STAGES  # holding register, stage 1, engine
-        super().__init__({
-            "i": In(stream.Signature(unsigned(8 * self.format.block_bytes * self.blocks_per_beat))),
-            "o": Out(stream.Signature(data.ArrayLayout(unsigned(ELEM_BITS), lanes))),
-            "saturated_count": Out(32),
-            "nonfinite_count": Out(32),
-        })
+        self.blocks = max(1, lanes // BLOCK_ELEMS)
+        members = {
+            "en": In(1),
+            "e": In(data.ArrayLayout(unsigned(8), self.blocks)),
+            "codes": In(data.ArrayLayout(unsigned(self.format.code_bits), lanes)),
+            "value": Out(data.ArrayLayout(unsigned(16), lanes)),
+            "sat": Out(unsigned(lanes)),
+        }
+        if self.format.name == "mxfp8_e4m3":
+            members["code_nan"] = Out(unsigned(lanes))
+        super().__init__(members)
 
-    def _block_codes(self, block) -> list:
-        """The block's 32 stored codes, element order."""
-        f = self.format
-        return [block[code_offset(f, e):][:f.code_bits] for e in range(BLOCK_ELEMS)]
+    @staticmethod
+    def field_rule(m: Module, bits):
+        """E8M0 is read as it is; 0xFF is NaN."""
+        return bits, bits == SCALE_NAN
 
     def _decode(self, m: Module, code):
         """``(sign, sig, bl, off, nan)`` of one element code; ``bl`` = leading-one index of ``sig``."""
@@ -91,60 +85,17 @@ class MXDequantizer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        f, et = self.format, self.et
-        lanes = self.lanes
-        m.submodules.sat_counter = sat_ctr = EventCounter(lanes)
-        nan_elems = lanes if f.name == "mxfp8_e4m3" else 0
-        m.submodules.nonfinite_counter = nf_ctr = EventCounter(self.blocks_per_beat + nan_elems)
-        m.d.comb += [self.saturated_count.eq(sat_ctr.count), self.nonfinite_count.eq(nf_ctr.count)]
-
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
-
-        # Holding register: one input beat, handed out as beats_per_block output beats.
-        hold = Signal.like(self.i.payload, reset_less=True)
-        held = Signal()
-        beat = Signal(range(self.beats_per_block))
-        last = beat == self.beats_per_block - 1
-        take = held & en
-        m.d.comb += self.i.ready.eq(~held | (en & last))
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [hold.eq(self.i.payload), held.eq(1), beat.eq(0)]
-        with m.Elif(take):
-            with m.If(last):
-                m.d.sync += held.eq(0)
-            with m.Else():
-                m.d.sync += beat.eq(beat + 1)
-
-        # Stage 1: each block's scale byte, this beat's codes.
-        block_bits = 8 * f.block_bytes
-        scales, codes = [], []
-        for b in range(self.blocks_per_beat):
-            block = hold[block_bits * b:block_bits * (b + 1)]
-            scales.append(reg(m, en, block[:8], name=f"scale{b}"))
-            bc = self._block_codes(block)
-            if lanes >= BLOCK_ELEMS:
-                codes += [reg(m, en, bc[e], name=f"c{b}_{e}") for e in range(BLOCK_ELEMS)]
-            else:
-                for e in range(lanes):
-                    pick = Array(bc[k * lanes + e] for k in range(self.beats_per_block))[beat]
-                    codes.append(reg(m, en, pick, name=f"c{e}"))
-        first = Signal()  # stage 1 holds the first beat of a block: its scale counts once
-        valid = Signal()
-        with m.If(en):
-            m.d.sync += [valid.eq(held), first.eq(take & (beat == 0))]
-        scale_nan = [s == SCALE_NAN for s in scales]
-
-        # Engine.
+        en, et = self.en, self.et
         width = et.frac_bits + 1 + SIG_BITS  # sig << (frac + 1)
         exp_cap = (1 << (15 - et.frac_bits)) - 1  # an exponent field this large always saturates
-        values, sats, elem_nan = [], [], []
-        for i in range(lanes):
+        scale_nan = [self.e[b] == SCALE_NAN for b in range(self.blocks)]
+        elem_nan = []
+        for i in range(self.lanes):
             blk = i // BLOCK_ELEMS
-            sign, sig, bl, off, nan = self._decode(m, codes[i])
+            sign, sig, bl, off, nan = self._decode(m, self.codes[i])
             elem_nan.append(nan)
             ex = Signal(EXP, name=f"ex{i}")
-            m.d.comb += ex.eq(scales[blk] - SCALE_BIAS + off)
+            m.d.comb += ex.eq(self.e[blk] - SCALE_BIAS + off)
             field = Signal(EXP, name=f"field{i}")  # the output's exponent field before saturation
             m.d.comb += field.eq(ex + bl + et.bias - 1)
             amount = Signal(EXP, name=f"amount{i}")
@@ -174,25 +125,8 @@ class MXDequantizer(wiring.Component):
             m.d.comb += enc.eq((s_field << et.frac_bits) + n)
             sat = enc > et.max_finite
             mag = Mux(s_zero, 0, Mux(sat, et.max_finite, enc[:15]))
-            values.append(reg(m, en, Cat(mag, s_sign), name=f"value{i}"))
-            sats.append(reg(m, en, sat & ~s_zero, name=f"sat{i}"))
-
-        # Valid chain through the engine; its last register is the output payload.
-        chain = [valid]
-        for k in range(self.ENGINE_STAGES):
-            nxt = Signal(name=f"valid_{k + 2}")
-            with m.If(en):
-                m.d.sync += nxt.eq(chain[-1])
-            chain.append(nxt)
-        m.d.comb += self.o.valid.eq(chain[-1])
-        for i in range(lanes):
-            m.d.comb += self.o.payload[i].eq(values[i])
-
-        # Saturations count when their beat enters the output register; non-finite bytes when
-        # their beat leaves stage 1 (a stalled beat is counted once, when it moves).
-        entered = Signal()
-        m.d.sync += entered.eq(en & chain[-2])
-        m.d.comb += [sat_ctr.events.eq(Cat(*sats)), sat_ctr.fire.eq(entered)]
-        nf_events = [s & first for s in scale_nan] + (elem_nan if nan_elems else [])
-        m.d.comb += [nf_ctr.events.eq(Cat(*nf_events)), nf_ctr.fire.eq(valid & en)]
+            m.d.comb += [self.value[i].eq(reg(m, en, Cat(mag, s_sign), name=f"value{i}")),
+                         self.sat[i].eq(reg(m, en, sat & ~s_zero, name=f"sat{i}"))]
+        if hasattr(self, "code_nan"):
+            m.d.comb += self.code_nan.eq(Cat(*elem_nan))
         return m
