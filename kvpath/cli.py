@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_LANES, KVPathConfig, get_format
+from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_LANES, KVPathConfig, get_format, load
 
 DEFAULT = KVPathConfig()
 TARGETS = ("quantizer", "dequantizer")
@@ -41,36 +41,19 @@ def _positive(text: str) -> int:
 def cmd_generate(args) -> int:
     """The write and read datapaths, the register block, the integrated top level and the register
     map (SystemRDL, C header, JSON for the driver, markdown); one line per file written."""
-    from kvpath.hdl.ctrl.csr import CSRBlock
-    from kvpath.hdl.top.top import KVPathTop, build_datapaths
-    from kvpath.regmap import write_all
-    from kvpath.sim.regression import DUT_MODULE
-    from kvpath.sim.runner import write_verilog
+    from kvpath.hdl.generate import generate
 
     config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes,
                           max_layers=args.max_layers, max_kv_heads=args.max_kv_heads,
                           max_head_dim=args.max_head_dim, kv_max_tokens=args.kv_max_tokens)
-    out = Path(args.output)
-    quantizer, dequantizer = build_datapaths(config)
-    described = f"format {config.fmt}, {config.elem} elements"
-    written = [
-        (quantizer, DUT_MODULE["quantizer"], f"quantizer, {described}, {config.quant_lanes} lanes"),
-        (dequantizer, DUT_MODULE["dequantizer"], f"dequantizer, {described}, {config.dequant_lanes} lanes"),
-        (CSRBlock(config), "kvpath_csr", "AXI4-Lite register block"),
-        (KVPathTop(config), "kvpath_top", f"KV path top level, {described}, "
-                                          f"{config.quant_lanes}/{config.dequant_lanes} lanes"),
-    ]
-    for component, module, what in written:
-        path = write_verilog(component, module, out / f"{module}.v")
+    for path, what in generate(config, Path(args.output)):
         print(f"wrote {path} ({what}, {path.stat().st_size} bytes)")
-    for path in write_all(out, config):
-        print(f"wrote {path} (register map, {path.stat().st_size} bytes)")
     return 0
 
 
 def cmd_sim(args) -> int:
     if args.target == "ring":
-        from kvpath.sim.ring_sim import run_ring_sim
+        from kvpath.sim.ring.regression import run_ring_sim
 
         result = run_ring_sim(args.simulator, args.ops, args.seed, Path(args.build_dir) / f"ring_{args.simulator}")
         for key, value in result.items():
@@ -79,10 +62,7 @@ def cmd_sim(args) -> int:
         print(f"target=ring simulator={args.simulator} ops={result['ops']} mismatches={result['mismatches']}")
         return 1 if result["mismatches"] else 0
 
-    if get_format(args.fmt).family == "static":
-        from kvpath.sim import static_regression as regression
-    else:
-        from kvpath.sim import regression
+    regression = load(get_format(args.fmt).family_info.regression)
 
     if args.ops is not None:
         raise UsageError("--ops applies to --target ring only")

@@ -4,7 +4,7 @@ import pytest
 
 LONG = os.environ.get("KVPATH_LONG") == "1"
 
-# Test builds trade Verilator simulation speed for build time (see sim/runner.py); the benchmarks
+# Test builds trade Verilator simulation speed for build time (see sim/lib/runner.py); the benchmarks
 # and `make demo` keep Verilator's optimised default. Set it to -Os to test the shipped settings.
 os.environ.setdefault("KVPATH_VERILATOR_CXX_OPT", "-O0")
 

@@ -61,7 +61,7 @@ class FormalConfig:
         return f"{self.mode}_cap{self.max_tokens}_pos{self.pos_bits}_d{self.depth}"
 
 
-# The default run stays near a minute on two shared cores; tests/test_ring_formal.py adds deeper BMC
+# The default run stays near a minute on two shared cores; tests/ring/test_formal.py adds deeper BMC
 # runs under KVPATH_LONG=1. The induction run covers every runtime C <= 5 (a non-power-of-two
 # maximum, so out-of-range C is representable and must be refused) at every depth.
 DEFAULT_CONFIGS = (

@@ -1,7 +1,7 @@
 """SystemRDL 2.0 text of the register map, validated by compiling it with systemrdl-compiler.
 
 The auto-increment of SCALE_INDEX and the WSTRB rule of SCALE_DATA have no SystemRDL property; they
-are stated in the descriptions (and implemented in hdl/ctrl/csr.py, tested in tests/test_csr_axil.py).
+are stated in the descriptions (and implemented in hdl/ctrl/csr.py, tested in tests/ctrl/test_csr.py).
 """
 
 from __future__ import annotations

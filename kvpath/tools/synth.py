@@ -140,7 +140,7 @@ def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
 
 
 def synthesize(component, top: str, workdir: Path) -> SynthReport:
-    from kvpath.sim.runner import write_verilog
+    from kvpath.hdl.generate import write_verilog
 
     verilog = write_verilog(component, top, Path(workdir) / f"{top}.v")
     return synthesize_verilog(verilog, top, workdir)

@@ -3,7 +3,7 @@
 The RTL implements the exact chains in q8_0/q4_0/q4_1 ``lane()``. Evaluated literally in NumPy
 they cost ~20 array passes per element, slower than gguf, so ``quantize`` uses integer
 shortcuts whose equality with ``lane()`` is shown in docs/numerics.md ("Software evaluation")
-and tested in tests/test_golden_fast.py:
+and tested in tests/golden/test_ggml_fast.py:
 
 * q8_0, fused rounding: fl32's RNE at bit ``s`` followed by roundf at bit ``t >= s + 2`` equals
   one shift, ``(P + 2**(s-1) + 2**(t-1)) >> t``. Exact for every element.

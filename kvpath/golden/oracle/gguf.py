@@ -23,23 +23,23 @@ def gguf_quantize(x: np.ndarray, fmt: str) -> np.ndarray:
     return gguf.quantize(bits.view(np.float16).astype(np.float32), _gguf_type(fmt))
 
 
-def gguf_dequantize(blocks: np.ndarray, fmt: str) -> np.ndarray:
+def gguf_dequantize(blocks: np.ndarray, fmt: str) -> tuple[np.ndarray, int, int]:
     """gguf.dequantize(...).astype(float16) with header fields sanitized and Inf saturated.
 
     Saturating gguf's Inf results to +/-65504 is kvpath's defined behaviour; returns
-    ``(values, n_inf)`` so callers can check the saturation count too.
+    ``(values, n_inf, n_nonfinite_fields)`` so callers can check both counters too.
     """
     import gguf
 
     f = get_format(fmt)
     blocks = np.array(blocks, dtype=np.uint8).reshape(-1, f.block_bytes)
-    hdr, _ = sanitize(blocks[:, : f.header_bytes].copy().view(np.uint16))
+    hdr, n_nonfinite = sanitize(blocks[:, : f.header_bytes].copy().view(np.uint16))
     blocks[:, : f.header_bytes] = hdr.view(np.uint8)
     with np.errstate(over="ignore"):
         vals = gguf.dequantize(blocks, _gguf_type(fmt)).astype(np.float16)
     inf = np.isinf(vals)
     vals = np.where(inf, np.copysign(np.float16(65504), vals), vals).astype(np.float16)
-    return vals, int(np.count_nonzero(inf))
+    return vals, int(np.count_nonzero(inf)), n_nonfinite
 
 
 def describe_mismatch(x: np.ndarray, ours: np.ndarray, ref: np.ndarray, fmt: str, context: str = "") -> str:

@@ -1,0 +1,55 @@
+"""What ``kvpath generate`` writes: each block's Verilog under its fixed module name, and the register map.
+
+The module names are part of the contract with a user's design (and with the testbenches, which
+build the same blocks under the same names), so they are declared here once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from kvpath.config import KVPathConfig
+
+MODULES = {
+    "quantizer": "kvpath_quantizer",
+    "dequantizer": "kvpath_dequantizer",
+    "csr": "kvpath_csr",
+    "top": "kvpath_top",
+}
+
+
+def write_verilog(component, name: str, path: Path) -> Path:
+    """Convert an Amaranth component to one Verilog file whose top module is ``name``.
+
+    Source locations are left out so that the text depends on the design only, not on where the
+    Python that describes it lives (tests/top/test_generated_verilog.py relies on that).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(verilog.convert(component, name=name, emit_src=False))
+    return path
+
+
+def generate(config: KVPathConfig, out: Path) -> list[tuple[Path, str]]:
+    """Write every block of ``config`` and the register map into ``out``; returns (path, what) pairs."""
+    from kvpath.hdl.ctrl.csr import CSRBlock
+    from kvpath.hdl.top.top import KVPathTop, build_datapaths
+    from kvpath.regmap import write_all
+
+    out = Path(out)
+    quantizer, dequantizer = build_datapaths(config)
+    described = f"format {config.fmt}, {config.elem} elements"
+    blocks = [
+        (quantizer, "quantizer", f"quantizer, {described}, {config.quant_lanes} lanes"),
+        (dequantizer, "dequantizer", f"dequantizer, {described}, {config.dequant_lanes} lanes"),
+        (CSRBlock(config), "csr", "AXI4-Lite register block"),
+        (KVPathTop(config), "top", f"KV path top level, {described}, "
+                                   f"{config.quant_lanes}/{config.dequant_lanes} lanes"),
+    ]
+    written = []
+    for component, block, what in blocks:
+        written.append((write_verilog(component, MODULES[block], out / f"{MODULES[block]}.v"), what))
+    written += [(path, "register map") for path in write_all(out, config)]
+    return written

@@ -1,0 +1,50 @@
+"""The Verilog ``kvpath generate`` writes, hashed: a refactor of the Python must not change it.
+
+``tests/data/generated_verilog.json`` holds the SHA-256 of every Verilog file ``kvpath generate``
+writes for every format x element type at the default lane counts (quantizer, dequantizer, CSR
+block, top level). A change that is meant to alter the hardware rewrites the file in its own
+commit, with its reason and its regression run:
+
+    .venv/bin/python tests/top/test_generated_verilog.py
+"""
+
+import hashlib
+import json
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from kvpath.cli import main
+from kvpath.config import ELEM_TYPES, FORMATS
+
+HASHES = Path(__file__).parent / "data" / "generated_verilog.json"
+CASES = [(fmt, elem) for fmt in FORMATS for elem in ELEM_TYPES]
+
+
+def generated_hashes(fmt: str, elem: str) -> dict[str, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        if main(["generate", "-o", str(out), "--format", fmt, "--input", elem]) != 0:
+            raise RuntimeError(f"kvpath generate failed for {fmt}/{elem}")
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.v"))}
+
+
+@pytest.mark.parametrize("fmt,elem", CASES, ids=[f"{f}-{e}" for f, e in CASES])
+def test_generated_verilog_unchanged(fmt, elem):
+    got = generated_hashes(fmt, elem)
+    key = f"{fmt}/{elem}"
+    want = json.loads(HASHES.read_text())[key]
+    assert set(got) == set(want), f"{key}: generate wrote {sorted(got)}, expected {sorted(want)}"
+    changed = [name for name in want if got[name] != want[name]]
+    assert not changed, f"{key}: generated Verilog changed: {', '.join(changed)}"
+
+
+if __name__ == "__main__":
+    with ProcessPoolExecutor(2) as pool:
+        hashes = dict(zip((f"{f}/{e}" for f, e in CASES), pool.map(generated_hashes, *zip(*CASES))))
+    HASHES.parent.mkdir(exist_ok=True)
+    HASHES.write_text(json.dumps(hashes, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {HASHES} ({len(hashes)} configurations)", file=sys.stderr)
