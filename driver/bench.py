@@ -1,7 +1,7 @@
 """Driver KV-manager throughput: tokens appended per second (each token appends to every KV-owning
 layer's ring) on a model preset.
 
-    python -m kvpath.driver.bench --model gemma-3n-e4b --tokens 50000
+    kvpath bench driver --model gemma-3n-e4b --tokens 50000
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def bench_appends(model: str = "gemma-3n-e4b", tokens: int = 50000, kv_max_token
             "ring_appends_per_s": tokens * layers / dt, "kv_layers": layers}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma-3n-e4b")
     ap.add_argument("--tokens", type=int, default=50000)
     ap.add_argument("--kv-max-tokens", type=int, default=32768)

@@ -8,7 +8,7 @@ group with no non-zero sample gets scale 1. ``kvpath.golden.static.make_entry`` 
 its 32-bit entry (scale and RNE reciprocal); ``ScaleTable.writes()`` lists the ``(index, value)``
 pairs to load through the register block.
 
-``python -m kvpath.driver.calibrate`` measures SQNR of the static formats against ggml's per-block
+``kvpath calibrate`` measures SQNR of the static formats against ggml's per-block
 formats on seeded heavy-tailed K/V with outlier key channels (docs/static_formats.md).
 """
 
@@ -207,8 +207,8 @@ COLUMNS = (("k_in", "key SQNR, in-sample"), ("k_held", "key SQNR, held-out"),
            ("v_held", "value SQNR, held-out"), ("v_chan", "value median channel SQNR, held-out"))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kvpath.driver.calibrate", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--tokens", type=int, default=4096, help="sample tokens; half calibrate, half measure")

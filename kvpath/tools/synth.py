@@ -6,7 +6,7 @@ path. Carry chains (CARRY8) and wide-function muxes (MUXF7/8/9) are dedicated si
 less delay than a LUT, so they count as zero LUT levels; block RAM and SRLs are register boundaries;
 DSP48E2 are not (yosys leaves their pipeline registers in the fabric). These are estimates: Vivado's placement and retiming decide real timing.
 
-Run ``python -m kvpath.tools.synth --help``.
+Run ``kvpath synth --help``.
 """
 
 from __future__ import annotations
@@ -167,8 +167,8 @@ def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
     raise ValueError(f"unknown target {target!r}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvpath.tools.synth", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=TARGETS, default="quantizer")
     parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="q8_0")
     parser.add_argument("--input", dest="elem", choices=ELEM_TYPES, default="fp16")
