@@ -50,7 +50,7 @@ def every_scale_blocks(fmt: str) -> np.ndarray:
 def test_every_scale_every_code(fmt, build_root):
     blocks = every_scale_blocks(fmt)
     values, exp_sat, exp_nonfinite = gguf_dequantize(blocks, fmt)
-    exp = values.view(np.uint16).astype(np.int64)
+    exp = values.reshape(-1).view(np.uint16).astype(np.int64)
     runs = regression.rtl_dequantize(blocks, fmt, 32, simulator="verilator",
                                      build_dir=build_root / f"deq_every_{fmt}",
                                      throttles=((harness.NO_PAUSE, harness.NO_PAUSE),))

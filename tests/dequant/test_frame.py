@@ -21,7 +21,7 @@ SEED = 20261126
 def expected(blocks: np.ndarray, fmt: str) -> tuple[np.ndarray, int, int]:
     """FP16 bit patterns (element order), saturated count, non-finite field count, from gguf."""
     values, n_sat, n_nonfinite = gguf_dequantize(blocks, fmt)
-    return values.view(np.uint16).astype(np.int64), n_sat, n_nonfinite
+    return values.reshape(-1).view(np.uint16).astype(np.int64), n_sat, n_nonfinite
 
 
 def stimulus(fmt: str, n_blocks: int, rng) -> np.ndarray:
