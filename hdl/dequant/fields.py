@@ -9,7 +9,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data
 
 from kvpath.golden.ggml.dequant_steps import BF16_POS
-from kvpath.hdl.lib.pipe import msb_index
+from kvpath.hdl.lib.bits import msb_index
 
 MAX_FINITE = 0x7BFF
 

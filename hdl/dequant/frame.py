@@ -113,16 +113,16 @@ class Dequantizer(wiring.Component):
             block = hold[block_bits * b:block_bits * (b + 1)]
             for k, name in enumerate(f.scale_fields):
                 clean, nonfinite = eng.field_rule(m, block[field_bits * k:field_bits * (k + 1)])
-                m.d.comb += getattr(eng, name)[b].eq(reg(m, en, clean, name=f"{name}{b}_s1"))
-                flags.append(reg(m, en, nonfinite, name=f"{name}{b}_nf"))
+                m.d.comb += getattr(eng, name)[b].eq(reg(m, en, clean, name=f"{name}{b}_s1", reset=False))
+                flags.append(reg(m, en, nonfinite, name=f"{name}{b}_nf", reset=False))
             codes = self._block_codes(block)
             if self.lanes >= BLOCK_ELEMS:
                 for e in range(BLOCK_ELEMS):
-                    m.d.comb += eng.codes[BLOCK_ELEMS * b + e].eq(reg(m, en, codes[e], name=f"c{b}_{e}"))
+                    m.d.comb += eng.codes[BLOCK_ELEMS * b + e].eq(reg(m, en, codes[e], name=f"c{b}_{e}", reset=False))
             else:
                 for e in range(self.lanes):
                     pick = Array(codes[k * self.lanes + e] for k in range(self.beats_per_block))[beat]
-                    m.d.comb += eng.codes[e].eq(reg(m, en, pick, name=f"c{e}"))
+                    m.d.comb += eng.codes[e].eq(reg(m, en, pick, name=f"c{e}", reset=False))
         first = Signal()  # stage 1 holds the first beat of a block: count its fields once
         valid = Signal()
         with m.If(en):
@@ -137,10 +137,7 @@ class Dequantizer(wiring.Component):
         m.d.comb += eng.en.eq(en)
         chain = [valid]
         for k in range(eng.latency):
-            nxt = Signal(name=f"valid_{k + 2}")
-            with m.If(en):
-                m.d.sync += nxt.eq(chain[-1])
-            chain.append(nxt)
+            chain.append(reg(m, en, chain[-1], f"valid_{k + 2}", reset=True))
         m.d.comb += [
             self.o.valid.eq(chain[-1]),
             self.o.payload.eq(eng.value),

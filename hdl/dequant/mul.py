@@ -25,7 +25,8 @@ from amaranth.lib.wiring import In, Out
 from kvpath.config import BLOCK_ELEMS, check_elem
 
 from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize, sanitize
-from kvpath.hdl.lib.pipe import msb_index, prefix_or, reg, select
+from kvpath.hdl.lib.bits import msb_index, prefix_or, select
+from kvpath.hdl.lib.pipe import reg
 
 
 class MulEngine(wiring.Component):
@@ -82,37 +83,37 @@ class MulEngine(wiring.Component):
             if bf16:
                 # An extra stage finds the leading one of d's fraction; the shift that normalizes
                 # d then shares stage 1 with 3 * sig, and ``g`` carries the BF16 exponent base.
-                d0 = reg(m, en, self.d[b], name=f"d{b}_n")
-                lead = reg(m, en, fraction_lead(m, self.d[b], name=f"norm{b}"), name=f"lead{b}_n")
+                d0 = reg(m, en, self.d[b], name=f"d{b}_n", reset=False)
+                lead = reg(m, en, fraction_lead(m, self.d[b], name=f"norm{b}"), name=f"lead{b}_n", reset=False)
                 d_sig, d_g = normalize(m, d0, lead, name=f"norm{b}")
                 d_s = d0[15]
-            sig = reg(m, en, d_sig, name=f"sig{b}")
-            sig3 = reg(m, en, d_sig + (d_sig << 1), name=f"sig3_{b}")
-            blk.append(dict(s=reg(m, en, d_s, name=f"s{b}"), sig=sig, sig3=sig3,
-                            g=reg(m, en, d_g, name=f"g{b}")))
+            sig = reg(m, en, d_sig, name=f"sig{b}", reset=False)
+            sig3 = reg(m, en, d_sig + (d_sig << 1), name=f"sig3_{b}", reset=False)
+            blk.append(dict(s=reg(m, en, d_s, name=f"s{b}", reset=False), sig=sig, sig3=sig3,
+                            g=reg(m, en, d_g, name=f"g{b}", reset=False)))
 
         for i in range(self.lanes):
             b = blk[i // BLOCK_ELEMS]
-            code = reg(m, en, self.codes[i], name=f"code{i}") if bf16 else self.codes[i]
+            code = reg(m, en, self.codes[i], name=f"code{i}", reset=False) if bf16 else self.codes[i]
             mag, neg = self._magnitude(m, code)
-            mag = reg(m, en, mag, name=f"mag{i}")
-            sign1 = reg(m, en, neg, name=f"neg{i}")
+            mag = reg(m, en, mag, name=f"mag{i}", reset=False)
+            sign1 = reg(m, en, neg, name=f"neg{i}", reset=False)
 
             # Stage 2: radix-4 partial products and the first adds.
             def pp(k):
                 digit = mag[2 * k:2 * k + 2]
                 return Mux(digit[1], Mux(digit[0], b["sig3"], b["sig"] << 1),
                            Mux(digit[0], b["sig"], 0))
-            sign = reg(m, en, b["s"] ^ sign1, name=f"sign{i}")
-            zero = reg(m, en, (mag == 0) | (b["sig"] == 0), name=f"zero{i}")
-            g = reg(m, en, b["g"], name=f"g{i}")
+            sign = reg(m, en, b["s"] ^ sign1, name=f"sign{i}", reset=False)
+            zero = reg(m, en, (mag == 0) | (b["sig"] == 0), name=f"zero{i}", reset=False)
+            g = reg(m, en, b["g"], name=f"g{i}", reset=False)
             if q8:
-                lo = reg(m, en, pp(0) + (pp(1) << 2), name=f"plo{i}")
-                hi = reg(m, en, pp(2) + (pp(3) << 2), name=f"phi{i}")
+                lo = reg(m, en, pp(0) + (pp(1) << 2), name=f"plo{i}", reset=False)
+                hi = reg(m, en, pp(2) + (pp(3) << 2), name=f"phi{i}", reset=False)
                 # Stage 3: the product.
                 prod = Signal(18, name=f"prod{i}")
                 m.d.comb += prod.eq(lo + (hi << 4))
-                sign, zero, g = (reg(m, en, v, name=f"{n}{i}_3") for n, v in
+                sign, zero, g = (reg(m, en, v, name=f"{n}{i}_3", reset=False) for n, v in
                                  (("sign", sign), ("zero", zero), ("g", g)))
                 hi_bits = 8
             else:
@@ -120,8 +121,8 @@ class MulEngine(wiring.Component):
                 m.d.comb += prod.eq(pp(0) + (pp(1) << 2))
                 hi_bits = 4  # 2047 * 8 < 2**14
             # With the product, the normalizing shift: the leading one's height above bit 10.
-            p = reg(m, en, prod, name=f"p{i}")
-            sh = reg(m, en, msb_index(m, prod[10:10 + hi_bits], name=f"lead{i}")[0], name=f"sh{i}")
+            p = reg(m, en, prod, name=f"p{i}", reset=False)
+            sh = reg(m, en, msb_index(m, prod[10:10 + hi_bits], name=f"lead{i}")[0], name=f"sh{i}", reset=False)
 
             # Next stage: keep 11 bits from the leading one (or from bit 0 below 1024); BF16
             # keeps 8, and its d is normalized, so the leading one is always at 10 + sh.
@@ -133,11 +134,11 @@ class MulEngine(wiring.Component):
                 shifted = (p >> sh)[0:11]
                 rbit = select(sh, [Const(0, 1)] + [p[k] for k in range(hi_bits - 1)])
                 sticky = select(sh, [Const(0, 1)] + prefix_or(p[0:hi_bits - 2]))
-            sig_n = reg(m, en, shifted, name=f"sig{i}")
-            rb = reg(m, en, rbit, name=f"r{i}")
-            st = reg(m, en, sticky, name=f"st{i}")
-            pos = reg(m, en, g + sh, name=f"pos{i}")
-            sign, zero = (reg(m, en, v, name=f"{n}{i}_4") for n, v in (("sign", sign), ("zero", zero)))
+            sig_n = reg(m, en, shifted, name=f"sig{i}", reset=False)
+            rb = reg(m, en, rbit, name=f"r{i}", reset=False)
+            st = reg(m, en, sticky, name=f"st{i}", reset=False)
+            pos = reg(m, en, g + sh, name=f"pos{i}", reset=False)
+            sign, zero = (reg(m, en, v, name=f"{n}{i}_4", reset=False) for n, v in (("sign", sign), ("zero", zero)))
 
             # Last stage: round to nearest even, encode, saturate (BF16 cannot overflow).
             inc = rb & (st | sig_n[0])

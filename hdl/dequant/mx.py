@@ -24,7 +24,8 @@ from amaranth.lib.wiring import In, Out
 from kvpath.config import BLOCK_ELEMS, check_elem, get_format
 from kvpath.elements import element
 from kvpath.golden.mx import E4M3_NAN, FP4_HALF_UNITS, SCALE_BIAS, SCALE_NAN
-from kvpath.hdl.lib.pipe import msb_index, reg
+from kvpath.hdl.lib.bits import msb_index
+from kvpath.hdl.lib.pipe import reg
 
 EXP = signed(12)  # every exponent sum below stays well inside +/-2**11
 SIG_BITS = 8  # mxint8's |q| <= 128
@@ -102,22 +103,22 @@ class MXEngine(wiring.Component):
             m.d.comb += amount.eq(Mux(bl > 1 - et.bias - ex, bl, 1 - et.bias - ex))
             cleared = scale_nan[blk] | nan  # reads as +0
             # Decode stage.
-            d_sig = reg(m, en, sig, name=f"d_sig{i}")
-            d_amount = reg(m, en, Mux(amount > width, width, amount)[:width.bit_length()], name=f"d_amt{i}")
+            d_sig = reg(m, en, sig, name=f"d_sig{i}", reset=False)
+            d_amount = reg(m, en, Mux(amount > width, width, amount)[:width.bit_length()], name=f"d_amt{i}", reset=False)
             d_field = reg(m, en, Mux(field < 0, 0, Mux(field > exp_cap, exp_cap, field))[:15 - et.frac_bits],
-                          name=f"d_field{i}")
-            d_sign = reg(m, en, sign & ~cleared, name=f"d_sign{i}")
-            d_zero = reg(m, en, cleared | (sig == 0), name=f"d_zero{i}")  # a zero sig keeps its sign
+                          name=f"d_field{i}", reset=False)
+            d_sign = reg(m, en, sign & ~cleared, name=f"d_sign{i}", reset=False)
+            d_zero = reg(m, en, cleared | (sig == 0), name=f"d_zero{i}", reset=False)  # a zero sig keeps its sign
             # Shift stage.
             operand = Cat(Const(0, et.frac_bits + 1), d_sig)
             kept = Signal(width, name=f"kept{i}")
             m.d.comb += kept.eq(operand >> d_amount)
             dropped = operand & ~(Const((1 << width) - 1, width) << d_amount)[:width]
-            s_kept = reg(m, en, kept, name=f"s_kept{i}")
-            s_sticky = reg(m, en, dropped.any(), name=f"s_sticky{i}")
-            s_field = reg(m, en, d_field, name=f"s_field{i}")
-            s_sign = reg(m, en, d_sign, name=f"s_sign{i}")
-            s_zero = reg(m, en, d_zero, name=f"s_zero{i}")
+            s_kept = reg(m, en, kept, name=f"s_kept{i}", reset=False)
+            s_sticky = reg(m, en, dropped.any(), name=f"s_sticky{i}", reset=False)
+            s_field = reg(m, en, d_field, name=f"s_field{i}", reset=False)
+            s_sign = reg(m, en, d_sign, name=f"s_sign{i}", reset=False)
+            s_zero = reg(m, en, d_zero, name=f"s_zero{i}", reset=False)
             # Round and encode: the significand's hidden bit adds the last one to the field.
             half, rbit = s_kept[1:], s_kept[0]
             n = half + (rbit & (s_sticky | half[0]))
@@ -125,8 +126,8 @@ class MXEngine(wiring.Component):
             m.d.comb += enc.eq((s_field << et.frac_bits) + n)
             sat = enc > et.max_finite
             mag = Mux(s_zero, 0, Mux(sat, et.max_finite, enc[:15]))
-            m.d.comb += [self.value[i].eq(reg(m, en, Cat(mag, s_sign), name=f"value{i}")),
-                         self.sat[i].eq(reg(m, en, sat & ~s_zero, name=f"sat{i}"))]
+            m.d.comb += [self.value[i].eq(reg(m, en, Cat(mag, s_sign), name=f"value{i}", reset=False)),
+                         self.sat[i].eq(reg(m, en, sat & ~s_zero, name=f"sat{i}", reset=False))]
         if hasattr(self, "code_nan"):
             m.d.comb += self.code_nan.eq(Cat(*elem_nan))
         return m

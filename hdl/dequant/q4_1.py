@@ -33,7 +33,8 @@ from kvpath.config import BLOCK_ELEMS, check_elem
 
 from kvpath.golden.ggml import dequant_steps as model
 from kvpath.hdl.dequant.fields import MAX_FINITE, decode, fraction_lead, normalize, sanitize
-from kvpath.hdl.lib.pipe import delay, msb_index, reg
+from kvpath.hdl.lib.bits import msb_index
+from kvpath.hdl.lib.pipe import delay, reg
 
 BLOCK_STAGES = 5
 LANE_STAGES = 7
@@ -70,7 +71,7 @@ class Q41Engine(wiring.Component):
 
     def _block(self, m: Module, en, d_bits, m_bits, b: int) -> list[dict]:
         """Block constants; returns them as seen at each lane stage (index 0 = lane stage 1 input)."""
-        r = lambda v, n: reg(m, en, v, name=f"b{b}_{n}")  # noqa: E731
+        r = lambda v, n: reg(m, en, v, name=f"b{b}_{n}", reset=False)  # noqa: E731
         bf16 = self.elem == "bf16"
 
         # B1: fields and exponent difference.
@@ -152,7 +153,7 @@ class Q41Engine(wiring.Component):
             for n in ("sd", "sticky_y", "base", "floor", "dzero", "bypass"):
                 if bf16 and n == "floor":
                     continue
-                nxt[n] = reg(m, en, prev[n], name=f"b{b}_{n}_l{k}")
+                nxt[n] = reg(m, en, prev[n], name=f"b{b}_{n}_l{k}", reset=False)
             stages.append(nxt)
         return stages
 
@@ -160,7 +161,7 @@ class Q41Engine(wiring.Component):
 
     def _element(self, m: Module, en, cs: list[dict], q, name: str):
         """One element pipeline for code ``q``; returns registered ``(value, sat)``."""
-        r = lambda v, n: reg(m, en, v, name=f"{name}_{n}")  # noqa: E731
+        r = lambda v, n: reg(m, en, v, name=f"{name}_{n}", reset=False)  # noqa: E731
         bf16 = self.elem == "bf16"
         c = cs[0]
         q = Cat(q)  # a Const or a 4-bit signal
@@ -235,7 +236,7 @@ class Q41Engine(wiring.Component):
         m = Module()
         en = self.en
         consts = [self._block(m, en, self.d[b], self.m[b], b) for b in range(self.blocks)]
-        codes = [delay(m, en, self.codes[i], BLOCK_STAGES, name=f"code{i}") for i in range(self.lanes)]
+        codes = [delay(m, en, self.codes[i], BLOCK_STAGES, name=f"code{i}", reset=False) for i in range(self.lanes)]
         if not self.table:
             for i in range(self.lanes):
                 value, sat = self._element(m, en, consts[i // BLOCK_ELEMS], codes[i], f"e{i}")
@@ -244,13 +245,13 @@ class Q41Engine(wiring.Component):
         tables = []
         for b in range(self.blocks):
             # Code 0 gives d*0 + m: the bypass value, no arithmetic.
-            zero = (delay(m, en, consts[b][LANE_STAGES - 1]["bypass"], 1, name=f"b{b}_k0"), Const(0, 1))
+            zero = (delay(m, en, consts[b][LANE_STAGES - 1]["bypass"], 1, name=f"b{b}_k0", reset=False), Const(0, 1))
             entries = [zero] + [self._element(m, en, consts[b], Const(k, 4), f"b{b}_k{k}")
                                 for k in range(1, 16)]
             tables.append(entries)
         for i in range(self.lanes):
             entries = tables[i // BLOCK_ELEMS]
-            code = delay(m, en, codes[i], LANE_STAGES, name=f"code{i}_l")
+            code = delay(m, en, codes[i], LANE_STAGES, name=f"code{i}_l", reset=False)
             value = _pick([e[0] for e in entries], code)
             sat = _pick([e[1] for e in entries], code)
             with m.If(en):

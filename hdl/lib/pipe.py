@@ -1,63 +1,57 @@
-"""Small building blocks of the dequantizer's enable-gated pipelines.
+"""Pipeline registers: the one helper every enable-gated datapath in hdl/ builds its stages with.
 
-Every datapath register in the dequantizer loads only when the pipeline enable is high, so a stalled
-output freezes the whole pipeline in place and no unit needs handshakes. Datapath registers have no
-reset: their contents are don't-care until a valid bit (which does reset) says otherwise.
+A datapath register loads only on cycles its stage enable is high, so a stalled output freezes the
+whole pipeline in place and no unit needs handshakes. ``en=None`` means every cycle: for modules
+whose enable comes from an ``EnableInserter`` around them.
+
+**Reset policy** -- every register states it (``reset=``, or the ``Pipe`` that makes it):
+
+* ``reset=False``: no reset. For datapath contents, which mean nothing until a valid bit (which
+  does reset) says otherwise. The cheapest register; synthesis may pack a chain of them into a
+  shift-register LUT (SRL).
+* ``reset=True``: synchronous reset to the init value. For valid bits and state; and for datapath
+  registers where a chain of three or more would otherwise become SRL LUTs, because LUTs, not
+  flip-flops, are the scarce resource on the XCK26 (the quantizers' datapaths use it throughout).
+
+A register takes the value's shape as a plain value unless ``shape`` is given (pass a ``lib.data``
+layout there to keep field access on the register), and the name it is given: stage prefixes (``s4_``, ``d_``...) in the names are how the
+pipelines are read in waveforms and in the generated Verilog.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
+from amaranth.hdl import Module, Signal, Value
 
 
-def reg(m: Module, en, value, name: str | None = None) -> Signal:
-    """``value`` registered when ``en`` is high."""
+def reg(m: Module, en, value, name: str | None = None, *, reset: bool, shape=None) -> Signal:
+    """``value`` registered on the enabled cycles of ``sync``."""
     value = Value.cast(value)
-    r = Signal(value.shape(), name=name, reset_less=True)
-    with m.If(en):
+    r = Signal(value.shape() if shape is None else shape, name=name, reset_less=not reset)
+    if en is None:
         m.d.sync += r.eq(value)
+    else:
+        with m.If(en):
+            m.d.sync += r.eq(value)
     return r
 
 
-def delay(m: Module, en, value, cycles: int, name: str = "dly") -> Value:
-    """``value`` as it was ``cycles`` enabled cycles ago."""
+def delay(m: Module, en, value, cycles: int, name: str = "dly", *, reset: bool,
+          names: str = "{name}_{k}", shape=None):
+    """``value`` as it was ``cycles`` enabled cycles ago; register ``k`` (from 0) is named
+    ``names.format(name=name, k=k, k1=k + 1)``."""
     for k in range(cycles):
-        value = reg(m, en, value, name=f"{name}_{k}")
-    return Value.cast(value)
+        value = reg(m, en, value, names.format(name=name, k=k, k1=k + 1), reset=reset, shape=shape)
+    return value
 
 
-def msb_index(m: Module, value, name: str = "lead") -> tuple[Signal, Signal]:
-    """Index of the leading one of ``value`` and a flag that ``value`` is zero (index 0 then).
+class Pipe:
+    """``reg`` and ``delay`` bound to one module, one enable and one reset policy: for units whose
+    every register shares them."""
 
-    Built as a balanced tree over power-of-two halves (an if-chain would hand synthesis a priority
-    chain as long as ``value``): the index's top bit says whether the upper half has a one, the
-    rest come from that half or the lower one.
-    """
-    value = Value.cast(value)
-    width = 1 << max(1, (len(value) - 1).bit_length())
-    idx, zero = _msb_tree(Cat(value, Const(0, width - len(value))))
-    out_idx = Signal(range(width), name=name)
-    out_zero = Signal(name=f"{name}_zero")
-    m.d.comb += [out_idx.eq(idx), out_zero.eq(zero)]
-    return out_idx, out_zero
+    def __init__(self, m: Module, en, *, reset: bool, delay_names: str = "{name}_{k}"):
+        self.m, self.en, self.reset, self.delay_names = m, en, reset, delay_names
 
+    def reg(self, value, name: str, shape=None) -> Signal:
+        return reg(self.m, self.en, value, name, reset=self.reset, shape=shape)
 
-def _msb_tree(value) -> tuple[Value, Value]:
-    if len(value) == 2:
-        return value[1], ~value.any()
-    half = len(value) // 2
-    lo_idx, lo_zero = _msb_tree(value[:half])
-    hi_idx, hi_zero = _msb_tree(value[half:])
-    return Cat(Mux(hi_zero, lo_idx, hi_idx), ~hi_zero), lo_zero & hi_zero
-
-
-def prefix_or(value) -> list[Value]:
-    """``out[k] = OR(value[0:k])`` for k = 0..len(value)."""
-    value = Value.cast(value)
-    out = [Const(0, 1)]
-    for k in range(len(value)):
-        out.append(out[-1] | value[k])
-    return out
-
-
-def select(index, options: list) -> Value:
-    """``options[index]`` for 1-bit options, as a mux tree (an index past the end reads 0)."""
-    return Cat(*options, Const(0, 1)).bit_select(index, 1)
+    def delay(self, value, cycles: int, name: str, shape=None):
+        return delay(self.m, self.en, value, cycles, name, reset=self.reset, names=self.delay_names,
+                     shape=shape)

@@ -8,7 +8,8 @@ result leaves as a fixed window ``w`` plus a small per-element shift ``r``; each
 that into its code.
 
 The rest are pieces both block units need: the reduction to the element of largest magnitude,
-FP16 normalization, and the integer long division that fills the reciprocal ROMs.
+FP16 normalization, and the integer long division that fills the reciprocal ROMs. Every register
+here resets (``hdl/lib/pipe.py``: chains of reset-less ones would become SRL LUTs).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -16,6 +17,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS
+from kvpath.hdl.lib.bits import leading_zeros
+from kvpath.hdl.lib.pipe import reg
 
 FRAC_BITS = 10  # FP16 fraction field
 EXP_BITS = 5
@@ -60,16 +63,6 @@ def trailing_zeros(value: int) -> int:
 
 # --- small combinational helpers ---------------------------------------------------------------
 
-def leading_zeros(m: Module, value, width: int) -> Signal:
-    """Count of leading zeros of ``value[:width]`` (``width`` when it is zero)."""
-    lz = Signal(range(width + 1))
-    m.d.comb += lz.eq(width)
-    for bit in range(width):  # later (higher) bits take priority
-        with m.If(value[bit]):
-            m.d.comb += lz.eq(width - 1 - bit)
-    return lz
-
-
 def fp16_significand(m: Module, x, frac_bits: int = FRAC_BITS,
                      exp_bits: int = EXP_BITS) -> tuple[Signal, Signal]:
     """The integer significand (hidden bit included) and the effective exponent (1 for
@@ -84,16 +77,6 @@ def fp16_significand(m: Module, x, frac_bits: int = FRAC_BITS,
         ee.eq(Mux(exp == 0, 1, exp)),
     ]
     return mx, ee
-
-
-def delayed(m: Module, en, value, stages: int, name: str):
-    """``value`` as it was ``stages`` enabled cycles ago."""
-    for k in range(stages):
-        nxt = Signal.like(value, name=f"{name}_d{k + 1}")
-        with m.If(en):
-            m.d.sync += nxt.eq(value)
-        value = nxt
-    return value
 
 
 # --- the block reduction ----------------------------------------------------------------------
@@ -138,13 +121,7 @@ class MaxMagnitudeTree(wiring.Component):
             layer = nxt
             level += 1
             if level % self.levels_per_stage == 0 or len(layer) == 1:
-                regs = []
-                for k, v in enumerate(layer):
-                    r = Signal(width, name=f"s{level}n{k}")
-                    with m.If(self.en):
-                        m.d.sync += r.eq(v)
-                    regs.append(r)
-                layer = regs
+                layer = [reg(m, self.en, v, f"s{level}n{k}", reset=True) for k, v in enumerate(layer)]
         m.d.comb += self.max.eq(layer[0])
         return m
 
@@ -202,13 +179,7 @@ class ProductFront(wiring.Component):
         en = self.en
 
         def stage(**values):
-            regs = {}
-            for name, v in values.items():
-                r = Signal.like(v, name=name) if isinstance(v, Signal) else Signal(len(v), name=name)
-                with m.If(en):
-                    m.d.sync += r.eq(v)
-                regs[name] = r
-            return regs
+            return {name: reg(m, en, v, name, reset=True) for name, v in values.items()}
 
         # F1: unpack and count leading zeros of the significand.
         sig_bits, rb_bits = self.frac_bits + 1, len(self.rb)

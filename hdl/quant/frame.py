@@ -32,6 +32,8 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_format, load
 
+from kvpath.hdl.lib.bits import tree_sum
+from kvpath.hdl.lib.pipe import delay, reg
 from kvpath.hdl.quant.contract import FormatDatapath
 from kvpath.packing import code_offset
 
@@ -121,12 +123,7 @@ class Quantizer(wiring.Component):
 
         m.submodules.block_unit = bu = self.datapath.block_unit()
         m.d.comb += [bu.en.eq(en), bu.block.eq(blk)]
-        bu_valid = blk_valid
-        for k in range(bu.latency):
-            nxt = Signal(name=f"bu_valid{k + 1}")
-            with m.If(en):
-                m.d.sync += nxt.eq(bu_valid)
-            bu_valid = nxt
+        bu_valid = delay(m, en, blk_valid, bu.latency, "bu_valid", reset=True, names="{name}{k1}")
 
         # 3. Serialize: the lane inputs of beat k of a block appear k cycles after its token.
         ser_valid = Signal()
@@ -147,11 +144,8 @@ class Quantizer(wiring.Component):
         latency = lane_units[0].latency
         lv, lbeat, lheader = ser_valid, ser_beat, ser_header
         for k in range(latency):
-            nv, nb, nh = (Signal(name=f"lane_valid{k + 1}"), Signal.like(ser_beat, name=f"lane_beat{k + 1}"),
-                          Signal.like(ser_header, name=f"lane_header{k + 1}"))
-            with m.If(en):
-                m.d.sync += [nv.eq(lv), nb.eq(lbeat), nh.eq(lheader)]
-            lv, lbeat, lheader = nv, nb, nh
+            lv, lbeat, lheader = (reg(m, en, v, f"{name}{k + 1}", reset=True) for v, name in
+                                  ((lv, "lane_valid"), (lbeat, "lane_beat"), (lheader, "lane_header")))
 
         # 4. Pack into the output register.
         payload = self.o.payload
@@ -173,13 +167,8 @@ class Quantizer(wiring.Component):
         if beats == 1:
             with m.If(en):
                 m.d.sync += ser_valid.eq(bu_valid)
-            line = blk
-            for k in range(bu_latency + 1):
-                nxt = Signal.like(blk, name=f"beat_line{k + 1}")
-                with m.If(en):
-                    m.d.sync += nxt.eq(line)
-                line = nxt
-            return line
+            return delay(m, en, blk, bu_latency + 1, "beat_line", reset=True, names="{name}{k1}",
+                         shape=blk.shape())
 
         # Beat k of a block is read bu_latency + 1 + k enabled cycles after the block's last beat
         # was written, so at most beats + bu_latency + 1 writes (its own block's from beat k on,
@@ -219,15 +208,8 @@ class Quantizer(wiring.Component):
         for k in range(0, len(flags), group):
             bits = flags[k:k + group]
             s = Signal(range(group + 1), name=f"nonfinite_part{k // group}")
-            m.d.sync += s.eq(_tree_sum([bits[j] for j in range(len(bits))]))
+            m.d.sync += s.eq(tree_sum([bits[j] for j in range(len(bits))]))
             partial.append(s)
         total = Signal(range(len(flags) + 1))
-        m.d.sync += total.eq(_tree_sum(partial))
+        m.d.sync += total.eq(tree_sum(partial))
         m.d.sync += self.nonfinite_count.eq(self.nonfinite_count + total)
-
-
-def _tree_sum(values):
-    while len(values) > 1:
-        values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
-                  for k in range(0, len(values), 2)]
-    return values[0]

@@ -26,7 +26,9 @@ from kvpath.config import get_format
 from kvpath.golden.ggml import bf16 as ggml_bf16
 from kvpath.golden.num import bf16_arith
 
-from kvpath.hdl.quant.fp32 import SIG_BITS, MaxMagnitudeTree, delayed, trailing_zeros
+from kvpath.hdl.lib.bits import any_below
+from kvpath.hdl.lib.pipe import delay, reg
+from kvpath.hdl.quant.fp32 import SIG_BITS, MaxMagnitudeTree, trailing_zeros
 from kvpath.hdl.quant.contract import BlockUnitSignature
 
 RB_BITS = 10  # e + rb_off for e in 0..254 and |rb_off| <= 3
@@ -93,20 +95,6 @@ def q4_0_rom() -> list[dict]:
     return rows
 
 
-def any_below(value, n):
-    """Whether any of ``value``'s ``n`` lowest bits is set, as one OR of ``value[k] & (n > k)``:
-    the bits a right shift by ``n`` drops. Prefix ORs selected by ``n`` map to a chain of LUTs
-    one level per bit, and a mask ``(1 << n) - 1`` puts a carry chain and an AND before the OR."""
-    return Cat(*[value[k] & (n > k) for k in range(len(value))]).any()
-
-
-def _reg(m, en, value, name, shape=None):
-    r = Signal(shape if shape is not None else len(value), name=name)
-    with m.If(en):
-        m.d.sync += r.eq(value)
-    return r
-
-
 class Q80Bf16BlockUnit(wiring.Component):
     """q8_0 block unit for BF16: amax tree (3), ROM read (1), d's FP16 plan (1), rounding (1)."""
 
@@ -131,8 +119,8 @@ class Q80Bf16BlockUnit(wiring.Component):
         sel = Signal(2)
         m.d.comb += [sel.eq(Mux(e >= 8, Q80_NORMAL_SEL, e - Q80_TINY_E[0])),
                      rd.addr.eq(Cat(amax[:7], sel)), rd.en.eq(en)]
-        s4_e = _reg(m, en, e, "s4_e")
-        s4_void = _reg(m, en, e < Q80_TINY_E[0], "s4_void")  # includes the all-zero block
+        s4_e = reg(m, en, e, "s4_e", reset=True)
+        s4_void = reg(m, en, e < Q80_TINY_E[0], "s4_void", reset=True)  # includes the all-zero block
         # d = dsig * 2**(e + de - 157) goes to FP16 with biased exponent e16 = e + de - 119. The
         # ROM's de is not known yet, so plan both cases now and pick one beside the ROM output:
         # sp is the extra right shift into the FP16 subnormals, clamped where all is gone.
@@ -141,9 +129,9 @@ class Q80Bf16BlockUnit(wiring.Component):
             e16 = Signal(signed(RB_BITS), name=f"e16_de{de}")
             m.d.comb += e16.eq(e + de - 119)
             plans.append({
-                "sp": _reg(m, en, Mux(e16 >= 1, 0, Mux(e16 <= -11, 12, 1 - e16))[:4], f"s4_sp{de}", 4),
-                "base": _reg(m, en, Mux(e16 >= 1, e16 - 1, 0)[:5], f"s4_base{de}", 5),
-                "inf": _reg(m, en, e16 >= 31, f"s4_inf{de}"),
+                "sp": reg(m, en, Mux(e16 >= 1, 0, Mux(e16 <= -11, 12, 1 - e16))[:4], f"s4_sp{de}", reset=True, shape=4),
+                "base": reg(m, en, Mux(e16 >= 1, e16 - 1, 0)[:5], f"s4_base{de}", reset=True, shape=5),
+                "inf": reg(m, en, e16 >= 31, f"s4_inf{de}", reset=True),
             })
         word = rd.data
 
@@ -153,11 +141,11 @@ class Q80Bf16BlockUnit(wiring.Component):
         dsig = Cat(word.d, Const(1, 1))
         top = Signal(12)  # the 11 kept bits at shift 13 + sp, and the round bit
         m.d.comb += top.eq(dsig[12:] >> sp)
-        s5_q, s5_round = _reg(m, en, top[1:], "s5_q"), _reg(m, en, top[0], "s5_round")
-        s5_sticky = _reg(m, en, word.ctz < sp + 12, "s5_sticky")
-        s5_base = _reg(m, en, Mux(word.de, plans[1]["base"], plans[0]["base"]), "s5_base", 5)
-        s5_inf = _reg(m, en, Mux(word.de, plans[1]["inf"], plans[0]["inf"]), "s5_inf")
-        s5_dzero = _reg(m, en, s4_e < 8, "s5_dzero")  # d < 2**-119: FP16 zero (and void blocks)
+        s5_q, s5_round = reg(m, en, top[1:], "s5_q", reset=True), reg(m, en, top[0], "s5_round", reset=True)
+        s5_sticky = reg(m, en, word.ctz < sp + 12, "s5_sticky", reset=True)
+        s5_base = reg(m, en, Mux(word.de, plans[1]["base"], plans[0]["base"]), "s5_base", reset=True, shape=5)
+        s5_inf = reg(m, en, Mux(word.de, plans[1]["inf"], plans[0]["inf"]), "s5_inf", reset=True)
+        s5_dzero = reg(m, en, s4_e < 8, "s5_dzero", reset=True)  # d < 2**-119: FP16 zero (and void blocks)
         s5_const = Signal(Q80_CONST)
         with m.If(en):
             m.d.sync += [s5_const.mi.eq(Mux(s4_void | word.void, 0, Cat(word.mi, Const(1, 1)))),
@@ -167,8 +155,8 @@ class Q80Bf16BlockUnit(wiring.Component):
         up = s5_round & (s5_sticky | s5_q[0])
         d16 = Signal(16)
         m.d.comb += d16.eq(Mux(s5_dzero, 0, Mux(s5_inf, FP16_INF, (s5_base << 10) + s5_q + up)))
-        s6_header = _reg(m, en, d16, "s6_header", 16)
-        m.d.comb += [self.header.eq(s6_header), self.const.eq(delayed(m, en, s5_const, 1, "const"))]
+        s6_header = reg(m, en, d16, "s6_header", reset=True, shape=16)
+        m.d.comb += [self.header.eq(s6_header), self.const.eq(delay(m, en, s5_const, 1, "const", reset=True, names="{name}_d{k1}", shape=s5_const.shape()))]
         return m
 
 
@@ -199,15 +187,15 @@ class Q40Bf16BlockUnit(wiring.Component):
         # |d| = |max| / 8 exactly: FP16 biased exponent e16 = e - 115, significand = BF16's << 3.
         e16 = Signal(signed(RB_BITS))
         m.d.comb += e16.eq(e - 115)
-        s4_e = _reg(m, en, e, "s4_e")
-        s4_inf = _reg(m, en, e16 >= 31, "s4_inf")
-        s4_normal = _reg(m, en, e16 >= 1, "s4_normal")
-        s4_sh = _reg(m, en, Mux(e16 <= -11, 12, 1 - e16)[:4], "s4_sh", 4)  # into the subnormals
-        s4_sig = _reg(m, en, Cat(Const(0, 3), vmax[:7], e != 0), "s4_sig", 11)
-        s4_efield = _reg(m, en, e16[:5], "s4_efield", 5)
-        s4_neg = _reg(m, en, ~vmax[15], "s4_neg")
-        s4_zero = _reg(m, en, mag == 0, "s4_zero")
-        s4_void = _reg(m, en, (mag != 0) & (mag <= Q40_VOID_MAX), "s4_void")
+        s4_e = reg(m, en, e, "s4_e", reset=True)
+        s4_inf = reg(m, en, e16 >= 31, "s4_inf", reset=True)
+        s4_normal = reg(m, en, e16 >= 1, "s4_normal", reset=True)
+        s4_sh = reg(m, en, Mux(e16 <= -11, 12, 1 - e16)[:4], "s4_sh", reset=True, shape=4)  # into the subnormals
+        s4_sig = reg(m, en, Cat(Const(0, 3), vmax[:7], e != 0), "s4_sig", reset=True, shape=11)
+        s4_efield = reg(m, en, e16[:5], "s4_efield", reset=True, shape=5)
+        s4_neg = reg(m, en, ~vmax[15], "s4_neg", reset=True)
+        s4_zero = reg(m, en, mag == 0, "s4_zero", reset=True)
+        s4_void = reg(m, en, (mag != 0) & (mag <= Q40_VOID_MAX), "s4_void", reset=True)
         word = rd.data
 
         # Stage 5: d's FP16 subnormal significand and its rounding increment (round bit
@@ -219,12 +207,12 @@ class Q40Bf16BlockUnit(wiring.Component):
         m.d.comb += sub.eq(s4_sig >> sh)
         rbit = Cat(Const(0, 1), s4_sig).bit_select(sh, 1)
         low = any_below(Cat(Const(0, 1), s4_sig), sh)
-        s5_sub = _reg(m, en, sub, "s5_sub", 11)
-        s5_up = _reg(m, en, rbit & (low | sub[0]), "s5_up")
-        s5_normal_mag = _reg(m, en, Cat(s4_sig[:10], s4_efield), "s5_normal_mag", 15)
-        s5_inf = _reg(m, en, s4_inf, "s5_inf")
-        s5_normal = _reg(m, en, s4_normal, "s5_normal")
-        s5_neg = _reg(m, en, s4_neg, "s5_neg")
+        s5_sub = reg(m, en, sub, "s5_sub", reset=True, shape=11)
+        s5_up = reg(m, en, rbit & (low | sub[0]), "s5_up", reset=True)
+        s5_normal_mag = reg(m, en, Cat(s4_sig[:10], s4_efield), "s5_normal_mag", reset=True, shape=15)
+        s5_inf = reg(m, en, s4_inf, "s5_inf", reset=True)
+        s5_normal = reg(m, en, s4_normal, "s5_normal", reset=True)
+        s5_neg = reg(m, en, s4_neg, "s5_neg", reset=True)
         const = Signal(Q40_CONST)
         with m.If(en):
             m.d.sync += [const.mi.eq(Mux(s4_zero | s4_void, 0, Cat(word.mi, Const(1, 1)))),
@@ -238,6 +226,6 @@ class Q40Bf16BlockUnit(wiring.Component):
             m.d.comb += d_mag.eq(s5_normal_mag)
         with m.Else():
             m.d.comb += d_mag.eq(s5_sub + s5_up)
-        header = _reg(m, en, Cat(d_mag, s5_neg), "s6_header", 16)
-        m.d.comb += [self.header.eq(header), self.const.eq(delayed(m, en, const, 1, "const"))]
+        header = reg(m, en, Cat(d_mag, s5_neg), "s6_header", reset=True, shape=16)
+        m.d.comb += [self.header.eq(header), self.const.eq(delay(m, en, const, 1, "const", reset=True, names="{name}_d{k1}", shape=const.shape()))]
         return m

@@ -27,8 +27,10 @@ from amaranth.lib.memory import Memory
 
 from kvpath.config import check_elem, get_format
 
-from kvpath.hdl.quant.fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront, delayed,
-                         fp16_significand, leading_zeros, round_div)
+from kvpath.hdl.lib.bits import leading_zeros
+from kvpath.hdl.lib.pipe import Pipe, delay
+from kvpath.hdl.quant.fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront,
+                         fp16_significand, round_div)
 from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 from kvpath.hdl.quant.ggml_bf16 import Q40_CONST, Q40Bf16BlockUnit
 
@@ -81,11 +83,7 @@ class Q40BlockUnit(wiring.Component):
         m = Module()
         en = self.en
 
-        def reg(value, name, shape=None):
-            r = Signal(shape if shape is not None else len(value), name=name)
-            with m.If(en):
-                m.d.sync += r.eq(value)
-            return r
+        p = Pipe(m, en, reset=True)
 
         # Stages 1-3: the signed maximum by magnitude.
         m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=True)
@@ -109,13 +107,13 @@ class Q40BlockUnit(wiring.Component):
                 m.d.comb += [shifted.eq(mx >> 2), rbit.eq(mx[1]), sticky.eq(mx[0])]
             with m.Case(3):
                 m.d.comb += [shifted.eq(mx >> 1), rbit.eq(mx[0])]
-        s4_mx, s4_lz, s4_ea = reg(mx, "s4_mx"), reg(lz, "s4_lz"), reg(ea, "s4_ea")
-        s4_normal = reg(exp >= 4, "s4_normal")
-        s4_hnorm = reg(Cat(vmax[:10], exp - 3), "s4_hnorm", 15)
-        s4_sub = reg(shifted, "s4_sub", 11)
-        s4_rbit, s4_sticky = reg(rbit, "s4_rbit"), reg(sticky, "s4_sticky")
-        s4_neg = reg(~vmax[15], "s4_neg", 1)
-        s4_zero = reg(mx == 0, "s4_zero", 1)
+        s4_mx, s4_lz, s4_ea = p.reg(mx, "s4_mx"), p.reg(lz, "s4_lz"), p.reg(ea, "s4_ea")
+        s4_normal = p.reg(exp >= 4, "s4_normal")
+        s4_hnorm = p.reg(Cat(vmax[:10], exp - 3), "s4_hnorm", 15)
+        s4_sub = p.reg(shifted, "s4_sub", 11)
+        s4_rbit, s4_sticky = p.reg(rbit, "s4_rbit"), p.reg(sticky, "s4_sticky")
+        s4_neg = p.reg(~vmax[15], "s4_neg", 1)
+        s4_zero = p.reg(mx == 0, "s4_zero", 1)
 
         # Stage 5: ROM read with the normalized fraction; finish d.
         m.submodules.rom = rom = Memory(shape=ROM_LAYOUT, depth=1024,
@@ -125,11 +123,11 @@ class Q40BlockUnit(wiring.Component):
         m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(en)]
         ean = Signal(signed(7))
         m.d.comb += ean.eq(s4_ea - s4_lz)
-        s5_ean = reg(ean, "s5_ean", signed(7))
+        s5_ean = p.reg(ean, "s5_ean", signed(7))
         up = s4_rbit & (s4_sticky | s4_sub[0])
         mag = Mux(s4_normal, s4_hnorm, s4_sub + up)
-        s5_header = reg(Cat(mag[:15], s4_neg), "s5_header", 16)
-        s5_neg, s5_zero = reg(s4_neg, "s5_neg"), reg(s4_zero, "s5_zero")
+        s5_header = p.reg(Cat(mag[:15], s4_neg), "s5_header", 16)
+        s5_neg, s5_zero = p.reg(s4_neg, "s5_neg"), p.reg(s4_zero, "s5_zero")
         word = rd.data
 
         # Stage 6: the lane constants.
@@ -142,7 +140,7 @@ class Q40BlockUnit(wiring.Component):
                 s6_const.rb.eq(rb),
                 s6_const.neg.eq(s5_neg),
             ]
-        s6_header = delayed(m, en, s5_header, 1, "header")
+        s6_header = delay(m, en, s5_header, 1, "header", reset=True, names="{name}_d{k1}")
 
         m.d.comb += [self.header.eq(s6_header), self.const.eq(s6_const)]
         return m
@@ -194,7 +192,7 @@ class Q40LaneUnit(wiring.Component):
             ]
         if self.elem == "bf16":
             # The block constant arrives with the element; align it with the front's output.
-            s7_void = delayed(m, en, self.const.void, ProductFront.latency + 1, "void")
+            s7_void = delay(m, en, self.const.void, ProductFront.latency + 1, "void", reset=True, names="{name}_d{k1}")
 
         # Stage 8: pick the integer part and saturate.
         i = Signal(A_INT_BITS)

@@ -23,8 +23,8 @@ from kvpath.config import BLOCK_ELEMS
 
 from kvpath.hdl.lib.divider import Divider
 from kvpath.hdl.quant.contract import BlockUnitSignature
-from kvpath.hdl.quant.ggml_bf16 import any_below
-from kvpath.hdl.quant.q4_1_fp16 import FMT, WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, _Pipe
+from kvpath.hdl.lib.bits import any_below
+from kvpath.hdl.quant.q4_1_fp16 import FMT, WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, pipe
 
 EXP_BITS = 10  # signed exponents and shifts: BF16's 254 binades plus guard
 SPAN_GUARD = 26
@@ -110,7 +110,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
 
     def elaborate(self, platform):
         m = Module()
-        p = _Pipe(m)
+        p = pipe(m)
         m.submodules.div15 = div15 = self._div15()
         m.submodules.recip = recip = self._recip()
         assert recip.latency >= self.WINDOW_STAGES

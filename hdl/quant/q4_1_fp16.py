@@ -39,6 +39,7 @@ from amaranth.lib import data, wiring
 from kvpath.config import BLOCK_ELEMS, get_format
 
 from kvpath.hdl.lib.divider import Divider
+from kvpath.hdl.lib.pipe import Pipe
 from kvpath.hdl.quant.contract import BlockUnitSignature, LaneUnitSignature
 
 __all__ = ["Q41BlockUnit", "Q41LaneUnit", "CONST_LAYOUT", "WINDOW_BITS"]
@@ -87,26 +88,10 @@ def _window(mant, amount):
     return full[11:11 + WINDOW_BITS], (low_any >> amount)[0]
 
 
-class _Pipe:
-    """Registers ``en``-gated by the enclosing EnableInserter, for aligning values across stages.
-
-    They have a (synchronous) reset although no output depends on it: synthesis turns chains of
-    three or more reset-less registers into shift-register LUTs, and LUTs are the scarce
-    resource here while flip-flops are not.
-    """
-
-    def __init__(self, m):
-        self.m = m
-
-    def reg(self, value, name):
-        r = Signal(value.shape(), name=name)
-        self.m.d.sync += r.eq(value)
-        return r
-
-    def delay(self, value, n, name):
-        for i in range(n):
-            value = self.reg(value, f"{name}_d{i}")
-        return value
+def pipe(m: Module) -> Pipe:
+    """The units' registers: enabled by the EnableInserter around them, and reset although no output
+    depends on it (``hdl/lib/pipe.py``: reset-less chains would become SRL LUTs)."""
+    return Pipe(m, None, reset=True, delay_names="{name}_d{k}")
 
 
 class Q41BlockUnit(wiring.Component):
@@ -135,7 +120,7 @@ class Q41BlockUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = _Pipe(m)
+        p = pipe(m)
         m.submodules.div15 = div15 = self._div15()
         m.submodules.recip = recip = self._recip()
         assert recip.latency >= self.WINDOW_STAGES
@@ -322,7 +307,7 @@ class Q41LaneUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        p = _Pipe(m)
+        p = pipe(m)
         c = self.const
 
         # --- stages 0-1: x into the block's window.

@@ -17,8 +17,10 @@ from amaranth.lib.memory import Memory
 
 from kvpath.config import check_elem, get_format
 
-from kvpath.hdl.quant.fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, delayed, fp16_significand,
-                         leading_zeros, round_div, trailing_zeros)
+from kvpath.hdl.lib.bits import leading_zeros
+from kvpath.hdl.lib.pipe import Pipe, delay
+from kvpath.hdl.quant.fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, fp16_significand,
+                         round_div, trailing_zeros)
 from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 from kvpath.hdl.quant.ggml_bf16 import Q80_CONST, Q80Bf16BlockUnit
 
@@ -79,11 +81,7 @@ class Q80BlockUnit(wiring.Component):
         m = Module()
         en = self.en
 
-        def reg(value, name, shape=None):
-            r = Signal(shape if shape is not None else len(value), name=name)
-            with m.If(en):
-                m.d.sync += r.eq(value)
-            return r
+        p = Pipe(m, en, reset=True)
 
         # Stages 1-3: amax.
         m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=False)
@@ -95,8 +93,8 @@ class Q80BlockUnit(wiring.Component):
         # Stage 4: normalize subnormal maxima.
         mx, ea = fp16_significand(m, amax)
         lz = leading_zeros(m, mx, 11)
-        s4_mx, s4_lz, s4_ea = reg(mx, "s4_mx"), reg(lz, "s4_lz"), reg(ea, "s4_ea")
-        s4_zero = reg(amax == 0, "s4_zero")
+        s4_mx, s4_lz, s4_ea = p.reg(mx, "s4_mx"), p.reg(lz, "s4_lz"), p.reg(ea, "s4_ea")
+        s4_zero = p.reg(amax == 0, "s4_zero")
 
         # Stage 5: ROM read with the normalized fraction.
         m.submodules.rom = rom = Memory(shape=ROM_LAYOUT, depth=1024,
@@ -106,8 +104,8 @@ class Q80BlockUnit(wiring.Component):
         m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(en)]
         ean = Signal(signed(7))
         m.d.comb += ean.eq(s4_ea - s4_lz)
-        s5_ean = reg(ean, "s5_ean", signed(7))
-        s5_zero = reg(s4_zero, "s5_zero")
+        s5_ean = p.reg(ean, "s5_ean", signed(7))
+        s5_zero = p.reg(s4_zero, "s5_zero")
         word = rd.data
 
         # Stage 6: constants, and d's FP16 shift (a lookup on the exponent) and sticky bit.
@@ -122,11 +120,11 @@ class Q80BlockUnit(wiring.Component):
         dsig = Cat(word.d, Const(1, 1))
         top = Signal(12)  # dsig bits [12, 24): the 11 kept bits at shift 13 and the round bit
         m.d.comb += top.eq(dsig[12:] >> sp)
-        s6_q = reg(top[1:], "s6_q")
-        s6_round = reg(top[0], "s6_round")
-        s6_sticky = reg(word.ctz < sp + 12, "s6_sticky")
-        s6_base = reg(base, "s6_base")
-        s6_zero = reg(s5_zero, "s6_zero")
+        s6_q = p.reg(top[1:], "s6_q")
+        s6_round = p.reg(top[0], "s6_round")
+        s6_sticky = p.reg(word.ctz < sp + 12, "s6_sticky")
+        s6_base = p.reg(base, "s6_base")
+        s6_zero = p.reg(s5_zero, "s6_zero")
         rb = Signal(signed(8))
         m.d.comb += rb.eq(s5_ean + word.de - word.ie)
         s6_const = Signal(CONST_LAYOUT)
@@ -140,8 +138,8 @@ class Q80BlockUnit(wiring.Component):
         up = s6_round & (s6_sticky | s6_q[0])
         d16 = Signal(16)
         m.d.comb += d16.eq((s6_base << 10) + s6_q + up)
-        s7_header = reg(Mux(s6_zero, 0, d16), "s7_header", 16)
-        s7_const = delayed(m, en, s6_const, 1, "const")
+        s7_header = p.reg(Mux(s6_zero, 0, d16), "s7_header", 16)
+        s7_const = delay(m, en, s6_const, 1, "const", reset=True, names="{name}_d{k1}", shape=s6_const.shape())
 
         m.d.comb += [self.header.eq(s7_header), self.const.eq(s7_const)]
         return m

@@ -30,9 +30,10 @@ from kvpath import scales
 from kvpath.config import DEFAULT, DEQUANT_LANES, ELEM_BITS, KVPathConfig, check_elem
 
 from kvpath.hdl.lib.counter import EventCounter
-from kvpath.hdl.lib.pipe import msb_index, reg
+from kvpath.hdl.lib.bits import msb_index
+from kvpath.hdl.lib.pipe import reg
 from kvpath.hdl.static.cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
-from kvpath.hdl.static.quant import decode, static_format, valid_reg
+from kvpath.hdl.static.quant import decode, static_format
 
 MAX_FINITE = {"fp16": 0x7BFF, "bf16": 0x7F7F}
 
@@ -71,10 +72,10 @@ class StaticDequantizer(wiring.Component):
         m.submodules.context_errors = ctx_errors = EventCounter(1)
         m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
                      self.context_error_count.eq(ctx_errors.count)]
-        v1 = valid_reg(m, en, accept, "s1_valid")
-        codes1 = reg(m, en, self.i.payload.codes, "s1_codes")
-        ok1 = reg(m, en, ok0, "s1_ok")
-        ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx")
+        v1 = reg(m, en, accept, "s1_valid", reset=True)
+        codes1 = reg(m, en, self.i.payload.codes, "s1_codes", reset=False)
+        ok1 = reg(m, en, ok0, "s1_ok", reset=False)
+        ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx", reset=False)
 
         # S1: sign-magnitude code times the scale's significand, exact.
         pw = bits + frac + 1
@@ -89,11 +90,11 @@ class StaticDequantizer(wiring.Component):
             m.d.comb += mag.eq(Mux(cneg, -c.as_signed(), c))
             p = Signal(pw, name=f"p{k}")
             m.d.comb += p.eq(mag * Mux(good, ms, 0))
-            p2.append(reg(m, en, p, f"s2_p{k}"))
-            ee2.append(reg(m, en, es, f"s2_ee{k}"))
-            neg2.append(reg(m, en, cneg ^ (ss & good), f"s2_neg{k}"))
-            bad2.append(reg(m, en, ~good, f"s2_bad{k}"))
-        v2, ok2, ctx2 = valid_reg(m, en, v1, "s2_valid"), reg(m, en, ok1, "s2_ok"), reg(m, en, ctx1, "s2_ctx")
+            p2.append(reg(m, en, p, f"s2_p{k}", reset=False))
+            ee2.append(reg(m, en, es, f"s2_ee{k}", reset=False))
+            neg2.append(reg(m, en, cneg ^ (ss & good), f"s2_neg{k}", reset=False))
+            bad2.append(reg(m, en, ~good, f"s2_bad{k}", reset=False))
+        v2, ok2, ctx2 = reg(m, en, v1, "s2_valid", reset=True), reg(m, en, ok1, "s2_ok", reset=False), reg(m, en, ctx1, "s2_ctx", reset=False)
 
         # S2: leading one of P (a mux tree) and the left shift that brings it to the top.
         shift3, zero3, p3, ee3, neg3, bad3 = [], [], [], [], [], []
@@ -101,13 +102,13 @@ class StaticDequantizer(wiring.Component):
             # Padded at the bottom to a power of two, the shift ``pw - 1 - lead`` is ``~lead``: no adder.
             span = 1 << (pw - 1).bit_length()
             lead, zero = msb_index(m, Cat(Const(0, span - pw), p2[k]), name=f"lead{k}")
-            shift3.append(reg(m, en, ~lead, f"s3_shift{k}"))
-            zero3.append(reg(m, en, zero, f"s3_zero{k}"))
-            p3.append(reg(m, en, p2[k], f"s3_p{k}"))
-            ee3.append(reg(m, en, ee2[k], f"s3_ee{k}"))
-            neg3.append(reg(m, en, neg2[k], f"s3_neg{k}"))
-            bad3.append(reg(m, en, bad2[k], f"s3_bad{k}"))
-        v3, ok3, ctx3 = valid_reg(m, en, v2, "s3_valid"), reg(m, en, ok2, "s3_ok"), reg(m, en, ctx2, "s3_ctx")
+            shift3.append(reg(m, en, ~lead, f"s3_shift{k}", reset=False))
+            zero3.append(reg(m, en, zero, f"s3_zero{k}", reset=False))
+            p3.append(reg(m, en, p2[k], f"s3_p{k}", reset=False))
+            ee3.append(reg(m, en, ee2[k], f"s3_ee{k}", reset=False))
+            neg3.append(reg(m, en, neg2[k], f"s3_neg{k}", reset=False))
+            bad3.append(reg(m, en, bad2[k], f"s3_bad{k}", reset=False))
+        v3, ok3, ctx3 = reg(m, en, v2, "s3_valid", reset=True), reg(m, en, ok2, "s3_ok", reset=False), reg(m, en, ctx2, "s3_ctx", reset=False)
 
         # S3: normalize (the top bit of pn is P's leading one), the exponent ``r = L + ee - frac - 2``
         # (``L - 1 = pw - 1 - shift``) and the subnormal pattern.
@@ -119,13 +120,13 @@ class StaticDequantizer(wiring.Component):
             m.d.comb += r.eq(pw - 1 - shift3[k] + ee3[k] - frac - 1)
             sub = Signal(frac + 1, name=f"sub{k}")
             m.d.comb += sub.eq(p3[k][:frac + 1] << (ee3[k] - 1)[:(frac + 1).bit_length()])
-            pn4.append(reg(m, en, pn, f"s4_pn{k}"))
-            r4.append(reg(m, en, r, f"s4_r{k}"))
-            sub4.append(reg(m, en, sub, f"s4_sub{k}"))
-            zero4.append(reg(m, en, zero3[k], f"s4_zero{k}"))
-            neg4.append(reg(m, en, neg3[k], f"s4_neg{k}"))
-            bad4.append(reg(m, en, bad3[k], f"s4_bad{k}"))
-        v4, ok4, ctx4 = valid_reg(m, en, v3, "s4_valid"), reg(m, en, ok3, "s4_ok"), reg(m, en, ctx3, "s4_ctx")
+            pn4.append(reg(m, en, pn, f"s4_pn{k}", reset=False))
+            r4.append(reg(m, en, r, f"s4_r{k}", reset=False))
+            sub4.append(reg(m, en, sub, f"s4_sub{k}", reset=False))
+            zero4.append(reg(m, en, zero3[k], f"s4_zero{k}", reset=False))
+            neg4.append(reg(m, en, neg3[k], f"s4_neg{k}", reset=False))
+            bad4.append(reg(m, en, bad3[k], f"s4_bad{k}", reset=False))
+        v4, ok4, ctx4 = reg(m, en, v3, "s4_valid", reset=True), reg(m, en, ok3, "s4_ok", reset=False), reg(m, en, ctx3, "s4_ctx", reset=False)
 
         # S4: round to nearest even; saturation is decided from r and the rounding carry, without
         # waiting for the sum: the pattern's exponent field is ``r + 1 + carry`` and it overflows at
@@ -145,13 +146,13 @@ class StaticDequantizer(wiring.Component):
             is_normal = (r > 0) & ~zero4[k]
             carry = top.all() & guard
             over = is_normal & ((r >= top_exp - 1) | ((r == top_exp - 2) & carry))
-            normal5.append(reg(m, en, normal[:15], f"s5_normal{k}"))
-            normal_ok5.append(reg(m, en, is_normal, f"s5_is_normal{k}"))
-            over5.append(reg(m, en, over, f"s5_over{k}"))
-            mag5.append(reg(m, en, Mux(zero4[k], 0, sub4[k]), f"s5_sub{k}"))
-            sign5.append(reg(m, en, neg4[k], f"s5_neg{k}"))
-            bad5.append(reg(m, en, bad4[k], f"s5_bad{k}"))
-        v5, ok5, ctx5 = valid_reg(m, en, v4, "s5_valid"), reg(m, en, ok4, "s5_ok"), reg(m, en, ctx4, "s5_ctx")
+            normal5.append(reg(m, en, normal[:15], f"s5_normal{k}", reset=False))
+            normal_ok5.append(reg(m, en, is_normal, f"s5_is_normal{k}", reset=False))
+            over5.append(reg(m, en, over, f"s5_over{k}", reset=False))
+            mag5.append(reg(m, en, Mux(zero4[k], 0, sub4[k]), f"s5_sub{k}", reset=False))
+            sign5.append(reg(m, en, neg4[k], f"s5_neg{k}", reset=False))
+            bad5.append(reg(m, en, bad4[k], f"s5_bad{k}", reset=False))
+        v5, ok5, ctx5 = reg(m, en, v4, "s5_valid", reset=True), reg(m, en, ok4, "s5_ok", reset=False), reg(m, en, ctx4, "s5_ctx", reset=False)
 
         # S5: saturate, encode, zero a bad context's beat.
         out, sat_flags, bad_flags = [], [], []

@@ -49,14 +49,6 @@ def decode(m: Module, bits, elem: str, name: str):
     return bits[15], sig, ee
 
 
-def valid_reg(m: Module, en, value, name: str) -> Signal:
-    """A stage's valid bit: reset (unlike the datapath registers), so counters never see X."""
-    r = Signal(name=name)
-    with m.If(en):
-        m.d.sync += r.eq(value)
-    return r
-
-
 def static_format(fmt: str):
     f = get_format(fmt)
     if f.family != "static":
@@ -109,10 +101,10 @@ class StaticQuantizer(wiring.Component):
         m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
                      self.context_error_count.eq(ctx_errors.count)]
 
-        v1 = valid_reg(m, en, accept, "s1_valid")
-        x1 = [reg(m, en, y, f"s1_x{k}") for k, y in enumerate(san)]
-        ok1 = reg(m, en, ok0, "s1_ok")
-        ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx")
+        v1 = reg(m, en, accept, "s1_valid", reset=True)
+        x1 = [reg(m, en, y, f"s1_x{k}", reset=False) for k, y in enumerate(san)]
+        ok1 = reg(m, en, ok0, "s1_ok", reset=False)
+        ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx", reset=False)
 
         # S1: decode, exact product, shift amount.
         const_s = 2 * (BIAS[elem] + frac) + LEFT - 1  # u = s + LEFT - 1, s = const - ee_x - ee_i
@@ -128,10 +120,10 @@ class StaticQuantizer(wiring.Component):
             m.d.comb += p.eq(mx * Mux(inv_ok, mi, 0))
             u = Signal(range(-2 * (1 << len(ex)), const_s + 1), name=f"u{k}")
             m.d.comb += u.eq(const_s - ex - ei)
-            p2.append(reg(m, en, p, f"s2_p{k}"))
-            u2.append(reg(m, en, Mux(u < 0, 0, Mux(u > u_max, u_max, u))[:u_max.bit_length()], f"s2_u{k}"))
-            neg2.append(reg(m, en, sx ^ si, f"s2_neg{k}"))
-        v2, ok2, ctx2 = valid_reg(m, en, v1, "s2_valid"), reg(m, en, ok1, "s2_ok"), reg(m, en, ctx1, "s2_ctx")
+            p2.append(reg(m, en, p, f"s2_p{k}", reset=False))
+            u2.append(reg(m, en, Mux(u < 0, 0, Mux(u > u_max, u_max, u))[:u_max.bit_length()], f"s2_u{k}", reset=False))
+            neg2.append(reg(m, en, sx ^ si, f"s2_neg{k}", reset=False))
+        v2, ok2, ctx2 = reg(m, en, v1, "s2_valid", reset=True), reg(m, en, ok1, "s2_ok", reset=False), reg(m, en, ctx1, "s2_ctx", reset=False)
 
         # S2: coarse shift by whole bytes. Only the code's ``bits`` low bits of ``a = (P << LEFT) >> u``
         # survive the clamp, plus whether any higher bit is set (``hi``). The coarse shift keeps a
@@ -154,11 +146,11 @@ class StaticQuantizer(wiring.Component):
                 picks.append(suffix_any[max(j, 0)] if j < pw else Const(0, 1))
             far = Signal(name=f"far{k}")
             m.d.comb += far.eq(Cat(*picks).bit_select(uh, 1))
-            b3.append(reg(m, en, b, f"s3_b{k}"))
-            ul3.append(reg(m, en, u2[k][:fine_bits], f"s3_ul{k}"))
-            far3.append(reg(m, en, far, f"s3_far{k}"))
-            neg3.append(reg(m, en, neg2[k], f"s3_neg{k}"))
-        v3, ok3, ctx3 = valid_reg(m, en, v2, "s3_valid"), reg(m, en, ok2, "s3_ok"), reg(m, en, ctx2, "s3_ctx")
+            b3.append(reg(m, en, b, f"s3_b{k}", reset=False))
+            ul3.append(reg(m, en, u2[k][:fine_bits], f"s3_ul{k}", reset=False))
+            far3.append(reg(m, en, far, f"s3_far{k}", reset=False))
+            neg3.append(reg(m, en, neg2[k], f"s3_neg{k}", reset=False))
+        v3, ok3, ctx3 = reg(m, en, v2, "s3_valid", reset=True), reg(m, en, ok2, "s3_ok", reset=False), reg(m, en, ctx2, "s3_ctx", reset=False)
 
         # S3: fine shift, round half away from zero, clamp. ``q = (a + 1) >> 1`` exceeds qmax exactly
         # when ``a >= 2 * qmax + 1 = 2**bits - 1``: a higher bit set, or the low bits all ones.
@@ -173,10 +165,10 @@ class StaticQuantizer(wiring.Component):
             m.d.comb += sat.eq(far3[k] | above.bit_select(ul3[k], 1) | a.all())
             q = Signal(bits, name=f"qfull{k}")
             m.d.comb += q.eq((a + 1) >> 1)
-            q4.append(reg(m, en, Mux(sat, qmax, q[:bits - 1]), f"s4_q{k}"))
-            sat4.append(reg(m, en, sat, f"s4_sat{k}"))
-            neg4.append(reg(m, en, neg3[k], f"s4_neg{k}"))
-        v4, ok4, ctx4 = valid_reg(m, en, v3, "s4_valid"), reg(m, en, ok3, "s4_ok"), reg(m, en, ctx3, "s4_ctx")
+            q4.append(reg(m, en, Mux(sat, qmax, q[:bits - 1]), f"s4_q{k}", reset=False))
+            sat4.append(reg(m, en, sat, f"s4_sat{k}", reset=False))
+            neg4.append(reg(m, en, neg3[k], f"s4_neg{k}", reset=False))
+        v4, ok4, ctx4 = reg(m, en, v3, "s4_valid", reset=True), reg(m, en, ok3, "s4_ok", reset=False), reg(m, en, ctx3, "s4_ctx", reset=False)
 
         # S4: sign and pack into the output register; a bad context gives code 0.
         m.submodules.saturated = saturated = EventCounter(lanes)
