@@ -37,18 +37,25 @@ def quantize_rows(rows: np.ndarray, fmt: str) -> np.ndarray:
     return gguf.quantize(np.asarray(rows).astype(np.float32), qtype(fmt)).reshape(-1, get_format(fmt).block_bytes)
 
 
+def dequantize_f32(blocks: np.ndarray, fmt: str) -> tuple[np.ndarray, int]:
+    """``(values, n_nonfinite_fields)``: gguf.dequantize's float32 values (nb, 32) of the blocks with
+    their header fields sanitized first (kvpath's rule: Inf -> +/-65504, NaN -> +0, counted)."""
+    f = get_format(fmt)
+    blocks = np.array(blocks, dtype=np.uint8).reshape(-1, f.block_bytes)
+    hdr, n_nonfinite = sanitize(blocks[:, : f.header_bytes].copy().view(np.uint16))
+    blocks[:, : f.header_bytes] = hdr.view(np.uint8)
+    return gguf.dequantize(blocks, qtype(fmt)), n_nonfinite
+
+
 def gguf_dequantize(blocks: np.ndarray, fmt: str) -> tuple[np.ndarray, int, int]:
     """gguf.dequantize(...).astype(float16) with header fields sanitized and Inf saturated.
 
     Saturating gguf's Inf results to +/-65504 is kvpath's defined behaviour; returns
     ``(values, n_inf, n_nonfinite_fields)`` so callers can check both counters too.
     """
-    f = get_format(fmt)
-    blocks = np.array(blocks, dtype=np.uint8).reshape(-1, f.block_bytes)
-    hdr, n_nonfinite = sanitize(blocks[:, : f.header_bytes].copy().view(np.uint16))
-    blocks[:, : f.header_bytes] = hdr.view(np.uint8)
+    values, n_nonfinite = dequantize_f32(blocks, fmt)
     with np.errstate(over="ignore"):
-        vals = gguf.dequantize(blocks, qtype(fmt)).astype(np.float16)
+        vals = values.astype(np.float16)
     inf = np.isinf(vals)
     vals = np.where(inf, np.copysign(np.float16(65504), vals), vals).astype(np.float16)
     return vals, int(np.count_nonzero(inf)), n_nonfinite
