@@ -21,6 +21,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.regmap.json_map import load
 from kvpath.regmap.model import OKAY, SLVERR, CSRModel
+from kvpath.sim.lib.streams import StreamSink, field_of
 
 MASK32 = 0xFFFF_FFFF
 
@@ -45,8 +46,8 @@ class TB:
         self.input_widths = {f["port"]: 64 if r["wide"] else f["width"] for r in self.regs
                              for f in r["fields"] if f["port"] in self.input_ports}
         self.pulses = Counter()
-        self.scale_writes: list[tuple[int, int]] = []
-        self.scale_ready_p = 1.0
+        # The register block's scale_write stream, checked against the stream rule on every edge.
+        self.scale_sink = StreamSink(dut, "scale_write", self.rng)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         # cocotbext-axi logs every transfer at INFO: thousands of lines that hide the failures.
@@ -67,26 +68,30 @@ class TB:
         dut = self.dut
         for port in self.input_ports + self.w1c_ports:
             getattr(dut, port).value = 0
-        dut.scale_write__ready.value = 0
         dut.rst.value = 1
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
         await RisingEdge(dut.clk)
-        cocotb.start_soon(self._monitor())
+        cocotb.start_soon(self._count_pulses())
 
-    async def _monitor(self):
-        """Count W1P pulses and take scale_write beats; ready follows ``scale_ready_p``."""
-        dut = self.dut
-        index_f, value_f = ScaleWrite["index"], ScaleWrite["value"]
+    async def _count_pulses(self):
         while True:
-            await RisingEdge(dut.clk)
+            await RisingEdge(self.dut.clk)
             for port in self.w1p_ports:
-                self.pulses[port] += int(getattr(dut, port).value)
-            if int(dut.scale_write__valid.value) and int(dut.scale_write__ready.value):
-                payload = int(dut.scale_write__payload.value)
-                self.scale_writes.append(((payload >> index_f.offset) & ((1 << index_f.width) - 1),
-                                          (payload >> value_f.offset) & ((1 << value_f.width) - 1)))
-            dut.scale_write__ready.value = int(self.rng.random() < self.scale_ready_p)
+                self.pulses[port] += int(getattr(self.dut, port).value)
+
+    @property
+    def scale_ready_p(self) -> float:
+        return 1.0 - self.scale_sink.pause
+
+    @scale_ready_p.setter
+    def scale_ready_p(self, p: float) -> None:
+        self.scale_sink.pause = 1.0 - p
+
+    @property
+    def scale_writes(self) -> list[tuple[int, int]]:
+        """The ScaleWrite beats taken so far, as (index, value)."""
+        return [(field_of(ScaleWrite, b, "index"), field_of(ScaleWrite, b, "value")) for b in self.scale_sink.beats]
 
     # --- bus access, checked against the model on every call
     async def write(self, addr: int, data: int, strb: int = 0xF) -> int:

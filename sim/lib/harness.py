@@ -1,9 +1,13 @@
 """A Verilog stream harness that feeds a DUT from a preloaded memory and records what it emits.
 
 Per-cycle Python caps a cocotb testbench at a few ten thousand cycles per second; here the
-stimulus sits in a ``$readmemh`` memory and two LFSRs make the valid/ready bubbles, so cocotb only
-starts a run and waits for ``done``. The responses land in a memory that ``$writememh`` dumps for
-byte-exact comparison in Python.
+stimulus sits in a ``$readmemh`` memory and two independent generators make the valid/ready
+bubbles, so cocotb only starts a run and waits for ``done``. The responses land in a memory that
+``$writememh`` dumps for byte-exact comparison in Python.
+
+The harness also holds the DUT's output to the AXI-Stream rule on every cycle: once ``o.valid`` is
+high it must stay high, with the same payload, until ``o.ready`` takes the beat. Violations are
+counted (``rule_errors``, first at ``rule_first``) and fail the run (``tb_stream.py``).
 
 The DUT must have ``clk``, ``rst`` and streams ``i`` / ``o`` named the way Amaranth flattens them
 (``i__valid``, ``i__ready``, ``i__payload``, ...).
@@ -47,7 +51,9 @@ module {HARNESS_TOP} (
     output reg  [31:0] first_in,
     output reg  [31:0] last_in,
     output reg  [31:0] first_out,
-    output reg  [31:0] last_out{counter_ports}
+    output reg  [31:0] last_out,
+    output reg  [31:0] rule_errors,
+    output reg  [31:0] rule_first{counter_ports}
 );
     reg [{in_bits - 1}:0]  stim [0:{in_depth - 1}];
     reg [{out_bits - 1}:0] resp [0:{out_depth - 1}];
@@ -73,6 +79,12 @@ module {HARNESS_TOP} (
     wire o_fire = o_valid & o_ready;
     wire [31:0] sent_next = in_sent + {{31'd0, i_fire}};
 
+    // The AXI-Stream source rule on the DUT's output: a beat offered and not taken on one edge
+    // must be offered again, unchanged, on the next.
+    reg o_waiting;
+    reg [{out_bits - 1}:0] o_waiting_payload;
+    wire rule_broken = o_waiting && (!o_valid || o_payload != o_waiting_payload);
+
     {dut_module} u_dut (
         .clk(clk),
         .rst(rst),
@@ -85,9 +97,15 @@ module {HARNESS_TOP} (
     );
 
     always @(posedge clk) begin
+        o_waiting <= o_valid && !o_ready;
+        o_waiting_payload <= o_payload;
+        if (rule_broken && !rst) begin
+            if (rule_errors == 32'd0) rule_first <= cycles;
+            rule_errors <= rule_errors + 32'd1;
+        end
         if (rst) begin
             running <= 1'b0; done <= 1'b0; cycles <= 32'd0; in_sent <= 32'd0; out_got <= 32'd0;
-            i_valid <= 1'b0; o_ready <= 1'b0;
+            i_valid <= 1'b0; o_ready <= 1'b0; rule_errors <= 32'd0; rule_first <= 32'd0;
             lfsr_v <= seed | 32'd1; lfsr_r <= (seed ^ 32'h9e3779b9) | 32'd1;
         end else if (start) begin
             running <= 1'b1; done <= 1'b0; cycles <= 32'd0; in_sent <= 32'd0; out_got <= 32'd0;

@@ -77,14 +77,45 @@ class StreamSource:
             self.valid.value = int(offering)
 
 
+class StreamRuleError(AssertionError):
+    """A stream source broke the AXI-Stream rule: it withdrew VALID, or changed the payload, while
+    a beat was offered and not yet taken."""
+
+
+class StreamRules:
+    """The AXI-Stream source rule, checked at every rising edge: once ``valid`` is high it stays
+    high, with the same payload, until the edge where ``ready`` is high too. A violation raises
+    ``StreamRuleError`` in the checking coroutine, which fails the cocotb test."""
+
+    def __init__(self, name: str, valid, ready, payload):
+        self.name, self.valid, self.ready, self.payload = name, valid, ready, payload
+        self.offered: int | None = None  # payload of a beat offered but not yet taken
+        self.edges = 0
+
+    def check(self) -> None:
+        """Call at each rising edge (values from before the edge)."""
+        self.edges += 1
+        valid = int(self.valid.value)
+        payload = int(self.payload.value) if valid else None
+        if self.offered is not None:
+            if not valid:
+                raise StreamRuleError(f"{self.name}: VALID withdrawn at edge {self.edges} before the beat was taken")
+            if payload != self.offered:
+                raise StreamRuleError(f"{self.name}: payload changed at edge {self.edges} while offered "
+                                      f"({self.offered:#x} -> {payload:#x})")
+        self.offered = payload if valid and not int(self.ready.value) else None
+
+
 class StreamSink:
-    """Collects payloads; ready is low with probability ``pause`` per cycle (1.0 = never ready)."""
+    """Collects payloads; ready is low with probability ``pause`` per cycle (1.0 = never ready),
+    drawn from its own generator. Every beat it sees is checked against the stream rule."""
 
     def __init__(self, dut, name: str, rng: random.Random, pause: float = 0.0):
         self.clk, self.rng, self.pause = dut.clk, rng, pause
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
+        self.rules = StreamRules(name, self.valid, self.ready, self.payload)
         self.beats: list[int] = []
         self.ready.value = 0
         cocotb.start_soon(self._run())
@@ -92,6 +123,7 @@ class StreamSink:
     async def _run(self):
         while True:
             await RisingEdge(self.clk)
+            self.rules.check()
             if int(self.valid.value) and int(self.ready.value):
                 self.beats.append(int(self.payload.value))
             self.ready.value = int(self.rng.random() >= self.pause)

@@ -70,6 +70,8 @@ class TB:
             "out_got": int(dut.out_got.value),
             "resp_file": str(target),
             "counters": counters,
+            "rule_errors": int(dut.rule_errors.value),
+            "rule_first": int(dut.rule_first.value),
         }
 
 
@@ -80,5 +82,8 @@ async def stream_regression(dut):
     for index, p in enumerate(tb.plan["passes"]):
         results.append(await tb.run_pass(index, p))
     Path(os.environ["KVPATH_TB_RESULT"]).write_text(json.dumps(results, indent=1))
+    broken = [(k, r["rule_errors"], r["rule_first"]) for k, r in enumerate(results) if r["rule_errors"]]
+    assert not broken, ("the DUT broke the AXI-Stream rule on its output (VALID withdrawn or payload changed "
+                        f"while offered): (pass, violations, first cycle) = {broken}")
     unfinished = [r for r in results if not r["finished"]]
     assert not unfinished, f"harness passes did not finish: {unfinished}"
