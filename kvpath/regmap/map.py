@@ -124,11 +124,16 @@ GROUPS = (
               "block keeps its values)."),
             F("counter_clear", 1, W1P, "Write 1: one-cycle pulse clearing the datapath counters."))),
         R("STATUS", "Sticky error flags (write 1 to clear; a set in the same cycle wins) and live state.", (
-            F("nonfinite_seen", 1, W1C, "A non-finite K/V element was sanitized."),
-            F("bad_scale_index", 1, W1C, "A scale cache access was out of range and refused."),
-            F(AXI_ERROR, 1, W1C, "A refused register access (SLVERR), or an AXI error reported by "
-              "the datapath."),
-            F("saturated_seen", 1, W1C, "A dequantized value was saturated to the FP16 range."),
+            F("nonfinite_seen", 1, W1C, "NONFINITE_ELEMS moved: a non-finite K/V element was sanitized "
+              "on the write path, or a non-finite scale field or code was replaced on the read path."),
+            F("bad_scale_index", 1, W1C, "The scale cache refused a write (index out of range, or a "
+              "non-finite half), a scale write reached a build without a cache (block-scaled formats), "
+              "or a static datapath got a beat whose context addresses no cache entry (that beat "
+              "became zeros)."),
+            F(AXI_ERROR, 1, W1C, "The register block refused an access (SLVERR). The datapath has no "
+              "AXI master of its own in this build."),
+            F("saturated_seen", 1, W1C, "A dequantized value was saturated to the largest finite "
+              "value of the element type (65504 for FP16)."),
             F("ring_cfg_err", 1, RO, "Live: the ring configuration sampled at the last clear is "
               "invalid.", lsb=8))),
     )),
@@ -148,9 +153,12 @@ GROUPS = (
             F("value", 64, RO, "blocks written"),)),
         R("BLOCKS_READ", "Blocks the read path consumed.", (
             F("value", 64, RO, "blocks read"),)),
-        R("NONFINITE_ELEMS", "Non-finite input elements sanitized.", (
+        R("NONFINITE_ELEMS", "Non-finite values replaced: K/V elements the quantizer sanitized, plus "
+          "non-finite scale fields (ggml d/m, MX scale bytes) and NaN codes (mxfp8_e4m3) the read "
+          "path replaced.", (
             F("value", 32, RO, "Count."),)),
-        R("SATURATED_ELEMS", "Dequantized elements saturated to the FP16 range.", (
+        R("SATURATED_ELEMS", "Dequantized elements saturated to the largest finite value of the "
+          "element type.", (
             F("value", 32, RO, "Count."),)),
     )),
     Group("scales", 0x0C0, "Scale constant cache access.", (
