@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from kvpath.elements import STREAM_ELEMENTS, stream_element
+from kvpath.elements import STREAM_ELEMENTS, lookup, stream_element
 
 BLOCK_ELEMS = 32  # every supported format quantizes blocks of 32 elements along the last axis
 ELEM_BITS = 16  # K/V elements arrive as 16-bit floats: FP16 or BF16, chosen at generate time
@@ -139,10 +139,7 @@ DEQUANT_LANES = (8, 16, 32, 64, 128)
 
 
 def get_format(name: str) -> BlockFormat:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise ValueError(f"unknown format {name!r}; choose one of {', '.join(FORMATS)}") from None
+    return lookup(FORMATS, name, "format")
 
 
 def check_elem(elem: str) -> str:

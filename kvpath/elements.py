@@ -78,11 +78,16 @@ ELEMENTS: dict[str, ElementType] = {
 STREAM_ELEMENTS = ("fp16", "bf16")  # what the K/V streams and the generated blocks take
 
 
-def element(name: str) -> ElementType:
+def lookup(table: dict, name: str, what: str):
+    """``table[name]``, or a ValueError that lists the choices."""
     try:
-        return ELEMENTS[name]
+        return table[name]
     except KeyError:
-        raise ValueError(f"unknown element type {name!r}; choose one of {', '.join(ELEMENTS)}") from None
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(table)}") from None
+
+
+def element(name: str) -> ElementType:
+    return lookup(ELEMENTS, name, "element type")
 
 
 def stream_element(name: str) -> ElementType:

@@ -11,11 +11,12 @@ framework owns valid bits, stalls (``en`` low while the output is back-pressured
 units hold no handshake logic and stay easy to prove equal to the golden model.
 """
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Module, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, BlockFormat
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, BlockFormat, check_elem, get_format
+from kvpath.hdl.lib.pipe import Pipe
 
 FP16 = unsigned(ELEM_BITS)
 
@@ -46,8 +47,28 @@ class LaneUnitSignature(wiring.Signature):
         })
 
 
+class BlockUnit(wiring.Component):
+    """Base of block units whose signature follows from class attributes (the format's name, the
+    layout of the lane constants); ``stages(m, p)`` builds the pipeline with ``p``, the unit's
+    registers (enabled by ``en``, reset: ``hdl/lib/pipe.py``)."""
+
+    fmt: str
+    const_layout: data.Layout
+
+    def __init__(self):
+        super().__init__(BlockUnitSignature(get_format(self.fmt), self.const_layout))
+
+    def elaborate(self, platform):
+        m = Module()
+        self.stages(m, Pipe(m, self.en, reset=True))
+        return m
+
+    def stages(self, m: Module, p: Pipe) -> None:
+        raise NotImplementedError
+
+
 class FormatDatapath:
-    """What a format contributes to the quantizer; subclasses live one per format.
+    """What a format contributes to the quantizer; subclasses live one per format (``BlockFormat.datapath``).
 
     Subclasses set ``fmt`` and ``const_layout`` and implement ``block_unit()`` and ``lane_unit()``,
     each returning a new ``wiring.Component`` with the signature above and an int attribute
@@ -62,3 +83,21 @@ class FormatDatapath:
 
     def lane_unit(self) -> wiring.Component:
         raise NotImplementedError
+
+
+class UnitTable(FormatDatapath):
+    """A datapath that picks its units by element type from ``units``:
+    ``{elem: (const_layout, block unit class, lane unit factory taking no argument)}``."""
+
+    units: dict
+
+    def __init__(self, fmt: str | None = None, elem: str = "fp16"):
+        # ``fmt`` is the class's own (the registry passes it to every datapath alike).
+        self.elem = check_elem(elem)
+        self.const_layout, self._block, self._lane = self.units[self.elem]
+
+    def block_unit(self) -> wiring.Component:
+        return self._block()
+
+    def lane_unit(self) -> wiring.Component:
+        return self._lane()

@@ -14,11 +14,13 @@ here resets (``hdl/lib/pipe.py``: chains of reset-less ones would become SRL LUT
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS
+from kvpath.config import BLOCK_ELEMS, BlockFormat
 from kvpath.hdl.lib.bits import leading_zeros
 from kvpath.hdl.lib.pipe import reg
+from kvpath.hdl.quant.contract import LaneUnitSignature
 
 FRAC_BITS = 10  # FP16 fraction field
 EXP_BITS = 5
@@ -124,6 +126,36 @@ class MaxMagnitudeTree(wiring.Component):
                 layer = [reg(m, self.en, v, f"s{level}n{k}", reset=True) for k, v in enumerate(layer)]
         m.d.comb += self.max.eq(layer[0])
         return m
+
+
+def block_max(m: Module, en, block, keep_sign: bool):
+    """The block's element of largest magnitude (``MaxMagnitudeTree`` as submodule ``tree``),
+    ``MaxMagnitudeTree(keep_sign).latency`` enabled cycles after ``block``."""
+    m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=keep_sign)
+    m.d.comb += tree.en.eq(en)
+    for k in range(len(block)):
+        m.d.comb += tree.block[k].eq(block[k])
+    return tree.max
+
+
+def normalized_max(m: Module, en, block, keep_sign: bool):
+    """Stages 1-3 of the q8_0 and q4_0 block units and the start of stage 4: the block maximum, its
+    integer significand and effective exponent, and the significand's leading zeros."""
+    vmax = block_max(m, en, block, keep_sign)
+    mx, ea = fp16_significand(m, vmax)
+    return vmax, mx, ea, leading_zeros(m, mx, 11)
+
+
+def reciprocal_rom(m: Module, p, s4_mx, s4_lz, s4_ea, layout, rom_entry):
+    """Stage 5 of the q8_0 and q4_0 block units: the 1024-word ROM (submodule ``rom``) read with the
+    normalized maximum's fraction, and its exponent; returns ``(rom word, s5_ean)``."""
+    m.submodules.rom = rom = Memory(shape=layout, depth=1024, init=[rom_entry(f) for f in range(1024)])
+    rd = rom.read_port(domain="sync")
+    mxn = Signal(11)
+    m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(p.en)]
+    ean = Signal(signed(7))
+    m.d.comb += ean.eq(s4_ea - s4_lz)
+    return rd.data, p.reg(ean, "s5_ean", signed(7))
 
 
 # --- the per-element product ------------------------------------------------------------------
@@ -241,3 +273,46 @@ class ProductFront(wiring.Component):
             self.zero.eq(s6["s6_zero"]),
         ]
         return m
+
+
+class FrontLaneUnit(wiring.Component):
+    """Base of the q8_0 and q4_0 lane units: a ``ProductFront`` (submodule ``front``), then the
+    format's two-stage ``tail(m, front)`` from the product window to the code. ``elem="bf16"`` takes
+    BF16 elements with the block unit's BF16 constants; the window means the same for both."""
+
+    latency = ProductFront.latency + 2
+    fmt: BlockFormat
+    r_limit: int
+
+    def __init__(self, elem: str, const_layout):
+        self.elem = elem
+        super().__init__(LaneUnitSignature(self.fmt, const_layout))
+
+    def neg(self):
+        """The sign of the block's reciprocal (0 where it is always positive)."""
+        return 0
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.front = front = ProductFront(self.r_limit, self.elem)
+        m.d.comb += [
+            front.en.eq(self.en),
+            front.x.eq(self.x),
+            front.mi.eq(self.const.mi),
+            front.rb.eq(self.const.rb),
+            front.neg.eq(self.neg()),
+        ]
+        self.tail(m, front)
+        return m
+
+    def tail(self, m: Module, front: ProductFront) -> None:
+        raise NotImplementedError
+
+
+def front_units(lane: type, block_fp16: type, const_fp16, block_bf16: type, const_bf16) -> dict:
+    """``UnitTable.units`` of a format whose one lane unit class (a ``FrontLaneUnit``) serves both
+    element types with the block unit's constants."""
+    return {
+        "fp16": (const_fp16, block_fp16, lambda: lane("fp16", const_fp16)),
+        "bf16": (const_bf16, block_bf16, lambda: lane("bf16", const_bf16)),
+    }

@@ -18,18 +18,18 @@ exponent really does only shift them.
 
 from functools import lru_cache
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.hdl import Cat, Const, Mux, Signal, signed
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
-from kvpath.config import get_format
+
 from kvpath.golden.ggml import bf16 as ggml_bf16
 from kvpath.golden.num import bf16_arith
 
 from kvpath.hdl.lib.bits import any_below
 from kvpath.hdl.lib.pipe import delay, reg
-from kvpath.hdl.quant.fp32 import SIG_BITS, MaxMagnitudeTree, trailing_zeros
-from kvpath.hdl.quant.contract import BlockUnitSignature
+from kvpath.hdl.quant.fp32 import SIG_BITS, block_max, trailing_zeros
+from kvpath.hdl.quant.contract import BlockUnit
 
 RB_BITS = 10  # e + rb_off for e in 0..254 and |rb_off| <= 3
 # Lane shift bases (see quant_q8_0 / quant_q4_0 tails): with id = id_sig * 2**id_exp (id_sig
@@ -95,22 +95,14 @@ def q4_0_rom() -> list[dict]:
     return rows
 
 
-class Q80Bf16BlockUnit(wiring.Component):
+class Q80Bf16BlockUnit(BlockUnit):
     """q8_0 block unit for BF16: amax tree (3), ROM read (1), d's FP16 plan (1), rounding (1)."""
 
-    latency = 6
+    fmt, const_layout, latency = "q8_0", Q80_CONST, 6
 
-    def __init__(self):
-        super().__init__(BlockUnitSignature(get_format("q8_0"), Q80_CONST))
-
-    def elaborate(self, platform):
-        m = Module()
+    def stages(self, m, p):
         en = self.en
-        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=False)
-        m.d.comb += tree.en.eq(en)
-        for k in range(len(self.block)):
-            m.d.comb += tree.block[k].eq(self.block[k])
-        amax = tree.max
+        amax = block_max(m, en, self.block, keep_sign=False)
 
         # Stage 4: ROM row by (exponent class, fraction).
         m.submodules.rom = rom = Memory(shape=Q80_ROM, depth=512, init=q8_0_rom())
@@ -157,26 +149,17 @@ class Q80Bf16BlockUnit(wiring.Component):
         m.d.comb += d16.eq(Mux(s5_dzero, 0, Mux(s5_inf, FP16_INF, (s5_base << 10) + s5_q + up)))
         s6_header = reg(m, en, d16, "s6_header", reset=True, shape=16)
         m.d.comb += [self.header.eq(s6_header), self.const.eq(delay(m, en, s5_const, 1, "const", reset=True, names="{name}_d{k1}", shape=s5_const.shape()))]
-        return m
 
 
-class Q40Bf16BlockUnit(wiring.Component):
+class Q40Bf16BlockUnit(BlockUnit):
     """q4_0 block unit for BF16: signed max tree (3), ROM read and d's fields (1), d's FP16
     subnormal shift and the constants (1), d's rounding (1)."""
 
-    latency = 6
+    fmt, const_layout, latency = "q4_0", Q40_CONST, 6
 
-    def __init__(self):
-        super().__init__(BlockUnitSignature(get_format("q4_0"), Q40_CONST))
-
-    def elaborate(self, platform):
-        m = Module()
+    def stages(self, m, p):
         en = self.en
-        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=True)
-        m.d.comb += tree.en.eq(en)
-        for k in range(len(self.block)):
-            m.d.comb += tree.block[k].eq(self.block[k])
-        vmax = tree.max
+        vmax = block_max(m, en, self.block, keep_sign=True)
         mag = vmax[:15]
 
         # Stage 4: ROM row by fraction (every non-void maximum is a normal BF16 number).
@@ -228,4 +211,3 @@ class Q40Bf16BlockUnit(wiring.Component):
             m.d.comb += d_mag.eq(s5_sub + s5_up)
         header = reg(m, en, Cat(d_mag, s5_neg), "s6_header", reset=True, shape=16)
         m.d.comb += [self.header.eq(header), self.const.eq(delay(m, en, const, 1, "const", reset=True, names="{name}_d{k1}", shape=const.shape()))]
-        return m

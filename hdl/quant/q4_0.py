@@ -21,17 +21,15 @@ Both are one carry-chain add of a constant chosen by the sign and the alignment 
 integer bits at ``r``'s position, clipped to 0..15.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Cat, Const, Mux, Signal, signed
+from amaranth.lib import data
 
-from kvpath.config import check_elem, get_format
+from kvpath.config import get_format
 
-from kvpath.hdl.lib.bits import leading_zeros
-from kvpath.hdl.lib.pipe import Pipe, delay
-from kvpath.hdl.quant.fp32 import (SIG_BITS, WINDOW_BITS, MaxMagnitudeTree, ProductFront,
-                         fp16_significand, round_div)
-from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.lib.pipe import delay
+from kvpath.hdl.quant.fp32 import (FrontLaneUnit, front_units, SIG_BITS, WINDOW_BITS, ProductFront, normalized_max,
+                                   reciprocal_rom, round_div)
+from kvpath.hdl.quant.contract import BlockUnit, UnitTable
 from kvpath.hdl.quant.ggml_bf16 import Q40_CONST, Q40Bf16BlockUnit
 
 FMT = get_format("q4_0")
@@ -73,29 +71,16 @@ def rom_entry(frac: int) -> dict[str, int]:
     return {"mi": mi - (1 << 23), "ie": ie}
 
 
-class Q40BlockUnit(wiring.Component):
-    latency = 6
+class Q40BlockUnit(BlockUnit):
+    fmt, const_layout, latency = "q4_0", CONST_LAYOUT, 6
 
-    def __init__(self):
-        super().__init__(BlockUnitSignature(FMT, CONST_LAYOUT))
-
-    def elaborate(self, platform):
-        m = Module()
+    def stages(self, m, p):
         en = self.en
 
-        p = Pipe(m, en, reset=True)
-
-        # Stages 1-3: the signed maximum by magnitude.
-        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=True)
-        m.d.comb += tree.en.eq(en)
-        for k in range(len(self.block)):
-            m.d.comb += tree.block[k].eq(self.block[k])
-        vmax = tree.max
-
-        # Stage 4: normalize, and prepare d = max / 8 in FP16. Exponent fields of 4 and up just
-        # drop by 3; below that d is FP16-subnormal: mx >> (4 - ee), rounded to nearest even.
-        mx, ea = fp16_significand(m, vmax)
-        lz = leading_zeros(m, mx, 11)
+        # Stages 1-3: the signed maximum by magnitude. Stage 4: normalize, and prepare d = max / 8
+        # in FP16. Exponent fields of 4 and up just drop by 3; below that d is FP16-subnormal:
+        # mx >> (4 - ee), rounded to nearest even.
+        vmax, mx, ea, lz = normalized_max(m, en, self.block, keep_sign=True)
         exp = vmax[10:15]
         shifted = Signal(11)
         rbit = Signal()
@@ -116,19 +101,11 @@ class Q40BlockUnit(wiring.Component):
         s4_zero = p.reg(mx == 0, "s4_zero", 1)
 
         # Stage 5: ROM read with the normalized fraction; finish d.
-        m.submodules.rom = rom = Memory(shape=ROM_LAYOUT, depth=1024,
-                                        init=[rom_entry(f) for f in range(1024)])
-        rd = rom.read_port(domain="sync")
-        mxn = Signal(11)
-        m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(en)]
-        ean = Signal(signed(7))
-        m.d.comb += ean.eq(s4_ea - s4_lz)
-        s5_ean = p.reg(ean, "s5_ean", signed(7))
+        word, s5_ean = reciprocal_rom(m, p, s4_mx, s4_lz, s4_ea, ROM_LAYOUT, rom_entry)
         up = s4_rbit & (s4_sticky | s4_sub[0])
         mag = Mux(s4_normal, s4_hnorm, s4_sub + up)
         s5_header = p.reg(Cat(mag[:15], s4_neg), "s5_header", 16)
         s5_neg, s5_zero = p.reg(s4_neg, "s5_neg"), p.reg(s4_zero, "s5_zero")
-        word = rd.data
 
         # Stage 6: the lane constants.
         rb = Signal(signed(8))
@@ -143,30 +120,22 @@ class Q40BlockUnit(wiring.Component):
         s6_header = delay(m, en, s5_header, 1, "header", reset=True, names="{name}_d{k1}")
 
         m.d.comb += [self.header.eq(s6_header), self.const.eq(s6_const)]
-        return m
 
 
-class Q40LaneUnit(wiring.Component):
-    """``elem="bf16"`` takes BF16 elements and ``quant_bf16_scale``'s constants, whose ``void``
-    bit (the block's 1/d overflowed) forces code 0, kvpath's rule for those blocks."""
+class Q40LaneUnit(FrontLaneUnit):
+    """With BF16 elements the block constants carry a ``void`` bit (the block's 1/d overflowed):
+    it forces code 0, kvpath's rule for those blocks."""
 
-    latency = ProductFront.latency + 2
+    fmt, r_limit = FMT, R_LIMIT
 
     def __init__(self, elem: str = "fp16", const_layout: data.Layout = CONST_LAYOUT):
-        self.elem = elem
-        super().__init__(LaneUnitSignature(FMT, const_layout))
+        super().__init__(elem, const_layout)
 
-    def elaborate(self, platform):
-        m = Module()
+    def neg(self):
+        return self.const.neg
+
+    def tail(self, m, front):
         en = self.en
-        m.submodules.front = front = ProductFront(R_LIMIT, self.elem)
-        m.d.comb += [
-            front.en.eq(en),
-            front.x.eq(self.x),
-            front.mi.eq(self.const.mi),
-            front.rb.eq(self.const.rb),
-            front.neg.eq(self.const.neg),
-        ]
 
         # Stage 7: one add does the second rounding (see the module docstring): the code is
         # 8 + floor(A + K) >> 25 for p >= 0 and 8 - that for p < 0, with A = |p| * 2**25
@@ -208,23 +177,7 @@ class Q40LaneUnit(wiring.Component):
             with m.Else():
                 m.d.sync += code.eq(Mux(i >= 7, 15, 8 + i))
         m.d.comb += self.code.eq(code)
-        return m
 
 
-class Q40Datapath(FormatDatapath):
-    fmt = FMT
-    const_layout = CONST_LAYOUT
-
-    def __init__(self, fmt: str = "q4_0", elem: str = "fp16"):
-        check_elem(elem)
-        self.elem = elem
-        if elem == "bf16":
-            self.const_layout = Q40_CONST
-
-    def block_unit(self):
-        if self.elem == "bf16":
-            return Q40Bf16BlockUnit()
-        return Q40BlockUnit()
-
-    def lane_unit(self):
-        return Q40LaneUnit(self.elem, self.const_layout)
+class Q40Datapath(UnitTable):
+    fmt, units = FMT, front_units(Q40LaneUnit, Q40BlockUnit, CONST_LAYOUT, Q40Bf16BlockUnit, Q40_CONST)

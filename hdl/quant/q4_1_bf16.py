@@ -16,7 +16,7 @@ What changes against ``quant_q4_1`` (docs/numerics.md, "BF16 input"):
   which the modulo window drops) the window.
 """
 
-from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
 from kvpath.config import BLOCK_ELEMS
@@ -24,7 +24,7 @@ from kvpath.config import BLOCK_ELEMS
 from kvpath.hdl.lib.divider import Divider
 from kvpath.hdl.quant.contract import BlockUnitSignature
 from kvpath.hdl.lib.bits import any_below
-from kvpath.hdl.quant.q4_1_fp16 import FMT, WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, pipe
+from kvpath.hdl.quant.q4_1_fp16 import FMT, WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, window_consts
 
 EXP_BITS = 10  # signed exponents and shifts: BF16's 254 binades plus guard
 SPAN_GUARD = 26
@@ -110,13 +110,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
 
     def elaborate(self, platform):
         m = Module()
-        p = pipe(m)
-        m.submodules.div15 = div15 = self._div15()
-        m.submodules.recip = recip = self._recip()
-        assert recip.latency >= self.WINDOW_STAGES
-        m.d.comb += [div15.en.eq(self.en), recip.en.eq(self.en)]
-
-        vmax, vmin = self._extremes(p, [self.block[i] for i in range(BLOCK_ELEMS)])
+        p, div15, recip, vmax, vmin = self._start(m)
         mr, er, zero, inf = self._span_bf16(m, p, vmax, vmin)
         min_bits = p.delay(vmin, self.SPAN_STAGES, "min_span")
 
@@ -168,17 +162,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         m16_i = p.delay(m16, lat, "m16_i")
         early = lat - self.WINDOW_STAGES
         consts = self._window_consts_bf16(p, p.delay(min_bits, early, "min_w"), p.delay(er, early, "er_w"))
-        mi_up = (recip.quot + 1)[1:26]
-        k = k_pre + mi_up[24]
-        isig = Mux(mi_up[24], 1 << 23, mi_up[:24])
-        scale = Mux(zero_i, 0, Mux(k[0], isig << 1, isig))
-
-        header_r = p.reg(Cat(d_bits, m16_i), "header_r")
-        const_r = Signal(CONST_LAYOUT_BF16)
-        m.d.sync += const_r.scale.eq(scale)
-        m.d.sync += [getattr(const_r, f).eq(v) for f, v in consts.items()]
-        m.d.comb += [self.header.eq(header_r), self.const.eq(const_r)]
-        return EnableInserter({"sync": self.en})(m)
+        return self._outputs(m, p, recip.quot, k_pre, zero_i, Cat(d_bits, m16_i), consts, CONST_LAYOUT_BF16)
 
     @staticmethod
     def _span_bf16(m, p, vmax, vmin):
@@ -257,17 +241,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         smin, emin, mmin = _fields(min_bits)
         shift = p.reg((-er - 96)[:EXP_BITS].as_signed(), "w_shift")
         amount = p.reg((emin - er - 96)[:EXP_BITS + 1].as_signed(), "w_amount")
-        s1, m1 = p.reg(smin, "w_s1"), p.reg(mmin, "w_m1")
-        mag, frac = _window(m1, amount)
-        mag2, frac2 = p.reg(mag, "w_mag"), p.reg(frac, "w_frac")
-        s2, shift2 = p.reg(s1, "w_s2"), p.reg(shift, "w_shift2")
-        mi = p.reg(Mux(s2, ~mag2 + ~frac2, mag2)[:WINDOW_BITS], "w_mi")
-        return {
-            "not_min": ~mi,
-            "neg_min": (-mi)[:WINDOW_BITS],
-            "shift": p.reg(shift2, "w_shift3"),
-            "min_frac": p.reg(frac2, "w_frac3"),
-        }
+        return window_consts(p, smin, mmin, amount, shift, _window)
 
 
 class Q41Bf16LaneUnit(Q41LaneUnit):

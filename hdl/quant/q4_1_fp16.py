@@ -88,6 +88,23 @@ def _window(mant, amount):
     return full[11:11 + WINDOW_BITS], (low_any >> amount)[0]
 
 
+def window_consts(p, smin, mmin, amount, shift, window) -> dict:
+    """The block unit's last ``WINDOW_STAGES`` stages: min's window value (``window(m1, amount)``
+    places its significand) and the constants the lanes take from it."""
+    s1, m1 = p.reg(smin, "w_s1"), p.reg(mmin, "w_m1")
+    mag, frac = window(m1, amount)
+    mag2, frac2 = p.reg(mag, "w_mag"), p.reg(frac, "w_frac")
+    s2, shift2 = p.reg(s1, "w_s2"), p.reg(shift, "w_shift2")
+    # floor() of a negative min with bits below the window is one lower
+    mi = p.reg(Mux(s2, ~mag2 + ~frac2, mag2)[:WINDOW_BITS], "w_mi")
+    return {
+        "not_min": ~mi,
+        "neg_min": (-mi)[:WINDOW_BITS],
+        "shift": p.reg(shift2, "w_shift3"),
+        "min_frac": p.reg(frac2, "w_frac3"),
+    }
+
+
 def pipe(m: Module) -> Pipe:
     """The units' registers: enabled by the EnableInserter around them, and reset although no output
     depends on it (``hdl/lib/pipe.py``: reset-less chains would become SRL LUTs)."""
@@ -118,15 +135,19 @@ class Q41BlockUnit(wiring.Component):
     def _recip(self):
         return Divider(48, 24, 25, steps_per_stage=self.RECIP_STEPS_PER_STAGE, num=(1 << 48) - 1)
 
-    def elaborate(self, platform):
-        m = Module()
+    def _start(self, m):
+        """The pipe, both dividers (submodules ``div15``, ``recip``) and the block's signed extremes."""
         p = pipe(m)
         m.submodules.div15 = div15 = self._div15()
         m.submodules.recip = recip = self._recip()
         assert recip.latency >= self.WINDOW_STAGES
         m.d.comb += [div15.en.eq(self.en), recip.en.eq(self.en)]
-
         vmax, vmin = self._extremes(p, [self.block[i] for i in range(BLOCK_ELEMS)])
+        return p, div15, recip, vmax, vmin
+
+    def elaborate(self, platform):
+        m = Module()
+        p, div15, recip, vmax, vmin = self._start(m)
         mr, er, zero = self._span(m, p, vmax, vmin)
         min_bits = p.delay(vmin, 7, "min_span")
 
@@ -162,13 +183,18 @@ class Q41BlockUnit(wiring.Component):
         early = lat - self.WINDOW_STAGES
         consts = self._window_consts(p, p.delay(min_bits, early, "min_w"),
                                      p.delay(er, early, "er_w"))
-        mi_up = (recip.quot + 1)[1:26]  # 25 bits: 2**24 means a carry into the exponent
+        return self._outputs(m, p, recip.quot, k_pre, zero_i, Cat(d_bits, min_bits_i), consts, CONST_LAYOUT)
+
+    def _outputs(self, m, p, recip_quot, k_pre, zero_i, header, consts, layout):
+        """The registered header and lane constants: id's significand, rounded from the reciprocal
+        divider's quotient (one guard bit), becomes the lanes' ``scale``."""
+        mi_up = (recip_quot + 1)[1:26]  # 25 bits: 2**24 means a carry into the exponent
         k = k_pre + mi_up[24]
         isig = Mux(mi_up[24], 1 << 23, mi_up[:24])
         scale = Mux(zero_i, 0, Mux(k[0], isig << 1, isig))
 
-        header_r = p.reg(Cat(d_bits, min_bits_i), "header_r")
-        const_r = Signal(CONST_LAYOUT)
+        header_r = p.reg(header, "header_r")
+        const_r = Signal(layout)
         m.d.sync += const_r.scale.eq(scale)
         m.d.sync += [getattr(const_r, f).eq(v) for f, v in consts.items()]
         m.d.comb += [self.header.eq(header_r), self.const.eq(const_r)]
@@ -274,18 +300,7 @@ class Q41BlockUnit(wiring.Component):
         smin, emin, mmin = _fp16_fields(min_bits)
         shift = p.reg((16 - er)[:6], "w_shift")
         amount = p.reg((emin + 16 - er)[:7], "w_amount")
-        s1, m1 = p.reg(smin, "w_s1"), p.reg(mmin, "w_m1")
-        mag, frac = _window(m1, amount)
-        mag2, frac2 = p.reg(mag, "w_mag"), p.reg(frac, "w_frac")
-        s2, shift2 = p.reg(s1, "w_s2"), p.reg(shift, "w_shift2")
-        # floor() of a negative min with bits below the window is one lower
-        mi = p.reg(Mux(s2, ~mag2 + ~frac2, mag2)[:WINDOW_BITS], "w_mi")
-        return {
-            "not_min": ~mi,
-            "neg_min": (-mi)[:WINDOW_BITS],
-            "shift": p.reg(shift2, "w_shift3"),
-            "min_frac": p.reg(frac2, "w_frac3"),
-        }
+        return window_consts(p, smin, mmin, amount, shift, _window)
 
 
 class Q41LaneUnit(wiring.Component):

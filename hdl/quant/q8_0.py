@@ -11,17 +11,15 @@ Lane unit (latency 8): ``quant_fp32.ProductFront`` gives the exactly rounded pro
 ``|q| = (T + 1) >> 1``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Cat, Const, Mux, Signal, signed
+from amaranth.lib import data
 
-from kvpath.config import check_elem, get_format
+from kvpath.config import get_format
 
-from kvpath.hdl.lib.bits import leading_zeros
-from kvpath.hdl.lib.pipe import Pipe, delay
-from kvpath.hdl.quant.fp32 import (SIG_BITS, MaxMagnitudeTree, ProductFront, fp16_significand,
-                         round_div, trailing_zeros)
-from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
+from kvpath.hdl.lib.pipe import delay
+from kvpath.hdl.quant.fp32 import (FrontLaneUnit, front_units, SIG_BITS, normalized_max,
+                                   reciprocal_rom, round_div, trailing_zeros)
+from kvpath.hdl.quant.contract import BlockUnit, UnitTable
 from kvpath.hdl.quant.ggml_bf16 import Q80_CONST, Q80Bf16BlockUnit
 
 FMT = get_format("q8_0")
@@ -71,42 +69,20 @@ def d_to_fp16_plan(ean: int, de: int) -> tuple[int, int]:
     return shift - 13, max(0, e16 - 1)
 
 
-class Q80BlockUnit(wiring.Component):
-    latency = 7
+class Q80BlockUnit(BlockUnit):
+    fmt, const_layout, latency = "q8_0", CONST_LAYOUT, 7
 
-    def __init__(self):
-        super().__init__(BlockUnitSignature(FMT, CONST_LAYOUT))
-
-    def elaborate(self, platform):
-        m = Module()
+    def stages(self, m, p):
         en = self.en
 
-        p = Pipe(m, en, reset=True)
-
-        # Stages 1-3: amax.
-        m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=False)
-        m.d.comb += tree.en.eq(en)
-        for k in range(len(self.block)):
-            m.d.comb += tree.block[k].eq(self.block[k])
-        amax = tree.max
-
-        # Stage 4: normalize subnormal maxima.
-        mx, ea = fp16_significand(m, amax)
-        lz = leading_zeros(m, mx, 11)
+        # Stages 1-3: amax; stage 4: normalize subnormal maxima.
+        amax, mx, ea, lz = normalized_max(m, en, self.block, keep_sign=False)
         s4_mx, s4_lz, s4_ea = p.reg(mx, "s4_mx"), p.reg(lz, "s4_lz"), p.reg(ea, "s4_ea")
         s4_zero = p.reg(amax == 0, "s4_zero")
 
         # Stage 5: ROM read with the normalized fraction.
-        m.submodules.rom = rom = Memory(shape=ROM_LAYOUT, depth=1024,
-                                        init=[rom_entry(f) for f in range(1024)])
-        rd = rom.read_port(domain="sync")
-        mxn = Signal(11)
-        m.d.comb += [mxn.eq(s4_mx << s4_lz), rd.addr.eq(mxn[:10]), rd.en.eq(en)]
-        ean = Signal(signed(7))
-        m.d.comb += ean.eq(s4_ea - s4_lz)
-        s5_ean = p.reg(ean, "s5_ean", signed(7))
+        word, s5_ean = reciprocal_rom(m, p, s4_mx, s4_lz, s4_ea, ROM_LAYOUT, rom_entry)
         s5_zero = p.reg(s4_zero, "s5_zero")
-        word = rd.data
 
         # Stage 6: constants, and d's FP16 shift (a lookup on the exponent) and sticky bit.
         sp = Signal(4)
@@ -142,30 +118,16 @@ class Q80BlockUnit(wiring.Component):
         s7_const = delay(m, en, s6_const, 1, "const", reset=True, names="{name}_d{k1}", shape=s6_const.shape())
 
         m.d.comb += [self.header.eq(s7_header), self.const.eq(s7_const)]
-        return m
 
 
-class Q80LaneUnit(wiring.Component):
-    """``elem="bf16"`` takes BF16 elements and the wider shift base of ``quant_bf16_scale``; the
-    product window means the same for both, so the tail is shared."""
-
-    latency = ProductFront.latency + 2
+class Q80LaneUnit(FrontLaneUnit):
+    fmt, r_limit = FMT, R_LIMIT
 
     def __init__(self, elem: str = "fp16", const_layout: data.Layout = CONST_LAYOUT):
-        self.elem = elem
-        super().__init__(LaneUnitSignature(FMT, const_layout))
+        super().__init__(elem, const_layout)
 
-    def elaborate(self, platform):
-        m = Module()
+    def tail(self, m, front):
         en = self.en
-        m.submodules.front = front = ProductFront(R_LIMIT, self.elem)
-        m.d.comb += [
-            front.en.eq(en),
-            front.x.eq(self.x),
-            front.mi.eq(self.const.mi),
-            front.rb.eq(self.const.rb),
-            front.neg.eq(0),
-        ]
         # T = floor(2|p|): window bits from 16 + r up; at most 8 bits since |p| < 128.
         s7_t = Signal(8)
         s7_sign = Signal()
@@ -182,23 +144,7 @@ class Q80LaneUnit(wiring.Component):
         with m.If(en):
             m.d.sync += code.eq(v[1:])
         m.d.comb += self.code.eq(code)
-        return m
 
 
-class Q80Datapath(FormatDatapath):
-    fmt = FMT
-    const_layout = CONST_LAYOUT
-
-    def __init__(self, fmt: str = "q8_0", elem: str = "fp16"):
-        check_elem(elem)
-        self.elem = elem
-        if elem == "bf16":
-            self.const_layout = Q80_CONST
-
-    def block_unit(self):
-        if self.elem == "bf16":
-            return Q80Bf16BlockUnit()
-        return Q80BlockUnit()
-
-    def lane_unit(self):
-        return Q80LaneUnit(self.elem, self.const_layout)
+class Q80Datapath(UnitTable):
+    fmt, units = FMT, front_units(Q80LaneUnit, Q80BlockUnit, CONST_LAYOUT, Q80Bf16BlockUnit, Q80_CONST)

@@ -27,10 +27,10 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath import scales
 from kvpath.config import DEFAULT, ELEM_BITS, KVPathConfig, check_elem, get_format
+from kvpath.elements import element
 
 from kvpath.hdl.static.write_port import ScaleWrite
 
-ELEM_EXP = {"fp16": (10, 5), "bf16": (7, 8)}  # (fraction bits, exponent bits)
 
 
 def entries_per_row(scope: str, lanes: int) -> int:
@@ -64,7 +64,7 @@ def read_signature(fmt: str, lanes: int, config: KVPathConfig = DEFAULT) -> Cach
 
 
 def finite_half(m: Module, bits, elem: str):
-    frac, exp = ELEM_EXP[elem]
+    frac, exp = element(elem).frac_bits, element(elem).exp_bits
     ok = Signal()
     m.d.comb += ok.eq(~bits[frac:frac + exp].all())
     return ok

@@ -14,8 +14,8 @@ pattern beyond the largest finite value saturates to it. Sign = sign(code) XOR s
 
 Pipeline (``latency`` = 6): accept (cache row) | S1 (cache data, multiply) | S2 (leading one) | S3
 (normalize, exponent, subnormal pattern) | S4 (round, overflow test) | S5 (saturate, encode) | output
-register, all on ``en = ~o.valid | o.ready``; ``i.ready = en``. Each stage stays within 6 LUT levels
-on the XCK26 (``kvpath synth``).
+register (flow control as every static datapath, ``datapath.py``). Each stage stays within 6 LUT
+levels on the XCK26 (``kvpath synth``).
 
 Counters: ``saturated_count`` (elements saturated), ``nonfinite_count`` (elements whose scale was
 Inf/NaN, treated as +0: impossible behind ``ScaleCache``, which refuses such writes),
@@ -23,55 +23,30 @@ Inf/NaN, treated as +0: impossible behind ``ScaleCache``, which refuses such wri
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
-from kvpath import scales
-from kvpath.config import DEFAULT, DEQUANT_LANES, ELEM_BITS, KVPathConfig, check_elem
+from kvpath.config import DEFAULT, DEQUANT_LANES, ELEM_BITS, KVPathConfig, get_format
+from kvpath.elements import element
 
 from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.bits import msb_index
 from kvpath.hdl.lib.pipe import reg
-from kvpath.hdl.static.cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
-from kvpath.hdl.static.quant import decode, static_format
+from kvpath.hdl.static.cache import finite_half
+from kvpath.hdl.static.datapath import StaticDatapath, decode
 
-MAX_FINITE = {"fp16": 0x7BFF, "bf16": 0x7F7F}
-
-
-class StaticDequantizer(wiring.Component):
+class StaticDequantizer(StaticDatapath):
     def __init__(self, fmt: str, lanes: int, elem: str = "fp16", config: KVPathConfig = DEFAULT):
-        self.fmt = static_format(fmt)
-        if lanes not in DEQUANT_LANES:
-            raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {lanes}")
-        self.lanes, self.elem, self.config = lanes, check_elem(elem), config
-        self.scope = scales.scope_of(fmt)
-        self.ctx_layout = context_layout(config)
-        self.in_layout = data.StructLayout({"codes": unsigned(lanes * self.fmt.code_bits),
-                                            "ctx": self.ctx_layout})
-        self.out_layout = data.StructLayout({"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes),
-                                             "ctx": self.ctx_layout})
-        self.latency = 6  # accepted in cycle t -> o.valid from cycle t + 6 with o.ready high
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "scales": Out(read_signature(fmt, lanes, config)),
-            "saturated_count": Out(32),
-            "nonfinite_count": Out(32),
-            "context_error_count": Out(32),
-        })
+        super().__init__(fmt, lanes, elem, config, allowed_lanes=DEQUANT_LANES, what="dequantizer",
+                         data_in={"codes": unsigned(lanes * get_format(fmt).code_bits)},
+                         data_out={"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes)},
+                         counters=("saturated_count", "nonfinite_count", "context_error_count"), latency=6)
 
     def elaborate(self, platform):
         m = Module()
         lanes, elem, bits = self.lanes, self.elem, self.fmt.code_bits
-        frac, exp = ELEM_EXP[elem]
-        en, accept = Signal(), Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), accept.eq(self.i.valid & en)]
-
-        row, ok0 = cache_row(m, self.i.payload.ctx, self.scope, lanes, self.config)
-        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(en)]
-        m.submodules.context_errors = ctx_errors = EventCounter(1)
-        m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
-                     self.context_error_count.eq(ctx_errors.count)]
+        frac, exp = element(elem).frac_bits, element(elem).exp_bits
+        en, accept = self.stage_enable(m)
+        ok0 = self.read_scales(m, en, accept)
         v1 = reg(m, en, accept, "s1_valid", reset=True)
         codes1 = reg(m, en, self.i.payload.codes, "s1_codes", reset=False)
         ok1 = reg(m, en, ok0, "s1_ok", reset=False)
@@ -132,7 +107,7 @@ class StaticDequantizer(wiring.Component):
         # waiting for the sum: the pattern's exponent field is ``r + 1 + carry`` and it overflows at
         # ``2**exp - 1`` (max finite is the largest pattern below it).
         below = pw - frac - 1  # bits under the kept significand (>= 3: codes have >= 4 bits)
-        max_finite, top_exp = MAX_FINITE[elem], (1 << exp) - 1
+        max_finite, top_exp = element(elem).max_finite, (1 << exp) - 1
         normal5, normal_ok5, over5, mag5, sign5, bad5 = [], [], [], [], [], []
         for k in range(lanes):
             pn, r = pn4[k], r4[k]

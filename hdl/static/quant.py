@@ -12,10 +12,8 @@ left shift by more than 8 always saturates a non-zero product -- then clamp to +
 
 Pipeline (``latency`` = 5): accept (sanitize, cache row) | S1 (cache data, decode, multiply) | S2
 (coarse shift by whole bytes, saturation beyond the window) | S3 (fine shift, round, clamp) | S4
-(sign, pack) | output register; each stage stays within 6 LUT levels on the XCK26 (``python -m
-kvpath.tools.synth``). Every register loads on ``en = ~o.valid | o.ready`` and
-``i.ready = en``: back-pressure freezes the pipeline, bubbles travel as cleared valid bits, one beat
-per clock otherwise. The cache read enable is ``en`` too, so a stalled beat keeps the row it read.
+(sign, pack) | output register; each stage stays within 6 LUT levels on the XCK26 (``kvpath synth``).
+Flow control as every static datapath (``datapath.py``).
 
 Counters (32 bit, wrapping, a few clocks behind): ``nonfinite_count`` (non-finite input elements,
 sanitized to +-max finite / +0), ``saturated_count`` (codes clamped to +-qmax),
@@ -23,67 +21,33 @@ sanitized to +-max finite / +0), ``saturated_count`` (codes clamped to +-qmax),
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
-from kvpath import scales
-from kvpath.config import DEFAULT, ELEM_BITS, QUANT_LANES, KVPathConfig, check_elem, get_format
+from kvpath.config import DEFAULT, ELEM_BITS, QUANT_LANES, KVPathConfig, get_format
+from kvpath.elements import element
 
 from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.pipe import reg
 from kvpath.hdl.quant.frame import sanitize
-from kvpath.hdl.static.cache import ELEM_EXP, cache_row, context_layout, finite_half, read_signature
+from kvpath.hdl.static.cache import finite_half
+from kvpath.hdl.static.datapath import StaticDatapath, decode
 
-BIAS = {"fp16": 15, "bf16": 127}
 QMAX = {8: 127, 4: 7}
 LEFT = 9  # the product is pre-shifted left by this much; s < 1 - LEFT + 1 saturates
 
 
-def decode(m: Module, bits, elem: str, name: str):
-    """``(sign, sig, ee)`` of a 16-bit float: value = sig * 2**(ee - bias - frac), ``ee = max(e, 1)``."""
-    frac, exp = ELEM_EXP[elem]
-    e = bits[frac:frac + exp]
-    sig = Signal(frac + 1, name=f"{name}_sig")
-    ee = Signal(exp, name=f"{name}_ee")
-    m.d.comb += [sig.eq(Cat(bits[:frac], e.any())), ee.eq(Mux(e.any(), e, 1))]
-    return bits[15], sig, ee
-
-
-def static_format(fmt: str):
-    f = get_format(fmt)
-    if f.family != "static":
-        raise ValueError(f"{f.name} is not a static-scale format")
-    return f
-
-
-class StaticQuantizer(wiring.Component):
+class StaticQuantizer(StaticDatapath):
     def __init__(self, fmt: str, lanes: int, elem: str = "fp16", config: KVPathConfig = DEFAULT):
-        self.fmt = static_format(fmt)
-        if lanes not in QUANT_LANES:
-            raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {lanes}")
-        self.lanes, self.elem, self.config = lanes, check_elem(elem), config
-        self.scope = scales.scope_of(fmt)
-        self.ctx_layout = context_layout(config)
-        self.in_layout = data.StructLayout({"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes),
-                                            "ctx": self.ctx_layout})
-        self.out_layout = data.StructLayout({"codes": unsigned(lanes * self.fmt.code_bits),
-                                             "ctx": self.ctx_layout})
-        self.latency = 5  # accepted in cycle t -> o.valid from cycle t + 5 with o.ready high
-        super().__init__({
-            "i": In(stream.Signature(self.in_layout)),
-            "o": Out(stream.Signature(self.out_layout)),
-            "scales": Out(read_signature(fmt, lanes, config)),
-            "nonfinite_count": Out(32),
-            "saturated_count": Out(32),
-            "context_error_count": Out(32),
-        })
+        super().__init__(fmt, lanes, elem, config, allowed_lanes=QUANT_LANES, what="quantizer",
+                         data_in={"elems": data.ArrayLayout(unsigned(ELEM_BITS), lanes)},
+                         data_out={"codes": unsigned(lanes * get_format(fmt).code_bits)},
+                         counters=("nonfinite_count", "saturated_count", "context_error_count"), latency=5)
 
     def elaborate(self, platform):
         m = Module()
         lanes, elem, bits = self.lanes, self.elem, self.fmt.code_bits
-        frac, _ = ELEM_EXP[elem]
-        en, accept = Signal(), Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), accept.eq(self.i.valid & en)]
+        frac = element(elem).frac_bits
+        en, accept = self.stage_enable(m)
 
         # Accept: sanitize, count non-finite inputs, address the cache.
         m.submodules.nonfinite = nonfinite = EventCounter(lanes)
@@ -95,11 +59,7 @@ class StaticQuantizer(wiring.Component):
             flags.append(bad)
         m.d.comb += [nonfinite.events.eq(Cat(*flags)), nonfinite.fire.eq(accept),
                      self.nonfinite_count.eq(nonfinite.count)]
-        row, ok0 = cache_row(m, self.i.payload.ctx, self.scope, lanes, self.config)
-        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(en)]
-        m.submodules.context_errors = ctx_errors = EventCounter(1)
-        m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
-                     self.context_error_count.eq(ctx_errors.count)]
+        ok0 = self.read_scales(m, en, accept)
 
         v1 = reg(m, en, accept, "s1_valid", reset=True)
         x1 = [reg(m, en, y, f"s1_x{k}", reset=False) for k, y in enumerate(san)]
@@ -107,7 +67,7 @@ class StaticQuantizer(wiring.Component):
         ctx1 = reg(m, en, self.i.payload.ctx, "s1_ctx", reset=False)
 
         # S1: decode, exact product, shift amount.
-        const_s = 2 * (BIAS[elem] + frac) + LEFT - 1  # u = s + LEFT - 1, s = const - ee_x - ee_i
+        const_s = 2 * (element(elem).bias + frac) + LEFT - 1  # u = s + LEFT - 1, s = const - ee_x - ee_i
         pw = 2 * (frac + 1)
         u_max = pw + LEFT + 1  # shifting (P << LEFT) by this much or more leaves 0
         p2, u2, neg2 = [], [], []

@@ -164,15 +164,7 @@ def q4_0_codes(bits: np.ndarray, c, lane, ws: Workspace) -> np.ndarray:
         t = ws.i32[:n]  # y * 2**27 in [-2**30, 2**30]: the rest runs in int32
         np.right_shift(p, _per_element_shift(e16, c_blk[lo:hi], ws, n), out=t, casting="unsafe")
         t += (17 << (Q4_0_POINT - 1)) + margin  # (8.5 + y) * 2**27 + margin, > 0
-        tmp = ws.i32b[:n]
-        np.bitwise_and(t, frac, out=tmp)
-        hits = np.flatnonzero(tmp < 2 * margin)
-        if hits.size:
-            near.append(hits + lo * 32)
-        np.right_shift(t, Q4_0_POINT, out=t)
-        q = out.reshape(-1)[lo * 32 : hi * 32]
-        np.copyto(q, t, casting="unsafe")  # 0 <= code <= 16
-        np.minimum(q, 15, out=q)
+        _screen_4bit(t, Q4_0_POINT, frac, margin, out.reshape(-1)[lo * 32 : hi * 32], near, lo, ws, n)
     return _patch(out, bits, c, near, lane)
 
 
@@ -212,16 +204,23 @@ def q4_1_codes(bits: np.ndarray, c, lane, ws: Workspace) -> np.ndarray:
         # below 2 * margin are near a boundary and recomputed; for all others t >> 27 is
         # floor(w + 0.5).
         t += (1 << (Q4_1_POINT - 1)) + margin
-        tmp = ws.i32b[:n]
-        np.bitwise_and(t, frac, out=tmp)
-        hits = np.flatnonzero(tmp < 2 * margin)
-        if hits.size:
-            near.append(hits + lo * 32)
-        np.right_shift(t, Q4_1_POINT, out=t)
-        q = out.reshape(-1)[lo * 32 : hi * 32]
-        np.copyto(q, t, casting="unsafe")  # r <= 16
-        np.minimum(q, 15, out=q)
+        _screen_4bit(t, Q4_1_POINT, frac, margin, out.reshape(-1)[lo * 32 : hi * 32], near, lo, ws, n)
     return _patch(out, bits, c, near, lane)
+
+
+def _screen_4bit(t, point: int, frac: int, margin: int, q, near: list, lo: int, ws: Workspace, n: int):
+    """The 4-bit codes' common tail: ``t`` holds the shifted value plus the rounding offset and the
+    screen margin at binary point ``point``; elements whose fraction lies below ``2 * margin`` are
+    near a decision boundary and listed in ``near`` for the exact lane; the rest are
+    ``min(15, t >> point)`` (``t >> point`` is at most 16)."""
+    tmp = ws.i32b[:n]
+    np.bitwise_and(t, frac, out=tmp)
+    hits = np.flatnonzero(tmp < 2 * margin)
+    if hits.size:
+        near.append(hits + lo * 32)
+    np.right_shift(t, point, out=t)
+    np.copyto(q, t, casting="unsafe")
+    np.minimum(q, 15, out=q)
 
 
 def _patch(q: np.ndarray, bits: np.ndarray, c, near: list, lane):

@@ -17,16 +17,16 @@ from kvpath.packing import pack_nibbles, unpack_nibbles
 from kvpath.golden.ggml.recip import fp32_div, fp32_recip
 from kvpath.golden.num.rounding import round_sig
 
-LEVELS = 15  # d spans max - min in 15 steps
-HALF_FIXED = 1 << (ADD_FRAC_BITS - 1)  # 0.5
-
-
 class Const(NamedTuple):
     """``kmin``: the block min in fixed point (2**-24 units); ``id = id_sig * 2**id_exp`` (0 if d = 0)."""
 
     kmin: np.ndarray
     id_sig: np.ndarray
     id_exp: np.ndarray
+
+
+LEVELS = 15  # d spans max - min in 15 steps
+HALF_FIXED = 1 << (ADD_FRAC_BITS - 1)  # 0.5
 
 
 def block_min_max(bits: np.ndarray):

@@ -1,0 +1,77 @@
+"""What the static-scale quantizer and dequantizer share: the format check, the streams with the
+beat's context beside the data, the scale-cache read port, the counters, the stage enable, and the
+decoding of a 16-bit float into the fields their exact products use.
+
+Every register of both loads on ``en = ~o.valid | o.ready`` and ``i.ready = en``: back-pressure
+freezes the pipeline, bubbles travel as cleared valid bits, one beat per clock otherwise. The cache
+read enable is ``en`` too, so a stalled beat keeps the row it read.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from kvpath import scales
+from kvpath.config import KVPathConfig, check_elem, get_format
+from kvpath.elements import element
+from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.static.cache import cache_row, context_layout, read_signature
+
+
+def static_format(fmt: str):
+    f = get_format(fmt)
+    if not f.needs_scale_cache:
+        raise ValueError(f"{f.name} is not a static-scale format")
+    return f
+
+
+def decode(m: Module, bits, elem: str, name: str):
+    """``(sign, sig, ee)`` of a 16-bit float: value = sig * 2**(ee - bias - frac), ``ee = max(e, 1)``."""
+    et = element(elem)
+    frac, exp = et.frac_bits, et.exp_bits
+    e = bits[frac:frac + exp]
+    sig = Signal(frac + 1, name=f"{name}_sig")
+    ee = Signal(exp, name=f"{name}_ee")
+    m.d.comb += [sig.eq(Cat(bits[:frac], e.any())), ee.eq(Mux(e.any(), e, 1))]
+    return bits[15], sig, ee
+
+
+class StaticDatapath(wiring.Component):
+    """Base of ``StaticQuantizer`` and ``StaticDequantizer``: ``i`` carries ``data_in`` and the
+    context, ``o`` carries ``data_out`` and the same context; ``counters`` are 32-bit outputs, in
+    port order."""
+
+    def __init__(self, fmt: str, lanes: int, elem: str, config: KVPathConfig, *, allowed_lanes,
+                 what: str, data_in: dict, data_out: dict, counters: tuple[str, ...], latency: int):
+        self.fmt = static_format(fmt)
+        if lanes not in allowed_lanes:
+            raise ValueError(f"{what} lanes must be one of {allowed_lanes}, got {lanes}")
+        self.lanes, self.elem, self.config = lanes, check_elem(elem), config
+        self.scope = scales.scope_of(fmt)
+        self.ctx_layout = context_layout(config)
+        self.in_layout = data.StructLayout({**data_in, "ctx": self.ctx_layout})
+        self.out_layout = data.StructLayout({**data_out, "ctx": self.ctx_layout})
+        self.latency = latency  # accepted in cycle t -> o.valid from cycle t + latency with o.ready high
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "scales": Out(read_signature(fmt, lanes, config)),
+            **{name: Out(32) for name in counters},
+        })
+
+    def stage_enable(self, m: Module):
+        """``(en, accept)``: the pipeline enable, and a beat taken this cycle."""
+        en, accept = Signal(), Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), accept.eq(self.i.valid & en)]
+        return en, accept
+
+    def read_scales(self, m: Module, en, accept):
+        """Address the cache with the accepted beat's context and count bad contexts; returns the
+        context-valid flag of the beat being accepted."""
+        row, ok0 = cache_row(m, self.i.payload.ctx, self.scope, self.lanes, self.config)
+        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(en)]
+        m.submodules.context_errors = ctx_errors = EventCounter(1)
+        m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
+                     self.context_error_count.eq(ctx_errors.count)]
+        return ok0
+
