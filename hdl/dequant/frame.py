@@ -44,6 +44,11 @@ from kvpath.hdl.lib.pipe import reg
 from kvpath.packing import code_offset
 
 
+def flat(ports):
+    """An engine port as one value: array ports (a list of signals) are concatenated in order."""
+    return Cat(*ports) if isinstance(ports, (list, tuple)) else ports
+
+
 class Dequantizer(wiring.Component):
     """Dequantizer for a block-scaled ``fmt`` emitting ``lanes`` values of type ``elem`` per beat."""
 
@@ -130,7 +135,7 @@ class Dequantizer(wiring.Component):
         if code_nan is None:  # fields only: a block's count once, when its first beat moves on
             m.d.comb += [nf_ctr.events.eq(Cat(*flags)), nf_ctr.fire.eq(first & en)]
         else:  # NaN codes count on every beat, the fields still once per block
-            m.d.comb += [nf_ctr.events.eq(Cat(*(flag & first for flag in flags), code_nan)),
+            m.d.comb += [nf_ctr.events.eq(Cat(*(flag & first for flag in flags), flat(code_nan))),
                          nf_ctr.fire.eq(valid & en)]
 
         # The engine's stages; its last register is the output payload.
@@ -140,7 +145,7 @@ class Dequantizer(wiring.Component):
             chain.append(reg(m, en, chain[-1], f"valid_{k + 2}", reset=True))
         m.d.comb += [
             self.o.valid.eq(chain[-1]),
-            self.o.payload.eq(eng.value),
+            self.o.payload.eq(flat(eng.value)),
         ]
 
         # Saturations count when their beat enters the output register, so that the count is
@@ -148,5 +153,5 @@ class Dequantizer(wiring.Component):
         if saturating:
             entered = Signal()
             m.d.sync += entered.eq(en & chain[-2])
-            m.d.comb += [sat_ctr.events.eq(eng.sat), sat_ctr.fire.eq(entered)]
+            m.d.comb += [sat_ctr.events.eq(flat(eng.sat)), sat_ctr.fire.eq(entered)]
         return m

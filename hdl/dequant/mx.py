@@ -48,13 +48,15 @@ class MXEngine(wiring.Component):
         self.blocks = max(1, lanes // BLOCK_ELEMS)
         members = {
             "en": In(1),
-            "e": In(data.ArrayLayout(unsigned(8), self.blocks)),
-            "codes": In(data.ArrayLayout(unsigned(self.format.code_bits), lanes)),
-            "value": Out(data.ArrayLayout(unsigned(16), lanes)),
-            "sat": Out(unsigned(lanes)),
+            # Arrays of ports, not one wide port: every lane's logic then reads a net of its own, which
+            # keeps event-driven simulators (Icarus) from re-running all lanes on each lane's change.
+            "e": In(unsigned(8)).array(self.blocks),
+            "codes": In(unsigned(self.format.code_bits)).array(lanes),
+            "value": Out(unsigned(16)).array(lanes),
+            "sat": Out(1).array(lanes),
         }
         if self.format.name == "mxfp8_e4m3":
-            members["code_nan"] = Out(unsigned(lanes))
+            members["code_nan"] = Out(1).array(lanes)
         super().__init__(members)
 
     @staticmethod
@@ -129,5 +131,5 @@ class MXEngine(wiring.Component):
             m.d.comb += [self.value[i].eq(reg(m, en, Cat(mag, s_sign), name=f"value{i}", reset=False)),
                          self.sat[i].eq(reg(m, en, sat & ~s_zero, name=f"sat{i}", reset=False))]
         if hasattr(self, "code_nan"):
-            m.d.comb += self.code_nan.eq(Cat(*elem_nan))
+            m.d.comb += [self.code_nan[i].eq(nan) for i, nan in enumerate(elem_nan)]
         return m
