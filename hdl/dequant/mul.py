@@ -19,7 +19,7 @@ subnormal case and no saturation (``sat`` is constant 0).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem
@@ -52,10 +52,10 @@ class MulEngine(wiring.Component):
         self.saturates = elem == "fp16"  # BF16 results from FP16 scales stay below 2**21
         super().__init__({
             "en": In(1),
-            "d": In(data.ArrayLayout(unsigned(16), self.blocks)),
-            "codes": In(data.ArrayLayout(unsigned(self.code_bits), lanes)),
-            "value": Out(data.ArrayLayout(unsigned(16), lanes)),
-            "sat": Out(unsigned(lanes)),
+            "d": In(unsigned(16)).array(self.blocks),
+            "codes": In(unsigned(self.code_bits)).array(lanes),
+            "value": Out(unsigned(16)).array(lanes),
+            "sat": Out(1).array(lanes),
         })
 
     field_rule = staticmethod(sanitize)

@@ -18,7 +18,7 @@ block read as +0 and an E4M3 NaN code its element (``code_nan`` tells the frame,
 """
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem, get_format

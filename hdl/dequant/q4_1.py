@@ -26,7 +26,7 @@ and B3.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, check_elem
@@ -60,11 +60,11 @@ class Q41Engine(wiring.Component):
         self.latency = BLOCK_STAGES + LANE_STAGES + (1 if self.table else 0)
         super().__init__({
             "en": In(1),
-            "d": In(data.ArrayLayout(unsigned(16), self.blocks)),
-            "m": In(data.ArrayLayout(unsigned(16), self.blocks)),
-            "codes": In(data.ArrayLayout(unsigned(4), lanes)),
-            "value": Out(data.ArrayLayout(unsigned(16), lanes)),
-            "sat": Out(unsigned(lanes)),
+            "d": In(unsigned(16)).array(self.blocks),
+            "m": In(unsigned(16)).array(self.blocks),
+            "codes": In(unsigned(4)).array(lanes),
+            "value": Out(unsigned(16)).array(lanes),
+            "sat": Out(1).array(lanes),
         })
 
     # --- per block ---------------------------------------------------------------------------

@@ -43,8 +43,7 @@ def run_engine(engine, d, m, codes, seed):
             k = j - L + 1
             if 0 <= k < n:
                 values[k] = [ctx.get(engine.value[i]) for i in range(lanes)]
-                s = ctx.get(engine.sat)
-                sat[k] = [(s >> i) & 1 for i in range(lanes)]
+                sat[k] = [ctx.get(engine.sat[i]) for i in range(lanes)]
             j += 1
 
     sim = Simulator(engine)
