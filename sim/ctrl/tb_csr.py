@@ -21,7 +21,7 @@ from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.regmap.json_map import load
 from kvpath.regmap.model import OKAY, SLVERR, CSRModel
-from kvpath.sim.lib.streams import StreamSink, field_of
+from kvpath.sim.lib.streams import StreamSink, bernoulli, field_of
 
 MASK32 = 0xFFFF_FFFF
 
@@ -47,7 +47,8 @@ class TB:
                              for f in r["fields"] if f["port"] in self.input_ports}
         self.pulses = Counter()
         # The register block's scale_write stream, checked against the stream rule on every edge.
-        self.scale_sink = StreamSink(dut, "scale_write", self.rng)
+        self.scale_sink = StreamSink(dut, "scale_write")
+        self._scale_ready_p = 1.0
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
         # cocotbext-axi logs every transfer at INFO: thousands of lines that hide the failures.
@@ -82,11 +83,12 @@ class TB:
 
     @property
     def scale_ready_p(self) -> float:
-        return 1.0 - self.scale_sink.pause
+        return self._scale_ready_p
 
     @scale_ready_p.setter
     def scale_ready_p(self, p: float) -> None:
-        self.scale_sink.pause = 1.0 - p
+        self._scale_ready_p = p
+        self.scale_sink.pauses = bernoulli(self.rng, 1.0 - p)
 
     @property
     def scale_writes(self) -> list[tuple[int, int]]:

@@ -14,6 +14,7 @@ generated kvpath_regs.json), ``KVPATH_SEED`` (every random choice; in every asse
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from kvpath.hdl.ring.tracker import Op
 from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.hdl.top.top import KVPathTop
 
-from kvpath.sim.lib.streams import (CocotbTransport, StreamSink, StreamSource, field_of, pack_fields, pack_lanes,
+from kvpath.sim.lib.streams import (CocotbTransport, StreamSink, StreamSource, bernoulli, field_of, pack_fields, pack_lanes,
                              unpack_lanes)
 
 # The testbench builds a KVPathTop for its stream layouts only; the DUT is the generated Verilog.
@@ -70,14 +71,14 @@ class TB:
 
     async def reset(self):
         dut = self.dut
-        self.kv_in = StreamSource(dut, "kv_in", self.rng, self.pause)
-        self.q_in = StreamSource(dut, "q_in", self.rng, self.pause)
-        self.memset = StreamSource(dut, "memset", self.rng, self.pause)
-        self.ring_cmd = StreamSource(dut, "ring_cmd", self.rng, self.pause)
-        self.q_out = StreamSink(dut, "q_out", self.rng, self.pause)
-        self.kv_out = StreamSink(dut, "kv_out", self.rng, self.pause)
-        self.ring_wr = StreamSink(dut, "ring_wr", self.rng, self.pause)
-        self.ring_rd = StreamSink(dut, "ring_rd", self.rng, self.pause)
+        self.kv_in = StreamSource(dut, "kv_in", bernoulli(self.rng, self.pause))
+        self.q_in = StreamSource(dut, "q_in", bernoulli(self.rng, self.pause))
+        self.memset = StreamSource(dut, "memset", bernoulli(self.rng, self.pause))
+        self.ring_cmd = StreamSource(dut, "ring_cmd", bernoulli(self.rng, self.pause))
+        self.q_out = StreamSink(dut, "q_out", bernoulli(self.rng, self.pause))
+        self.kv_out = StreamSink(dut, "kv_out", bernoulli(self.rng, self.pause))
+        self.ring_wr = StreamSink(dut, "ring_wr", bernoulli(self.rng, self.pause))
+        self.ring_rd = StreamSink(dut, "ring_rd", bernoulli(self.rng, self.pause))
         dut.rst.value = 1
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
@@ -345,7 +346,7 @@ async def block_stream(dut):
 
     # Disabled at reset: nothing is accepted.
     x = block_samples(tb, 16)
-    tb.q_out.pause = 1.0  # hold the output so the write path fills up once enabled
+    tb.q_out.pauses = itertools.repeat(1)  # hold the output so the write path fills up once enabled
     tb.kv_in.send(path.kv_beats(x))
     await ClockCycles(dut.clk, 40)
     assert tb.kv_in.sent == 0, tb.ctx(f"{tb.kv_in.sent} kv_in beats accepted while disabled")
@@ -354,7 +355,7 @@ async def block_stream(dut):
     await tb.set_field("CTRL", "enable", 0)
     held_in, held_out = tb.kv_in.sent, len(tb.q_out.beats)
     assert held_in > 0 and held_out == 0, tb.ctx(f"{held_in} accepted, {held_out} emitted with q_out stalled")
-    tb.q_out.pause = tb.pause
+    tb.q_out.pauses = bernoulli(tb.rng, tb.pause)
     await ClockCycles(dut.clk, 60)
     # Disabled: no new beat is accepted, but every whole block already inside drains (an AXI-Stream
     # beat once offered stays offered); the partial block waits.
