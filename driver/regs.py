@@ -101,19 +101,38 @@ class Registers:
                     return self.read_field(r["name"], f["name"])
         raise ValueError(f"no counter {port!r} in the map")
 
+    def stream_register(self, port: str) -> dict:
+        """The write-stream register whose writes leave on ``port`` (``scale_write``, ...)."""
+        for r in self.map["registers"]:
+            if r["stream"] and r["stream"]["port"] == port:
+                return r
+        raise ValueError(f"no write stream {port!r} in the map")
+
+    def write_stream(self, port: str, values: Iterable[int], index: int | None = None,
+                     high: int | None = None) -> int:
+        """Emit one beat per value on a write stream: the index register once (if given), the high
+        register once (if given), then one full-word write per value (the hardware advances the
+        index). Returns the number written."""
+        r = self.stream_register(port)
+        if index is not None:
+            self.write(r["stream"]["index"], index)
+        if high is not None:
+            self.write(r["stream"]["high"], high)
+        n = 0
+        for value in values:
+            self.write(r["name"], value)
+            n += 1
+        return n
+
     def load_scales(self, first: int, entries: Iterable[int]) -> int:
-        """Stream scale-cache entries from index ``first``: SCALE_INDEX once, then one SCALE_DATA
-        write per entry (the hardware increments the index). Returns the number written."""
-        special = self.map["special"]
+        """Stream scale-cache entries from index ``first`` (SCALE_INDEX once, then SCALE_DATA per
+        entry). Returns the number written."""
         entries = list(entries)
         size = self.map["config"]["scale_cache_entries"]
         if first < 0 or first + len(entries) > size:
             raise ValueError(f"entries {first}..{first + len(entries) - 1} are outside the scale cache "
                              f"(0..{size - 1})")
-        self.write(special["scale_index"], first)
-        for value in entries:
-            self.write(special["scale_data"], value)
-        return len(entries)
+        return self.write_stream("scale_write", entries, index=first)
 
     # --- identity
     def check_bitstream(self, expected: KVPathConfig) -> None:

@@ -9,27 +9,27 @@ Ports (besides the flat ``s_axil_*`` slave, see ``hdl/ctrl/axil.py``), named by 
 * ``Out`` per RW field (its current value) and per W1P field (a one-cycle pulse);
 * ``In`` per live RO field and per 64-bit counter (the datapath's value);
 * ``In`` per W1C field: a pulse that sets the sticky bit (``axi_error`` is also set internally);
-* ``scale_write``: ``Out(stream.Signature(ScaleWrite))``, one beat per accepted SCALE_DATA write.
+* one ``Out(stream.Signature(stream_layout(s)))`` per write-stream register (``WriteStream`` in the
+  map: ``scale_write`` for SCALE_DATA, ...), one beat per accepted write.
 
 Write path: AW and W are captured in holding registers, in either order; once both are held and no
-response is pending the write executes (a SCALE_DATA write first waits for ``scale_write.ready``)
-and B is raised. Read path: AR is decoded on acceptance and R is registered. One transaction of
+response is pending the write executes (a write-stream register first waits for its stream's
+``ready``) and B is raised. Read path: AR is decoded on acceptance and R is registered. One transaction of
 each kind at a time: simple, deadlock-free, and far faster than any driver issues them.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from kvpath.config import DEFAULT, KVPathConfig
 from kvpath.hdl.ctrl.axil import AxiLitePort, axil_slave_members
-from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.regmap import build_map
 from kvpath.regmap.json_map import RESP
-from kvpath.regmap.layout import DATA_BITS, RO, RW, W1C, W1P, WORD_BYTES
-from kvpath.regmap.map import AXI_ERROR, SCALE_DATA, SCALE_INDEX
+from kvpath.regmap.layout import DATA_BITS, RO, RW, W1C, W1P, WORD_BYTES, WriteStream
+from kvpath.regmap.map import AXI_ERROR
 
 OKAY, SLVERR = RESP["okay"], RESP["slverr"]
 ALL_LANES = (1 << (DATA_BITS // 8)) - 1
@@ -48,16 +48,25 @@ def _members(regmap) -> dict:
             members[f.port] = Out(1)
         elif f.access in (RO, W1C):
             members[f.port] = In(f.width)
-    members["scale_write"] = Out(stream.Signature(ScaleWrite))
+    for r in regmap.registers:
+        if r.stream is not None:
+            members[r.stream.port] = Out(stream.Signature(stream_layout(r.stream)))
     return members
+
+
+def stream_layout(ws: WriteStream) -> data.StructLayout:
+    """A write stream's beat: ``index`` (if the stream has one), the written ``value``, ``high``."""
+    fields = {"index": DATA_BITS} if ws.index else {}
+    fields["value"] = DATA_BITS
+    if ws.high:
+        fields["high"] = DATA_BITS
+    return data.StructLayout(fields)
 
 
 class CSRBlock(wiring.Component):
     def __init__(self, config: KVPathConfig = DEFAULT):
         self.config = config
         self.regmap = build_map(config)
-        self._scale_data = self.regmap.register(SCALE_DATA)
-        self._scale_index = self.regmap.register(SCALE_INDEX)
         super().__init__(_members(self.regmap))
 
     def elaborate(self, platform):
@@ -137,7 +146,9 @@ class CSRBlock(wiring.Component):
         clear = {port: Signal(s.shape(), name=f"clear_{port}") for port, s in sticky.items()}
         for port in (f.port for _, f in regmap.fields() if f.access == W1P):
             m.d.sync += getattr(self, port).eq(0)
-        scale_index = getattr(self, self._scale_index.fields[0].port)
+
+        def rw_port(name):
+            return getattr(self, regmap.register(name).fields[0].port)
 
         with m.If(ready_to_write):
             with m.Switch(aw_addr[word]):
@@ -145,16 +156,21 @@ class CSRBlock(wiring.Component):
                     if not r.writable:
                         continue
                     with m.Case(r.offset // WORD_BYTES):
-                        if r is self._scale_data:
-                            m.d.comb += [self.scale_write.payload.index.eq(scale_index),
-                                         self.scale_write.payload.value.eq(w_data)]
+                        if r.stream is not None:
+                            out = getattr(self, r.stream.port)
+                            m.d.comb += out.payload.value.eq(w_data)
+                            if r.stream.high:
+                                m.d.comb += out.payload.high.eq(rw_port(r.stream.high))
+                            if r.stream.index:
+                                m.d.comb += out.payload.index.eq(rw_port(r.stream.index))
                             with m.If(w_strb != ALL_LANES):
                                 m.d.comb += done.eq(1)
                             with m.Else():
-                                m.d.comb += self.scale_write.valid.eq(1)
-                                with m.If(self.scale_write.ready):
+                                m.d.comb += out.valid.eq(1)
+                                with m.If(out.ready):
                                     m.d.comb += [done.eq(1), resp.eq(OKAY)]
-                                    m.d.sync += scale_index.eq(scale_index + 1)
+                                    if r.stream.index:
+                                        m.d.sync += rw_port(r.stream.index).eq(rw_port(r.stream.index) + 1)
                             continue
                         m.d.comb += [done.eq(1), resp.eq(OKAY)]
                         for f in r.fields:

@@ -41,6 +41,8 @@ def to_dict(regmap: RegisterMap) -> dict:
                 "readable_mask": r.readable_mask,
                 "wide": r.wide,
                 "part": r.part,
+                "stream": None if r.stream is None else {"port": r.stream.port, "index": r.stream.index,
+                                                         "high": r.stream.high},
                 "fields": [
                     {"name": f.name, "lsb": f.lsb, "width": f.width, "access": f.access,
                      "reset": f.reset, "desc": f.desc, "port": f.port, "value_from": f.value_from}

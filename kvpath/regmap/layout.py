@@ -56,10 +56,24 @@ class FieldDecl:
 
 
 @dataclass(frozen=True)
+class WriteStream:
+    """A WO register whose accepted writes leave the block as beats of the stream ``port``, the bus
+    response waiting until the stream takes them. A beat is ``{index, value, high}``: ``index`` is
+    the RW register ``index``'s value (incremented after each accepted write; omitted when None),
+    ``value`` the written word, ``high`` the RW register ``high``'s value (omitted when None; with
+    it, a 64-bit value is ``high:value``). Such writes need WSTRB = 0xF (anything else: SLVERR)."""
+
+    port: str
+    index: str | None = None
+    high: str | None = None
+
+
+@dataclass(frozen=True)
 class RegDecl:
     name: str
     desc: str
     fields: tuple[FieldDecl, ...]
+    stream: WriteStream | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,7 @@ class Register:
     # which HI then returns, so LO-then-HI reads one consistent 64-bit value.
     wide: str | None = None  # port of the 64-bit counter this word belongs to
     part: str | None = None  # "lo" or "hi"
+    stream: WriteStream | None = None  # writes leave on this stream (WO registers)
 
     @property
     def reset(self) -> int:
@@ -232,7 +247,8 @@ def resolve(name: str, desc: str, magic: int, version: tuple[int, int], groups: 
             if fields[-1].msb >= DATA_BITS:
                 registers += _split_wide(reg, fields, offset, g.name)
             else:
-                registers.append(Register(reg.name, offset, reg.desc, g.name, tuple(fields)))
+                registers.append(Register(reg.name, offset, reg.desc, g.name, tuple(fields),
+                                          stream=reg.stream))
             offset = registers[-1].offset + WORD_BYTES
     names = [r.name for r in registers]
     if len(set(names)) != len(names):
@@ -240,4 +256,15 @@ def resolve(name: str, desc: str, magic: int, version: tuple[int, int], groups: 
     ports = [f.port for r in registers for f in r.fields if not f.is_constant and r.part != "hi"]
     if len(set(ports)) != len(ports):
         raise ValueError(f"port names are not unique: {sorted(p for p in ports if ports.count(p) > 1)}")
+    by_name = {r.name: r for r in registers}
+    for r in registers:
+        if r.stream is None:
+            if any(f.access == WO for f in r.fields):
+                raise ValueError(f"{r.name}: a WO field needs a write stream to go to")
+            continue
+        if any(f.access != WO for f in r.fields):
+            raise ValueError(f"{r.name}: a write-stream register has WO fields only")
+        for role, other in (("index", r.stream.index), ("high", r.stream.high)):
+            if other is not None and (other not in by_name or [f.access for f in by_name[other].fields] != [RW]):
+                raise ValueError(f"{r.name}: its {role} register {other} must exist and hold one RW field")
     return RegisterMap(name, desc, config, magic, version, tuple(registers), groups)

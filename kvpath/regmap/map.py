@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from kvpath.config import ELEM_TYPES, FORMATS, KVPathConfig
 
-from kvpath.regmap.layout import RO, RW, W1C, W1P, WO, FieldDecl as F, Group, RegDecl as R, RegisterMap, resolve
+from kvpath.regmap.layout import (RO, RW, W1C, W1P, WO, FieldDecl as F, Group, RegDecl as R, RegisterMap, WriteStream,
+                                  resolve)
 
 NAME = "kvpath_regs"
 MAGIC = int.from_bytes(b"KVPH", "big")
@@ -167,7 +168,7 @@ GROUPS = (
             F("value", 32, RW, "Entry index."),)),
         R(SCALE_DATA, "Write: one cache entry at SCALE_INDEX (scale in bits 15..0, reciprocal in "
           "31..16). Needs WSTRB = 0xF; the write response waits until the cache took the entry.", (
-            F("value", 32, WO, "Entry value."),)),
+            F("value", 32, WO, "Entry value."),), stream=WriteStream("scale_write", index=SCALE_INDEX)),
     )),
 )
 

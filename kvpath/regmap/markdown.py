@@ -22,7 +22,8 @@ BUS = f"""\
   * write to an unmapped address or to a register with no writable field (ID, VERSION, CFG_*,
     counters): SLVERR;
   * read of an unmapped address: RDATA 0, SLVERR;
-  * write to SCALE_DATA with WSTRB != 0xF: SLVERR, no cache entry, SCALE_INDEX unchanged.
+  * write to a write-stream register (SCALE_DATA, ...) with WSTRB != 0xF: SLVERR, nothing emitted,
+    its index register unchanged.
 * WSTRB on other writes: RW bits change only in enabled byte lanes; W1C and W1P bits act only where
   the byte lane is enabled and the data bit is 1; WSTRB = 0 is an OKAY write that changes nothing.
 * A write that mixes field kinds (CTRL, STATUS) acts on its writable fields and ignores RO bits.
@@ -31,10 +32,11 @@ BUS = f"""\
 * Sticky bits: a hardware set pulse in the same cycle as a write-1-to-clear wins (no event lost).
 * 64-bit counters: reading `_LO` returns the low half and snapshots the high half; `_HI` returns the
   snapshot. Read LO then HI for a consistent value.
-* SCALE_DATA: a full-word write emits one `ScaleWrite` {{index = SCALE_INDEX, value = WDATA}} on the
-  `scale_write` stream (layout in `hdl/static/write_port.py`); the write response waits until the stream
-  accepts it, then SCALE_INDEX increments (wrapping at 2^32). Range checking is the cache's job: it
-  refuses an index outside CFG_SCALE_ENTRIES and pulses `bad_scale_index`.
+* Write-stream registers (the table below): a full-word write emits one beat {{index = the index
+  register, value = WDATA, high = the high register}} (fields present as listed) on the stream; the
+  write response waits until the stream accepts it, then the index register increments (wrapping at
+  2^32). SCALE_DATA feeds the scale cache this way (`ScaleWrite`, `hdl/static/write_port.py`), whose
+  range check refuses an index outside CFG_SCALE_ENTRIES and pulses `bad_scale_index`.
 * `kvpath_regs.h` comes from peakrdl-cheader: bit-position/width/mask/reset macros per field and a
   packed `kvpath_regs_t` struct whose member offsets are the register offsets; it needs C11
   (`static_assert`) and GCC or Clang (`__attribute__((packed))`).
@@ -96,9 +98,14 @@ def render(regmap: RegisterMap) -> str:
                                              if r.wide else "")
             else:
                 source = f"out `{f.port}`" if f.access not in ("w1c", "wo") else (
-                    f"in `{f.port}` (set pulse)" if f.access == "w1c" else "`scale_write` stream")
+                    f"in `{f.port}` (set pulse)" if f.access == "w1c" else f"`{r.stream.port}` stream")
             out.append(f"| {_bits(f)} | {f.name} | {f.access} | {_hex(f.reset, f.width)} | {source} | "
                        f"{_cell(f.desc)} |")
+    streams = [r for r in regmap.registers if r.stream is not None]
+    out += ["", "## Write streams", "", "| register | stream | index register | high register |",
+            "|---|---|---|---|"]
+    out += [f"| {r.name} | `{r.stream.port}` | {r.stream.index or '-'} | {r.stream.high or '-'} |"
+            for r in streams]
     out += ["", "## Codes", "", "| CFG_FORMAT.format | format |", "|---|---|"]
     out += [f"| {code} | `{name}` |" for name, code in FORMAT_CODES.items()]
     out += ["", "| CFG_FORMAT.elem | element type |", "|---|---|"]

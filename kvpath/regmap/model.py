@@ -23,10 +23,7 @@ class CSRModel:
             raise ValueError("the model knows 32-bit maps with OKAY/SLVERR codes " + str(RESP))
         self.by_offset = {r["offset"]: r for r in regmap["registers"]}
         self.addr_mask = (1 << regmap["addr_width"]) - 1
-        special = regmap["special"]
-        self.scale_index_port = self._reg(special["scale_index"])["fields"][0]["port"]
-        self.scale_data_offset = self._reg(special["scale_data"])["offset"]
-        self.axi_error = special["axi_error"]
+        self.axi_error = regmap["special"]["axi_error"]
         self.values: dict[str, int] = {}  # RW fields by port
         self.sticky: dict[str, int] = {}
         self.inputs: dict[str, int] = {}  # live RO inputs and 64-bit counters
@@ -42,10 +39,18 @@ class CSRModel:
                     if r["part"] == "hi":
                         self.snapshot[f["port"]] = 0
         self.pulses: list[tuple[str, int]] = []  # W1P ports pulsed by writes
-        self.scale_writes: list[tuple[int, int]] = []
+        # Beats each write-stream register emitted, by stream port: {"index", "value", "high"}.
+        self.streams: dict[str, list[dict]] = {r["stream"]["port"]: [] for r in regmap["registers"] if r["stream"]}
 
     def _reg(self, name: str) -> dict:
         return next(r for r in self.map["registers"] if r["name"] == name)
+
+    def _port_of(self, name: str) -> str:
+        return self._reg(name)["fields"][0]["port"]
+
+    @property
+    def scale_writes(self) -> list[tuple[int, int]]:
+        return [(beat["index"], beat["value"]) for beat in self.streams.get("scale_write", [])]
 
     def set_sticky(self, port: str) -> None:
         self.sticky[port] = 1
@@ -79,13 +84,18 @@ class CSRModel:
     def write(self, addr: int, data: int, strb: int = 0xF) -> int:
         offset = addr & self.addr_mask & ~3
         r = self.by_offset.get(offset)
-        if r is None or not r["writable"] or (offset == self.scale_data_offset and strb != 0xF):
+        if r is None or not r["writable"] or (r["stream"] and strb != 0xF):
             self.sticky[self.axi_error] = 1
             return SLVERR
-        if offset == self.scale_data_offset:
-            index = self.values[self.scale_index_port]
-            self.scale_writes.append((index, data))
-            self.values[self.scale_index_port] = (index + 1) & WORD_MASK
+        if r["stream"]:
+            stream, beat = r["stream"], {"value": data}
+            if stream["index"]:
+                index_port = self._port_of(stream["index"])
+                beat["index"] = self.values[index_port]
+                self.values[index_port] = (beat["index"] + 1) & WORD_MASK
+            if stream["high"]:
+                beat["high"] = self.values[self._port_of(stream["high"])]
+            self.streams[stream["port"]].append(beat)
             return OKAY
         lanes = _lane_mask(strb)
         for f in r["fields"]:
