@@ -106,6 +106,7 @@ TOOLS = {
 BENCHES = {
     "golden": "kvpath.tools.bench_golden",
     "driver": "kvpath.driver.bench",
+    "movers": "kvpath.tools.bench_movers",
 }
 
 
