@@ -154,11 +154,22 @@ class KVPathConfig:
     elem: str = "fp16"  # K/V element type on the streams: "fp16" or "bf16"
     quant_lanes: int = 16
     dequant_lanes: int = 16
-    # Limits a later register block reports, and the driver checks against its model.
+    # Limits the register block reports, and the driver checks against its model.
     max_layers: int = 20
     max_kv_heads: int = 2
     max_head_dim: int = 256
     kv_max_tokens: int = 32768
+    # The KV cache in DDR (docs/kvcache.md): sequences, ring policy classes, read ports, and the AXI4
+    # masters (128-bit HP ports, which cap bursts at 16 beats; AxCACHE 0b0011 for HP, 0b1111 for HPC).
+    max_seqs: int = 1
+    n_classes: int = 2
+    read_ports: int = 1
+    addr_width: int = 40
+    bus_bytes: int = 16
+    max_burst: int = 16
+    max_outstanding: int = 4
+    axi_cache: int = 0b0011
+    axi_prot: int = 0
 
     def __post_init__(self):
         get_format(self.fmt)
@@ -167,6 +178,16 @@ class KVPathConfig:
             raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {self.quant_lanes}")
         if self.dequant_lanes not in DEQUANT_LANES:
             raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {self.dequant_lanes}")
+        for name, low, high in (("max_seqs", 1, 256), ("n_classes", 1, 16), ("read_ports", 1, 4),
+                                ("addr_width", 32, 64), ("max_outstanding", 1, 16), ("axi_cache", 0, 15),
+                                ("axi_prot", 0, 7)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+        if self.bus_bytes not in (4, 8, 16, 32, 64):
+            raise ValueError(f"bus_bytes must be 4, 8, 16, 32 or 64, got {self.bus_bytes}")
+        if self.max_burst not in (1, 2, 4, 8, 16, 32, 64, 128, 256):
+            raise ValueError(f"max_burst must be a power of two up to 256, got {self.max_burst}")
 
     @property
     def format(self) -> BlockFormat:

@@ -51,7 +51,14 @@ def _members(regmap) -> dict:
     for r in regmap.registers:
         if r.stream is not None:
             members[r.stream.port] = Out(stream.Signature(stream_layout(r.stream)))
+    members["sticky"] = Out(max(1, len(_sticky_fields(regmap))))
     return members
+
+
+def _sticky_fields(regmap) -> list:
+    """The W1C fields in map order: their bits in ``sticky``, so a top level can form an interrupt
+    from them (IRQ_ENABLE has one enable per sticky bit, in the same order)."""
+    return [f for _, f in regmap.fields() if f.access == W1C]
 
 
 def stream_layout(ws: WriteStream) -> data.StructLayout:
@@ -192,4 +199,5 @@ class CSRBlock(wiring.Component):
             if port == AXI_ERROR:
                 set_ = set_ | (done & (resp == SLVERR)) | read_error
             m.d.sync += bit.eq((bit & ~clear[port]) | set_)
+        m.d.comb += self.sticky.eq(Cat(sticky[f.port] for f in _sticky_fields(regmap)))
         return m

@@ -177,23 +177,26 @@ class KVPathTop(wiring.Component):
         return m
 
     def _scale_writes(self, m: Module) -> Signal:
-        """Merge the register block's and the bulk scale writes into the cache; returns the refusal
-        pulse (registered, one clock per refused write)."""
-        single, bulk = self.csr.scale_write, self.memset
-        if self.cache is None:
-            refused = Signal(name="scale_write_refused")
-            m.d.comb += [single.ready.eq(1), bulk.ready.eq(1)]
-            m.d.sync += refused.eq(single.valid | bulk.valid)
-            return refused
+        if self.cache is not None:
+            m.submodules.scale_cache = self.cache
+            connect(m, self.quant.scales, self.cache.quant)
+            connect(m, self.dequant.scales, self.cache.dequant)
+        return merge_scale_writes(m, self.csr.scale_write, self.memset, self.cache)
 
-        cache = self.cache
-        m.submodules.scale_cache = cache
-        connect(m, self.quant.scales, cache.quant)
-        connect(m, self.dequant.scales, cache.dequant)
-        w = cache.write
-        with m.If(single.valid):
-            m.d.comb += [w.valid.eq(1), w.payload.eq(single.payload)]
-        with m.Else():
-            m.d.comb += [w.valid.eq(bulk.valid), w.payload.eq(bulk.payload)]
-        m.d.comb += [single.ready.eq(w.ready), bulk.ready.eq(w.ready & ~single.valid)]
-        return cache.error
+
+def merge_scale_writes(m: Module, single, bulk, cache) -> Signal:
+    """Merge the register block's (``single``) and the bulk (``bulk``) scale writes into ``cache``
+    (None: a build without one); returns the refusal pulse (registered, one clock per refused write)."""
+    if cache is None:
+        refused = Signal(name="scale_write_refused")
+        m.d.comb += [single.ready.eq(1), bulk.ready.eq(1)]
+        m.d.sync += refused.eq(single.valid | bulk.valid)
+        return refused
+
+    w = cache.write
+    with m.If(single.valid):
+        m.d.comb += [w.valid.eq(1), w.payload.eq(single.payload)]
+    with m.Else():
+        m.d.comb += [w.valid.eq(bulk.valid), w.payload.eq(bulk.payload)]
+    m.d.comb += [single.ready.eq(w.ready), bulk.ready.eq(w.ready & ~single.valid)]
+    return cache.error

@@ -18,7 +18,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
 
-from kvpath.hdl.static.write_port import ScaleWrite
+from types import SimpleNamespace
+
+from kvpath.hdl.ctrl.csr import stream_layout
 from kvpath.regmap.json_map import load
 from kvpath.regmap.model import OKAY, SLVERR, CSRModel
 from kvpath.sim.lib.streams import StreamSink, bernoulli, field_of
@@ -46,8 +48,11 @@ class TB:
         self.input_widths = {f["port"]: 64 if r["wide"] else f["width"] for r in self.regs
                              for f in r["fields"] if f["port"] in self.input_ports}
         self.pulses = Counter()
-        # The register block's scale_write stream, checked against the stream rule on every edge.
-        self.scale_sink = StreamSink(dut, "scale_write")
+        # Every write stream of the map gets a sink (an undrained stream stalls the bus), checked
+        # against the stream rule on every edge.
+        streams = [r["stream"] for r in self.regs if r["stream"]]
+        self.sinks = {s["port"]: StreamSink(dut, s["port"]) for s in streams}
+        self.stream_layouts = {s["port"]: stream_layout(SimpleNamespace(**s)) for s in streams}
         self._scale_ready_p = 1.0
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
@@ -88,12 +93,18 @@ class TB:
     @scale_ready_p.setter
     def scale_ready_p(self, p: float) -> None:
         self._scale_ready_p = p
-        self.scale_sink.pauses = bernoulli(self.rng, 1.0 - p)
+        for sink in self.sinks.values():
+            sink.pauses = bernoulli(self.rng, 1.0 - p)
+
+    def stream_beats(self, port: str) -> list[dict]:
+        """The beats taken so far on write stream ``port``, decoded as the model records them."""
+        layout = self.stream_layouts[port]
+        return [{name: field_of(layout, b, name) for name, _ in layout} for b in self.sinks[port].beats]
 
     @property
     def scale_writes(self) -> list[tuple[int, int]]:
-        """The ScaleWrite beats taken so far, as (index, value)."""
-        return [(field_of(ScaleWrite, b, "index"), field_of(ScaleWrite, b, "value")) for b in self.scale_sink.beats]
+        """The scale_write beats taken so far, as (index, value)."""
+        return [(b["index"], b["value"]) for b in self.stream_beats("scale_write")]
 
     # --- bus access, checked against the model on every call
     async def write(self, addr: int, data: int, strb: int = 0xF) -> int:
@@ -358,5 +369,6 @@ async def random_against_model(dut):
     await ClockCycles(dut.clk, 5)
     await tb.check_all_registers()
     tb.check_ports()
-    assert tb.scale_writes == tb.model.scale_writes, tb.ctx("ScaleWrite beats differ from the model")
+    for port in tb.sinks:
+        assert tb.stream_beats(port) == tb.model.streams[port], tb.ctx(f"{port} beats differ from the model")
     assert +tb.pulses == Counter(p for p, _ in tb.model.pulses), tb.ctx(f"pulses {tb.pulses}")

@@ -108,10 +108,10 @@ class TB:
         got = await self.counters()
         assert got == expected, self.ctx(f"{what}: counters {got}, golden {expected}")
 
-    async def check_status(self, **expected: int):
+    async def check_status(self, reg: str = "STATUS", **expected: int):
         for name, value in expected.items():
-            got = await self.field("STATUS", name)
-            assert got == value, self.ctx(f"STATUS.{name} = {got}, expected {value}")
+            got = await self.field(reg, name)
+            assert got == value, self.ctx(f"{reg}.{name} = {got}, expected {value}")
 
     async def clear_status(self):
         await self.call(self.regs.write, "STATUS", 0xFFFF_FFFF)
@@ -448,7 +448,7 @@ async def ring_order(dut):
         await tb.wait_until(lambda: tb.ring_cmd.idle, "CLEAR")
 
     await configure(cap, sinks, window)
-    await tb.check_status(ring_cfg_err=0)
+    await tb.check_status("RING_STATUS", ring_cfg_err=0)
     model = RingModel(cap, sinks, window, max_tokens=tb.config.kv_max_tokens)
     appends = 2 * cap + 3
     tb.ring_cmd.send([cmd(Op.APPEND)] * appends)
@@ -471,9 +471,9 @@ async def ring_order(dut):
 
     # A configuration the ring cannot hold: flagged live in STATUS, appends refused.
     await configure(cap, sinks, 0)
-    await tb.check_status(ring_cfg_err=1)
+    await tb.check_status("RING_STATUS", ring_cfg_err=1)
     tb.ring_cmd.send([cmd(Op.APPEND)])
     await tb.wait_until(lambda: len(tb.ring_wr.beats) == appends + 1, "refused append")
     assert field_of(ring.append_layout, tb.ring_wr.beats[-1], "ok") == 0, tb.ctx("append accepted with W = 0")
     await configure(cap, sinks, window)
-    await tb.check_status(ring_cfg_err=0)
+    await tb.check_status("RING_STATUS", ring_cfg_err=0)
