@@ -1,0 +1,283 @@
+"""ReadPort: one read port of the DDR engine (docs/kvcache.md, sections 3, 5 and 6).
+
+A READ arrives as 1..3 *runs* of consecutive rows; the port reads each run's bytes through a
+``BurstReader``, cuts the bus beats into the dequantizer's blocks (``ByteUnpacker``), dequantizes
+them and tags every output beat with its row's token position; the READ's last beat carries TLAST
+and the READ's error flag.
+
+::
+
+    run ─► intake ─► BurstReader ─► ByteUnpacker ─► Dequantizer ─► tagger ─► skid ─► o
+              │            └ error of each run's last beat ─► err FIFO ──┘
+              └──── run info (rows, pos, final) ─► info FIFO ───────────┘
+
+Ports
+=====
+``run``            In stream ``run_layout(config)``: ``addr`` (byte address of the run's first
+                   row), ``slots`` (rows, may be 0), ``pos`` (token position of the first row;
+                   +1 per row), ``last`` (this run ends the READ). A READ is one or more runs, the
+                   last with ``last``; an empty READ is one run with ``slots = 0, last = 1``.
+                   Runs of a READ must follow one another without waiting for the port's output:
+                   the final flag of a run is only known when the next run (or the READ's end)
+                   has arrived, and that run's beats wait for it.
+``row_bytes``      In(16), ``beats_per_row`` In: static configuration (``row_bytes(config,
+                   head_dim)`` and ``head_dim / read_lanes``, at least 1), held stable while
+                   ``busy``. A run's bytes (``slots * row_bytes``) must fit ``len_bits(config)``:
+                   a whole region of ``kv_max_tokens`` rows of ``max_head_dim`` does.
+``o``              Out stream ``out_layout(config)``: ``data`` (``read_lanes`` elements, lane 0 in
+                   bits 15..0), ``user`` (``read_tag``: ``pos``, ``error``), ``last`` (TLAST).
+                   ``error`` = any run of the READ had a non-OKAY R beat; it is set on the TLAST
+                   beat only. An empty READ emits no beat. ``o.valid``/``o.payload`` are registers
+                   and ``o.ready`` reaches no other port combinationally (a two-entry skid buffer).
+``done``           Out(1): one-clock pulse per completed READ (its TLAST beat taken, or an empty
+                   READ reached the tagger), in issue order; ``done_error`` with it.
+``error_run``      Out(1): one-clock pulse per failed reader run (DDR_ERRORS counts these).
+``blocks_read``    Out(1): one pulse per dequantizer input beat (``blocks_per_pulse`` blocks).
+``nonfinite_count``, ``saturated_count``: Out(32), the dequantizer's running counts (wrap).
+``busy``           Out(1): a READ is in the port (taken and not yet done).
+``drain`` In(1), ``idle`` Out(1): soft reset. ``drain`` (latched) stops run intake, drains the
+                   reader (R beats still owed are taken and dropped) and stops forming output
+                   beats; beats already formed (at most two, in the skid buffer) are still offered
+                   until taken. ``idle`` = the reader is idle and no beat is offered: the owner
+                   then resets the port.
+``axi``            The BurstReader's AXI4 read master (AR, R), passed through.
+
+Throughput: one output beat per clock while the bus delivers the bytes. The bus is the limit when
+a beat's share of bytes exceeds the bus width: q8_0 at 16 lanes needs 17 bytes per output beat
+from a 16-byte bus (16/17 = 0.94 beats per clock).
+
+Static formats (scale-cache families) are not built: their dequantizer also needs each beat's
+context and a scale-cache read port; the constructor raises NotImplementedError.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out, connect, flipped
+
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig, load
+from kvpath.hdl.ddr.bursts import Queue, SkidBuffer
+from kvpath.hdl.ddr.reader import BurstReader
+from kvpath.hdl.ddr.repack import ByteUnpacker
+from kvpath.layout import POS_BITS, bits, read_tag
+
+__all__ = ["ReadPort", "run_layout", "out_layout", "len_bits"]
+
+SLOT_BITS = 32
+
+
+def run_layout(c: KVPathConfig) -> data.StructLayout:
+    fields = {"addr": unsigned(c.addr_width), "slots": unsigned(SLOT_BITS), "pos": unsigned(POS_BITS),
+              "last": unsigned(1)}
+    if c.format.needs_scale_cache:
+        fields.update({"layer": unsigned(bits(c.max_layers)), "head": unsigned(bits(c.max_kv_heads)),
+                       "kv": unsigned(1)})
+    return data.StructLayout(fields)
+
+
+def out_layout(c: KVPathConfig) -> data.StructLayout:
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(ELEM_BITS), c.dequant_lanes),
+                              "user": read_tag(c), "last": unsigned(1)})
+
+
+def max_row_bytes(c: KVPathConfig) -> int:
+    f = c.format
+    if f.needs_scale_cache:
+        return c.max_head_dim * f.code_bits // 8
+    return c.max_head_dim // BLOCK_ELEMS * f.block_bytes
+
+
+def len_bits(c: KVPathConfig) -> int:
+    """Reader length width: a whole region (kv_max_tokens rows of the widest row) in one run."""
+    return min(32, (c.kv_max_tokens * max_row_bytes(c)).bit_length())
+
+
+class ReadPort(wiring.Component):
+    def __init__(self, config: KVPathConfig):
+        self.config = c = config
+        family = c.format.family_info
+        if family.scale_cache:
+            self._MustUse__silence = True  # refused, not forgotten: no UnusedElaboratable warning
+            raise NotImplementedError(
+                f"ReadPort: format {c.fmt} (family {family.name}) needs per-beat context and a "
+                f"scale-cache read port for {family.dequantizer}; not implemented")
+        self.dequant = load(family.dequantizer)(c.fmt, c.dequant_lanes, c.elem)
+        self.blocks_per_pulse = self.dequant.blocks_per_beat
+        self.chunk_bytes = c.format.block_bytes * self.blocks_per_pulse
+        if c.bus_bytes > self.chunk_bytes:
+            self._MustUse__silence = True
+            raise NotImplementedError(f"ReadPort: a {c.bus_bytes}-byte bus wider than the {self.chunk_bytes}-byte "
+                                      f"dequantizer input of {c.fmt} at {c.dequant_lanes} lanes needs a narrowing gearbox")
+        self.reader = BurstReader(addr_width=c.addr_width, data_bytes=c.bus_bytes, max_burst=c.max_burst,
+                                  max_outstanding=c.max_outstanding, len_bits=len_bits(c), tag_bits=1,
+                                  cache=c.axi_cache, prot=c.axi_prot)
+        self.run_layout = run_layout(c)
+        self.out_layout = out_layout(c)
+        self.max_beats_per_row = c.max_head_dim // c.dequant_lanes
+        super().__init__({
+            "run": In(stream.Signature(self.run_layout)),
+            "row_bytes": In(16),
+            "beats_per_row": In(range(self.max_beats_per_row + 1)),
+            "o": Out(stream.Signature(self.out_layout)),
+            "done": Out(1),
+            "done_error": Out(1),
+            "error_run": Out(1),
+            "blocks_read": Out(1),
+            "nonfinite_count": Out(32),
+            "saturated_count": Out(32),
+            "busy": Out(1),
+            "drain": In(1),
+            "idle": Out(1),
+            "axi": Out(self.reader.axi.signature),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        m.submodules.reader = reader = self.reader
+        m.submodules.unpack = unpack = ByteUnpacker(c.bus_bytes, self.chunk_bytes)
+        m.submodules.dequant = dq = self.dequant
+        connect(m, flipped(self.axi), reader.axi)
+
+        draining = Signal()
+        with m.If(self.drain):
+            m.d.sync += draining.eq(1)
+        m.d.comb += reader.drain.eq(self.drain | draining)
+
+        # ---- intake: one run at a time. The product is registered (a DSP with its output
+        # register) so that the reader command sees no multiplier in front of it.
+        info_layout = data.StructLayout({
+            "last_row": unsigned(SLOT_BITS),    # slots - 1
+            "pos": unsigned(POS_BITS),
+            "final": unsigned(1),               # the run's last beat is the READ's TLAST
+            "marker": unsigned(1),              # an empty READ: no beat, only its done
+        })
+        m.submodules.info = info = Queue(info_layout.size, 16)
+        run = Signal(self.run_layout)
+        run_v = Signal()
+        length = Signal(len_bits(c))
+        issued = Signal()       # the reader took the run's command (or it has none)
+        handled = Signal()      # the run's info is pushed, held as pending, or dropped
+        nz = run.slots != 0
+        m.d.comb += self.run.ready.eq(~run_v & ~draining)
+        with m.If(self.run.valid & self.run.ready):
+            p = self.run.payload
+            m.d.sync += [run.eq(p), run_v.eq(1), length.eq(p.slots * self.row_bytes),
+                         issued.eq(p.slots == 0), handled.eq(0)]
+        with m.Elif(run_v & issued & handled):
+            m.d.sync += run_v.eq(0)
+
+        m.d.comb += [
+            reader.cmd.valid.eq(run_v & ~issued),
+            reader.cmd.payload.addr.eq(run.addr),
+            reader.cmd.payload.length.eq(length),
+            reader.cmd.payload.tag.eq(0),
+        ]
+        with m.If(reader.cmd.valid & reader.cmd.ready):
+            m.d.sync += issued.eq(1)
+
+        # A non-final run waits in `pend` until the next run of its READ shows whether any later
+        # run has rows: only then is it known whether its last beat is the READ's TLAST.
+        pend = Signal(info_layout)
+        pend_v = Signal()
+        cur_info = Signal(info_layout)
+        m.d.comb += [cur_info.last_row.eq(run.slots - 1), cur_info.pos.eq(run.pos), cur_info.final.eq(1),
+                     cur_info.marker.eq(~nz)]
+        push = Signal(info_layout)
+        m.d.comb += info.i.payload.eq(push)
+        pushed = info.i.valid & info.i.ready
+        with m.If(run_v & ~handled):
+            with m.If(pend_v):
+                with m.If(nz | run.last):
+                    # The pending run is final exactly when nothing with rows follows it.
+                    m.d.comb += [info.i.valid.eq(1), push.eq(pend), push.final.eq(~nz)]
+                    with m.If(pushed):
+                        m.d.sync += pend_v.eq(0)
+                        with m.If(~nz):
+                            m.d.sync += handled.eq(1)
+                with m.Else():
+                    m.d.sync += handled.eq(1)
+            with m.Elif(nz & ~run.last):
+                m.d.sync += [pend.eq(cur_info), pend.final.eq(0), pend_v.eq(1), handled.eq(1)]
+            with m.Elif(run.last):
+                m.d.comb += [info.i.valid.eq(1), push.eq(cur_info)]
+                with m.If(pushed):
+                    m.d.sync += handled.eq(1)
+            with m.Else():
+                m.d.sync += handled.eq(1)
+
+        # ---- reader -> unpacker, tapping each run's error as its last beat passes
+        m.submodules.errs = errs = Queue(1, 16)
+        rd = reader.data
+        run_end = rd.payload.last
+        m.d.comb += [
+            unpack.i.payload.data.eq(rd.payload.data),
+            unpack.i.payload.last.eq(run_end),
+            unpack.i.valid.eq(rd.valid & (~run_end | errs.i.ready)),
+            rd.ready.eq(unpack.i.ready & (~run_end | errs.i.ready)),
+            errs.i.valid.eq(rd.valid & rd.ready & run_end),
+            errs.i.payload.eq(rd.payload.error),
+        ]
+        m.d.sync += self.error_run.eq(rd.valid & rd.ready & run_end & rd.payload.error)
+
+        # ---- unpacker -> dequantizer: rows are whole blocks, so the unpacker's group `last`
+        # only serves to drop the bus padding after each run.
+        m.d.comb += [
+            dq.i.valid.eq(unpack.o.valid),
+            dq.i.payload.eq(unpack.o.payload.data),
+            unpack.o.ready.eq(dq.i.ready),
+            self.blocks_read.eq(dq.i.valid & dq.i.ready),
+            self.nonfinite_count.eq(dq.nonfinite_count),
+            self.saturated_count.eq(dq.saturated_count),
+        ]
+
+        # ---- tagger: position from the row count, TLAST and error from the run info
+        m.submodules.skid = skid = SkidBuffer(self.out_layout)
+        head = data.View(info_layout, info.o.payload)
+        beat = Signal(range(max(2, self.max_beats_per_row)))
+        row = Signal(SLOT_BITS)
+        acc_err = Signal()      # errors of the READ's earlier runs
+        end_row = beat == self.beats_per_row - 1
+        end_run = end_row & (row == head.last_row)
+        formable = info.o.valid & ~head.marker & dq.o.valid & (~end_run | errs.o.valid) & ~draining
+        fire = formable & skid.i.ready
+        final = end_run & head.final
+        out = skid.i.payload
+        m.d.comb += [
+            skid.i.valid.eq(formable),
+            out.data.eq(dq.o.payload),
+            out.user.pos.eq(head.pos + row),
+            out.user.error.eq(final & (acc_err | errs.o.payload)),
+            out.last.eq(final),
+            dq.o.ready.eq(fire),
+        ]
+        with m.If(fire):
+            with m.If(end_row):
+                m.d.sync += beat.eq(0)
+                with m.If(end_run):
+                    m.d.sync += [row.eq(0), acc_err.eq(Mux(head.final, 0, acc_err | errs.o.payload))]
+                with m.Else():
+                    m.d.sync += row.eq(row + 1)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        # An empty READ completes when everything before it has left, so dones stay in order
+        # and never coincide with a TLAST's.
+        out_empty = ~skid.o.valid & skid.i.ready
+        marker_done = info.o.valid & head.marker & out_empty & ~draining
+        m.d.comb += [
+            info.o.ready.eq((fire & end_run) | marker_done),
+            errs.o.ready.eq(fire & end_run),
+        ]
+        connect(m, skid.o, flipped(self.o))
+
+        tlast_taken = self.o.valid & self.o.ready & self.o.payload.last
+        m.d.sync += [
+            self.done.eq(tlast_taken | marker_done),
+            self.done_error.eq(tlast_taken & self.o.payload.user.error),
+        ]
+        m.d.comb += [
+            self.busy.eq(run_v | pend_v | (info.level != 0) | ~out_empty),
+            self.idle.eq(reader.idle & ~skid.o.valid),
+        ]
+        return m
