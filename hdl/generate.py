@@ -17,6 +17,7 @@ MODULES = {
     "dequantizer": "kvpath_dequantizer",
     "csr": "kvpath_csr",
     "top": "kvpath_top",
+    "kvcache": "kvpath_kvcache",
 }
 
 

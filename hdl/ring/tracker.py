@@ -89,6 +89,14 @@ class RingTracker(wiring.Component):
             "cfg_err": Out(1),
             "n_valid": Out(self.count_bits),
             "appended": Out(pos_bits),
+            # Read-only views of the state, for callers that plan reads themselves (the KV cache
+            # engine turns a READ into at most three contiguous runs instead of one beat per slot).
+            "cap": Out(self.count_bits),
+            "sinks": Out(self.count_bits),
+            "n_sink_valid": Out(self.count_bits),
+            "win_len": Out(self.count_bits),
+            "lo_slot": Out(self.slot_bits),
+            "win_lo": Out(pos_bits),
         })
         # The whole state, created here rather than in elaborate() so the formal checker can state
         # invariants over it (they make each BMC step a local proof instead of a replay of history).
@@ -194,6 +202,12 @@ class RingTracker(wiring.Component):
             self.configured.eq(ok),
             self.n_valid.eq(n_valid),
             self.appended.eq(count),
+            self.cap.eq(cap),
+            self.sinks.eq(n_sink),
+            self.n_sink_valid.eq(n_sink_valid),
+            self.win_len.eq(win_len),
+            self.lo_slot.eq(lo_slot),
+            self.win_lo.eq(win_lo),
         ]
 
         # A command is taken only when both outputs are drained, so responses leave in command

@@ -75,3 +75,41 @@ class PathCounters(wiring.Component):
                 m.d.sync += snapshot.eq(total)
             m.d.comb += out.eq(total - snapshot)
         return m
+
+
+class EngineCounters(wiring.Component):
+    """The KV cache top's counters (register map v2): each ``add_<name>`` is added every clock
+    (an event pulse or a byte / block count); ``<name>_total`` inputs are the datapaths' own
+    free-running 32-bit counts, reported as the difference to a snapshot taken at the last clear,
+    as in ``PathCounters``. ``clear`` zeroes every count; an amount added in the same clock still
+    counts. ``<total>_moved`` pulses (registered) when a total changed."""
+
+    WIDE = ("elems_quantized", "blocks_written", "blocks_read", "ddr_bytes_written", "ddr_bytes_read", "cycles")
+    NARROW = ("vectors_written", "vectors_dropped", "commands_done", "ddr_errors", "frame_errors", "cmd_errors")
+    TOTALS = ("nonfinite", "saturated")
+
+    def __init__(self, add_bits: int = 32):
+        members = {"clear": In(1)}
+        for name in self.WIDE + self.NARROW:
+            members[f"add_{name}"] = In(add_bits)
+            members[name] = Out(COUNTER_BITS if name in self.WIDE else TOTAL_BITS)
+        for t in self.TOTALS:
+            members[f"{t}_total"] = In(TOTAL_BITS)
+            members[f"{t}_elems"] = Out(TOTAL_BITS)
+            members[f"{t}_moved"] = Out(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        for name in self.WIDE + self.NARROW:
+            count = getattr(self, name)
+            m.d.sync += count.eq(Mux(self.clear, 0, count) + getattr(self, f"add_{name}"))
+        for t in self.TOTALS:
+            total = getattr(self, f"{t}_total")
+            previous = Signal(TOTAL_BITS, name=f"{t}_previous")
+            snapshot = Signal(TOTAL_BITS, name=f"{t}_snapshot")
+            m.d.sync += [previous.eq(total), getattr(self, f"{t}_moved").eq(total != previous)]
+            with m.If(self.clear):
+                m.d.sync += snapshot.eq(total)
+            m.d.comb += getattr(self, f"{t}_elems").eq(total - snapshot)
+        return m

@@ -1,0 +1,461 @@
+"""The KV cache engine core (docs/kvcache.md): write path, ring trackers and command unit.
+
+``KVEngine(config)`` holds everything that a soft reset clears; the tables (``hdl/ddr/tables.py``),
+the read ports and the register block live beside it in ``KVCacheTop``.
+
+Write path, one vector at a time:
+
+``IDLE`` -> ``LOOKUP`` (the vector's first beat is offered: its tag is latched, the layer and region
+tables are addressed) -> ``CLASS`` (class and base known: range checks, then drop, append or use the
+(seq, class)'s current slot) -> ``APPEND`` / ``APPEND_WAIT`` (the tracker's answer) -> ``ADDR``
+(base + slot x row_bytes) -> ``ISSUE`` (one writer command per row) -> ``DATA`` (the vector's beats
+go to the quantizer) or ``DROP`` (its beats are consumed and discarded). Beats are framed by count;
+TLAST is only checked. Quantized blocks go through a BytePacker (the group ends at the vector's last
+block) to the BurstWriter; its ``done`` records decide VECTORS_WRITTEN or DDR_ERRORS.
+
+Command unit: the register's commands win a tie against ``s_axis_cmd``; one command at a time.
+EVICT_UPTO and CLEAR go to the named tracker (with priority over the write path's APPEND, which
+waits a clock); READ holds the write path (no new vector starts), waits until no vector is in
+progress and every row write has its response, looks the layer's class and the region base up,
+takes the tracker's state and emits at most three runs (sinks, window, window after the wrap) on
+``run{port}``; it completes when that port reports it done. While any READ is planned or in flight
+the write path starts no vector: stricter than the spec's "an append waits", and what keeps a
+non-append vector from overwriting a slot being read.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from kvpath import layout
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig
+from kvpath.layout import Op, POS_BITS
+from kvpath.hdl.ddr.axi4 import AXI4Signature
+from kvpath.hdl.ddr.read_port import run_layout
+from kvpath.hdl.ddr.repack import BytePacker
+from kvpath.hdl.ddr.tables import READERS, class_shape
+from kvpath.hdl.ddr.writer import BurstWriter
+from kvpath.hdl.quant.frame import Quantizer
+from kvpath.hdl.ring.tracker import Op as RingOp, RingTracker
+
+MAX_READ_RUNS = 3
+
+
+def kv_layout(c: KVPathConfig) -> data.StructLayout:
+    """A beat of ``s_axis_kv``: TDATA, TUSER, TLAST."""
+    return data.StructLayout({"data": data.ArrayLayout(unsigned(ELEM_BITS), c.quant_lanes),
+                              "user": layout.kv_tag(c), "last": 1})
+
+
+def log2(n: int) -> int:
+    assert n & (n - 1) == 0, n
+    return n.bit_length() - 1
+
+
+def head_dim_valid(c: KVPathConfig, head_dim) -> object:
+    """``layout.head_dim_ok`` in hardware: every unit it must divide by is a power of two."""
+    unit = max(BLOCK_ELEMS, c.quant_lanes, c.dequant_lanes)
+    return (head_dim != 0) & (head_dim <= c.max_head_dim) & (head_dim[:log2(unit)] == 0)
+
+
+class KVEngine(wiring.Component):
+    def __init__(self, config: KVPathConfig):
+        c = self.config = config
+        f = c.format
+        if f.needs_scale_cache:
+            raise NotImplementedError(f"{c.fmt}: the KV cache engine supports the block-scaled formats "
+                                      "(ggml, mx) only so far; static formats have no write path yet")
+        if f.block_bytes < c.bus_bytes:
+            raise NotImplementedError(f"{c.fmt}: blocks of {f.block_bytes} bytes on a {c.bus_bytes}-byte bus")
+        self.n_rings = c.max_seqs * c.n_classes
+        self.trackers = [RingTracker(c.kv_max_tokens) for _ in range(self.n_rings)]
+        self.tracker_template = self.trackers[0]
+        count_bits = self.tracker_template.count_bits
+        members = {
+            "kv": In(stream.Signature(kv_layout(c))),
+            "cmd_reg": In(stream.Signature(data.StructLayout({"value": 32, "high": 32}))),
+            "cmd_axis": In(stream.Signature(layout.command(c))),
+            "enable": In(1),         # gates s_axis_kv and s_axis_cmd
+            "stop": In(1),           # soft reset requested: no intake, movers drain
+            "idle": Out(1),          # stopped and the movers are drained
+            "busy": Out(1),
+            "head_dim": In(c.max_head_dim.bit_length()),
+            "head_dim_err": Out(1),
+            "row_bytes": Out(24),
+            "ring_max_tokens": In(count_bits),
+            "ring_sinks": In(count_bits),
+            "ring_window": In(count_bits),
+            "sel_seq": In(layout.bits(c.max_seqs)),
+            "sel_cls": In(layout.bits(c.n_classes)),
+            "ring_n_valid": Out(count_bits),
+            "ring_configured": Out(1),
+            "ring_cfg_err": Out(1),
+            "ring_appended": Out(POS_BITS),
+            # events, one clock each
+            "vector_written": Out(1),
+            "vector_dropped": Out(1),
+            "frame_error": Out(1),
+            "write_error": Out(1),
+            "cmd_error": Out(1),
+            "cmds_done": Out(range(c.read_ports + 2)),
+            "bytes_written": Out(24),   # row bytes of a row write issued this clock
+            "kv_fire": Out(1),
+            "block_fire": Out(1),
+            "nonfinite_count": Out(32),
+            "axi": Out(AXI4Signature(addr_width=c.addr_width, data_width=8 * c.bus_bytes, read=False)),
+        }
+        for r in READERS:
+            members[f"region_addr_{r}"] = Out(layout.bits(layout.region_count(c)))
+            members[f"region_data_{r}"] = In(c.addr_width)
+            members[f"layer_addr_{r}"] = Out(layout.bits(c.max_layers))
+            members[f"layer_data_{r}"] = In(class_shape(c))
+        for p in range(c.read_ports):
+            members[f"run{p}"] = Out(stream.Signature(run_layout(c)))
+            members[f"read_done{p}"] = In(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        f = c.format
+        trackers = self.trackers
+        for k, t in enumerate(trackers):
+            m.submodules[f"ring{k}"] = t
+            m.d.comb += [t.kv_max_tokens.eq(self.ring_max_tokens), t.n_sink.eq(self.ring_sinks),
+                         t.n_window.eq(self.ring_window), t.wr.ready.eq(1), t.rd.ready.eq(1)]
+        slot_bits = self.tracker_template.slot_bits
+        ring_bits = layout.bits(self.n_rings)
+
+        def ring_of(seq, cls):
+            return (seq * c.n_classes + cls)[:ring_bits]
+
+        def pick(name, index):
+            """Tracker ``index``'s output ``name``: a Mux chain, not an Array, so that event-driven
+            simulators evaluate it from time 0 (``index`` may never change)."""
+            get = name if callable(name) else (lambda t: getattr(t, name))
+            value = get(trackers[0])
+            for k, t in enumerate(trackers[1:], 1):
+                value = Mux(index == k, get(t), value)
+            return value
+
+        # Selected ring for the registers.
+        sel = ring_of(self.sel_seq, self.sel_cls)
+        sel_ok = (self.sel_seq < c.max_seqs) & (self.sel_cls < c.n_classes)
+        m.d.comb += [
+            self.ring_n_valid.eq(Mux(sel_ok, pick("n_valid", sel), 0)),
+            self.ring_configured.eq(sel_ok & pick("configured", sel)),
+            self.ring_cfg_err.eq(sel_ok & pick("cfg_err", sel)),
+            self.ring_appended.eq(Mux(sel_ok, pick("appended", sel), 0)),
+        ]
+
+        # Geometry of a vector from HEAD_DIM.
+        hd_ok = Signal()
+        row_bytes = Signal(24)
+        beats_per_vec = Signal(range(c.max_head_dim + 1))
+        blocks_per_vec = Signal(range(c.max_head_dim + 1))
+        m.d.comb += [
+            hd_ok.eq(head_dim_valid(c, self.head_dim)),
+            self.head_dim_err.eq(~hd_ok),
+            blocks_per_vec.eq(self.head_dim >> log2(BLOCK_ELEMS)),
+            row_bytes.eq(blocks_per_vec * f.block_bytes),
+            self.row_bytes.eq(row_bytes),
+            beats_per_vec.eq(self.head_dim >> log2(c.quant_lanes)),
+        ]
+
+        # Per ring: the slot the current token's vectors go to, and whether there is one.
+        cur_slot = Array(Signal(slot_bits, name=f"cur_slot{k}") for k in range(self.n_rings))
+        has_token = Array(Signal(name=f"has_token{k}") for k in range(self.n_rings))
+
+        # Tracker command port, shared by the write path (APPEND) and the command unit.
+        trk_valid, trk_index = Signal(), Signal(ring_bits)
+        trk_payload = Signal(self.tracker_template.cmd_layout)
+        for k, t in enumerate(trackers):
+            m.d.comb += [t.cmd.valid.eq(trk_valid & (trk_index == k)), t.cmd.payload.eq(trk_payload)]
+        trk_ready = Cat(t.cmd.ready & (trk_index == k) for k, t in enumerate(trackers)).any()
+
+        # ------------------------------------------------------------------ write path
+        m.submodules.quant = quant = Quantizer(c.fmt, c.quant_lanes, c.elem)
+        m.submodules.packer = packer = BytePacker(f.block_bytes, c.bus_bytes)
+        m.submodules.writer = writer = BurstWriter(
+            addr_width=c.addr_width, data_bytes=c.bus_bytes, max_burst=c.max_burst,
+            max_outstanding=c.max_outstanding, cache=c.axi_cache, prot=c.axi_prot)
+        connect(m, writer.axi, wiring.flipped(self.axi))
+        m.d.comb += [
+            writer.drain.eq(self.stop),
+            self.nonfinite_count.eq(quant.nonfinite_count),
+        ]
+
+        kv = self.kv
+        tag = Signal(layout.kv_tag(c))
+        cls = Signal(class_shape(c))
+        ring = Signal(ring_bits)
+        base = Signal(c.addr_width)
+        slot = Signal(slot_bits)
+        addr = Signal(c.addr_width)
+        beat = Signal(range(c.max_head_dim + 1))
+        bad_frame = Signal()
+        outstanding = Signal(range(2 * c.max_outstanding + 64))
+        read_hold = Signal()   # the command unit has a READ planned or in flight
+        cmd_trk = Signal()     # the command unit wants the tracker port this clock
+        cmd_go = Signal()      # ... and gets it (the write path is not waiting for an APPEND's answer)
+        intake = self.enable & ~self.stop
+
+        m.d.comb += [
+            self.region_addr_w.eq(layout_region_index(c, tag.seq, tag.layer, tag.head, tag.kv)),
+            self.layer_addr_w.eq(tag.layer),
+        ]
+
+        vector_end = Signal()   # the vector's last beat is taken this clock
+        with m.FSM(name="write_fsm") as wfsm:
+            with m.State("IDLE"):
+                with m.If(kv.valid & intake & ~read_hold):
+                    m.d.sync += [tag.eq(kv.payload.user), beat.eq(0), bad_frame.eq(0)]
+                    m.next = "LOOKUP"
+            with m.State("LOOKUP"):
+                m.next = "CLASS"
+            with m.State("CLASS"):
+                in_range = ((tag.seq < c.max_seqs) & (tag.layer < c.max_layers) & (tag.head < c.max_kv_heads)
+                            & (self.layer_data_w < c.n_classes) & hd_ok)
+                r = ring_of(tag.seq, self.layer_data_w)
+                m.d.sync += [cls.eq(self.layer_data_w), ring.eq(r), base.eq(self.region_data_w),
+                             slot.eq(cur_slot[r])]
+                with m.If(~in_range):
+                    m.next = "DROP"
+                with m.Elif(tag.append):
+                    m.next = "APPEND"
+                with m.Elif(has_token[r]):
+                    m.next = "ADDR"
+                with m.Else():
+                    m.next = "DROP"
+            with m.State("APPEND"):
+                with m.If(~cmd_trk & trk_ready):
+                    m.next = "APPEND_WAIT"
+            with m.State("APPEND_WAIT"):
+                wr_ok, wr_slot = pick(lambda t: t.wr.payload.ok, ring), pick(lambda t: t.wr.payload.slot, ring)
+                with m.If(pick(lambda t: t.wr.valid, ring)):
+                    m.d.sync += has_token[ring].eq(wr_ok)
+                    with m.If(wr_ok):
+                        m.d.sync += [cur_slot[ring].eq(wr_slot), slot.eq(wr_slot)]
+                        m.next = "ADDR"
+                    with m.Else():
+                        m.next = "DROP"
+            with m.State("ADDR"):
+                m.d.sync += addr.eq(base + slot * row_bytes)
+                m.next = "ISSUE"
+            with m.State("ISSUE"):
+                with m.If(writer.cmd.ready):
+                    m.next = "DATA"
+            with m.State("DATA"):
+                with m.If(vector_end):
+                    m.next = "IDLE"
+            with m.State("DROP"):
+                with m.If(vector_end):
+                    m.next = "IDLE"
+
+        # Strobes as expressions of the state rather than assignments under the FSM, so that
+        # event-driven simulators evaluate them from time 0 (counters add them).
+        in_data, in_drop = wfsm.ongoing("DATA"), wfsm.ongoing("DROP")
+        issued = Signal()
+        m.d.comb += [
+            writer.cmd.valid.eq(wfsm.ongoing("ISSUE")),
+            writer.cmd.payload.addr.eq(addr),
+            writer.cmd.payload.length.eq(row_bytes),
+            issued.eq(writer.cmd.valid & writer.cmd.ready),
+            self.bytes_written.eq(issued.replicate(len(row_bytes)) & row_bytes),
+            quant.i.valid.eq(in_data & kv.valid & intake),
+            quant.i.payload.eq(kv.payload.data),
+            kv.ready.eq(((in_data & quant.i.ready) | in_drop) & intake),
+            self.vector_dropped.eq(in_drop & vector_end),
+        ]
+
+        # Framing: count beats; TLAST only checked, once per vector.
+        taken = kv.valid & kv.ready
+        last_beat = beat + 1 == beats_per_vec
+        m.d.comb += [vector_end.eq(taken & last_beat), self.kv_fire.eq(taken & wfsm.ongoing("DATA"))]
+        mismatch = kv.payload.last != last_beat
+        m.d.comb += self.frame_error.eq(vector_end & (bad_frame | mismatch))
+        with m.If(taken):
+            m.d.sync += beat.eq(beat + 1)
+            with m.If(~last_beat):
+                m.d.sync += bad_frame.eq(bad_frame | mismatch)
+
+        # Quantized blocks: the vector's last block ends the packer's group (a row's final beat).
+        block = Signal(range(c.max_head_dim + 1))
+        m.d.comb += [
+            packer.i.valid.eq(quant.o.valid), quant.o.ready.eq(packer.i.ready),
+            packer.i.payload.data.eq(quant.o.payload),
+            packer.i.payload.last.eq(block + 1 == blocks_per_vec),
+            self.block_fire.eq(quant.o.valid & quant.o.ready),
+            writer.data.valid.eq(packer.o.valid), packer.o.ready.eq(writer.data.ready),
+            writer.data.payload.data.eq(packer.o.payload.data),
+            writer.done.ready.eq(1),
+        ]
+        with m.If(quant.o.valid & quant.o.ready):
+            m.d.sync += block.eq(Mux(block + 1 == blocks_per_vec, 0, block + 1))
+        done = writer.done.valid
+        m.d.comb += [self.vector_written.eq(done & ~writer.done.payload.error),
+                     self.write_error.eq(done & writer.done.payload.error)]
+        m.d.sync += outstanding.eq(outstanding + issued - done)
+        write_quiet = wfsm.ongoing("IDLE") & (outstanding == 0)
+
+        # ------------------------------------------------------------------ command unit
+        cmd = Signal(layout.command(c))
+        word = cmd.word
+        in_flight = [Signal(range(16), name=f"reads_in_flight{p}") for p in range(c.read_ports)]
+        run_valid = Signal()
+        run = Signal(run_layout(c))
+        port = Signal(layout.bits(c.read_ports))
+        for p in range(c.read_ports):
+            out = getattr(self, f"run{p}")
+            m.d.comb += [out.valid.eq(run_valid & (port == p)), out.payload.eq(run)]
+        run_ready = Cat(getattr(self, f"run{p}").ready & (port == p) for p in range(c.read_ports)).any()
+        run_taken = run_valid & run_ready
+        # Registered pulses: a command other than a READ completed (with or without error).
+        completed_now, cmd_error = Signal(), Signal()
+        m.d.sync += [completed_now.eq(0), cmd_error.eq(0)]
+        read_issued = Signal()     # a READ's final run is taken by its port
+        m.d.comb += [self.region_addr_c.eq(layout_region_index(c, word.seq, word.layer, word.head, word.kv)),
+                     self.layer_addr_c.eq(word.layer)]
+
+        # The plan: the tracker's state when the READ is planned.
+        n_sink_valid = Signal(self.tracker_template.count_bits)
+        win_len = Signal(self.tracker_template.count_bits)
+        lo_slot = Signal(slot_bits)
+        win_lo = Signal(POS_BITS)
+        cap = Signal(self.tracker_template.count_bits)
+        sinks = Signal(self.tracker_template.count_bits)
+        first = Signal(self.tracker_template.count_bits)   # window slots before the wrap
+        rbase = Signal(c.addr_width)
+        rring = Signal(ring_bits)
+
+        with m.FSM(name="cmd_fsm") as cfsm:
+            with m.State("IDLE"):
+                with m.If(self.cmd_reg.ready & self.cmd_reg.valid):
+                    m.d.sync += cmd.eq(Cat(self.cmd_reg.payload.value, self.cmd_reg.payload.high))
+                    m.next = "DECODE"
+                with m.Elif(self.cmd_axis.ready & self.cmd_axis.valid):
+                    m.d.sync += cmd.eq(self.cmd_axis.payload)
+                    m.next = "DECODE"
+            with m.State("DECODE"):
+                ring_ok = (word.seq < c.max_seqs) & (word.cls < c.n_classes)
+                read_ok = ((word.seq < c.max_seqs) & (word.layer < c.max_layers)
+                           & (word.head < c.max_kv_heads) & (word.port < c.read_ports) & hd_ok)
+                m.d.sync += port.eq(word.port)
+                with m.Switch(word.op):
+                    with m.Case(Op.NOP):
+                        m.d.sync += completed_now.eq(1)
+                        m.next = "IDLE"
+                    with m.Case(Op.EVICT_UPTO, Op.CLEAR):
+                        with m.If(ring_ok):
+                            m.next = "TRACKER"
+                        with m.Else():
+                            m.d.sync += [completed_now.eq(1), cmd_error.eq(1)]
+                            m.next = "IDLE"
+                    with m.Case(Op.READ):
+                        with m.If(read_ok):
+                            m.next = "READ_WAIT"
+                        with m.Else():
+                            m.d.sync += [completed_now.eq(1), cmd_error.eq(1)]
+                            m.next = "IDLE"
+            with m.State("TRACKER"):
+                with m.If(cmd_go & trk_ready):
+                    with m.If(word.op == Op.CLEAR):
+                        m.d.sync += has_token[ring_of(word.seq, word.cls)].eq(0)
+                    m.d.sync += completed_now.eq(1)
+                    m.next = "IDLE"
+            with m.State("READ_WAIT"):
+                # Layer and region tables are addressed from the command; data is ready next clock.
+                with m.If(write_quiet):
+                    m.next = "READ_CLASS"
+            with m.State("READ_CLASS"):
+                k = self.layer_data_c
+                r = ring_of(word.seq, k)
+                m.d.sync += [rring.eq(r), rbase.eq(self.region_data_c)]
+                with m.If((k < c.n_classes) & pick("configured", r)):
+                    m.next = "READ_STATE"
+                with m.Else():
+                    m.d.sync += [completed_now.eq(1), cmd_error.eq(1)]
+                    m.next = "IDLE"
+            with m.State("READ_STATE"):
+                m.d.sync += [n_sink_valid.eq(pick("n_sink_valid", rring)), win_len.eq(pick("win_len", rring)),
+                             lo_slot.eq(pick("lo_slot", rring)), win_lo.eq(pick("win_lo", rring)),
+                             cap.eq(pick("cap", rring)), sinks.eq(pick("sinks", rring))]
+                m.next = "PLAN"
+            with m.State("PLAN"):
+                to_end = cap - lo_slot
+                m.d.sync += first.eq(Mux(win_len < to_end, win_len, to_end))
+                with m.If((n_sink_valid == 0) & (win_len == 0)):
+                    m.d.sync += [run.addr.eq(rbase), run.slots.eq(0), run.pos.eq(0), run.last.eq(1), run_valid.eq(1)]
+                    m.next = "RUN_LAST"
+                with m.Elif(n_sink_valid != 0):
+                    m.d.sync += [run.addr.eq(rbase), run.slots.eq(n_sink_valid), run.pos.eq(0),
+                                 run.last.eq(win_len == 0), run_valid.eq(1)]
+                    m.next = "RUN_SINKS"
+                with m.Else():
+                    m.next = "WINDOW"
+            with m.State("RUN_SINKS"):
+                with m.If(run_taken):
+                    m.d.sync += run_valid.eq(0)
+                    with m.If(run.last):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "WINDOW"
+            with m.State("WINDOW"):
+                m.d.sync += [run.addr.eq(rbase + lo_slot * self.row_bytes), run.slots.eq(first), run.pos.eq(win_lo),
+                             run.last.eq(first == win_len), run_valid.eq(1)]
+                m.next = "RUN_WINDOW"
+            with m.State("RUN_WINDOW"):
+                with m.If(run_taken):
+                    m.d.sync += run_valid.eq(0)
+                    with m.If(run.last):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "WRAP"
+            with m.State("WRAP"):
+                m.d.sync += [run.addr.eq(rbase + sinks * self.row_bytes), run.slots.eq(win_len - first),
+                             run.pos.eq(win_lo + first), run.last.eq(1), run_valid.eq(1)]
+                m.next = "RUN_LAST"
+            with m.State("RUN_LAST"):
+                with m.If(run_taken):
+                    m.d.sync += run_valid.eq(0)
+                    m.next = "IDLE"
+
+        m.d.comb += [
+            read_issued.eq(run_taken & run.last),
+            self.cmd_error.eq(cmd_error),
+            self.cmd_reg.ready.eq(cfsm.ongoing("IDLE") & ~self.stop),
+            self.cmd_axis.ready.eq(cfsm.ongoing("IDLE") & ~self.cmd_reg.valid & self.enable & ~self.stop),
+            cmd_trk.eq(cfsm.ongoing("TRACKER")),
+            cmd_go.eq(cmd_trk & ~wfsm.ongoing("APPEND_WAIT")),
+            # The tracker port: the command unit's EVICT_UPTO / CLEAR, else the write path's APPEND.
+            trk_valid.eq(cmd_go | (wfsm.ongoing("APPEND") & ~cmd_trk)),
+            trk_index.eq(Mux(cmd_go, ring_of(word.seq, word.cls), ring)),
+            trk_payload.op.eq(Mux(cmd_go, Mux(word.op == Op.CLEAR, RingOp.CLEAR, RingOp.EVICT_UPTO), RingOp.APPEND)),
+            trk_payload.pos.eq(cmd.arg),
+        ]
+        read_states = ("READ_WAIT", "READ_CLASS", "READ_STATE", "PLAN", "RUN_SINKS", "WINDOW", "RUN_WINDOW",
+                       "WRAP", "RUN_LAST")
+        planning = Signal()
+        m.d.comb += planning.eq(Cat(cfsm.ongoing(s) for s in read_states).any()
+                                | (cfsm.ongoing("DECODE") & (word.op == Op.READ)))
+        m.d.comb += read_hold.eq(planning | Cat(n != 0 for n in in_flight).any())
+        dones = []
+        for p, n in enumerate(in_flight):
+            done_p = getattr(self, f"read_done{p}")
+            dones.append(done_p)
+            m.d.sync += n.eq(n + (read_issued & (port == p)) - done_p)
+        m.d.comb += self.cmds_done.eq(completed_now + sum(dones))
+
+        m.d.comb += [
+            self.busy.eq(~wfsm.ongoing("IDLE") | (outstanding != 0) | ~cfsm.ongoing("IDLE") | read_hold),
+            self.idle.eq(writer.idle),
+        ]
+        return m
+
+
+def layout_region_index(c: KVPathConfig, seq, layer, head, kv):
+    """``layout.region_index`` over signals (constant multipliers)."""
+    return ((seq * c.max_layers + layer) * c.max_kv_heads + head) * 2 + kv
+

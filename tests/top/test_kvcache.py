@@ -1,0 +1,58 @@
+"""The KV cache top (hdl/top/kvcache.py) on Icarus and Verilator against the golden models
+(sim/top/tb_kvcache.py)."""
+
+import dataclasses
+import json
+import os
+import time
+
+import pytest
+
+from kvpath.config import KVPathConfig
+from kvpath.hdl.generate import MODULES, write_verilog
+from kvpath.hdl.top.kvcache import KVCacheTop
+from kvpath.sim.lib.runner import run_cocotb
+
+SEED = int(os.environ.get("KVPATH_SEED", "1"))
+TOP = MODULES["kvcache"]
+# 3 layers (the third in no class: its vectors drop), 2 KV heads, 1 sequence, 2 classes; head_dim 64
+# (4 beats of 16 lanes in, 2 blocks of 34 bytes per row: rows start at any byte).
+SMALL = dict(max_layers=3, max_kv_heads=2, max_head_dim=64, kv_max_tokens=16)
+
+
+def run_kvcache(config: KVPathConfig, simulator: str, build_dir, tests=None, seed=SEED, pauses="mixed",
+                tokens=9):
+    build_dir.mkdir(parents=True, exist_ok=True)
+    verilog = write_verilog(KVCacheTop(config), TOP, build_dir / f"{TOP}.v")
+    start = time.perf_counter()
+    times = run_cocotb(verilog=verilog, toplevel=TOP, test_module="kvpath.sim.top.tb_kvcache", simulator=simulator,
+                       build_dir=build_dir, quiet=True, public=False, testcase=tests,
+                       extra_env={"KVPATH_KVC_CONFIG": json.dumps(dataclasses.asdict(config)),
+                                  "KVPATH_SEED": str(seed), "KVPATH_KVC_PAUSES": pauses,
+                                  "KVPATH_KVC_TOKENS": str(tokens)})
+    print(f"{config.fmt} {simulator} seed={seed} pauses={pauses}: build {times['build_s']:.1f} s, "
+          f"run {times['run_s']:.1f} s, total {time.perf_counter() - start:.1f} s")
+
+
+def test_q8_0_icarus_pauses(build_root):
+    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_q8_0_icarus")
+
+
+def test_mxfp4_icarus_no_pauses(build_root):
+    run_kvcache(KVPathConfig(fmt="mxfp4", elem="bf16", **SMALL), "icarus", build_root / "kvc_mxfp4_icarus",
+                pauses="none", seed=SEED + 1)
+
+
+# The smallest datapaths (8 lanes); still a 150 s Verilator build, so a long run.
+@pytest.mark.long
+@pytest.mark.verilator
+def test_q4_1_verilator(build_root):
+    run_kvcache(KVPathConfig(fmt="q4_1", quant_lanes=8, dequant_lanes=8, **SMALL), "verilator",
+                build_root / "kvc_q4_1_verilator", tests=["write_and_read"], seed=SEED + 2)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "mxfp4", "mxint8", "mxfp8_e4m3"])
+def test_long_icarus(build_root, fmt):
+    cfg = dict(SMALL, max_head_dim=128, dequant_lanes=32)
+    run_kvcache(KVPathConfig(fmt=fmt, **cfg), "icarus", build_root / f"kvc_long_{fmt}", seed=SEED + 3, tokens=30)
