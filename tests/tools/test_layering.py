@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Where each sub-package's files live (pyproject.toml maps the design card's folders into kvpath).
 PACKAGE_DIRS = {"kvpath": ROOT / "kvpath", "kvpath.hdl": ROOT / "hdl", "kvpath.sim": ROOT / "sim",
-                "kvpath.driver": ROOT / "driver"}
+                "kvpath.driver": ROOT / "driver", "kvpath.boards": ROOT / "boards"}
 # Layer -> what it must not import. Bottom first.
 FORBIDDEN = {
     "kvpath.config": ("kvpath.golden", "kvpath.hdl", "kvpath.sim", "kvpath.driver", "kvpath.tools"),
@@ -19,7 +19,10 @@ FORBIDDEN = {
     "kvpath.golden": ("kvpath.hdl", "kvpath.sim", "kvpath.driver", "kvpath.tools", "kvpath.cli"),
     "kvpath.regmap": ("kvpath.hdl", "kvpath.sim", "kvpath.driver", "kvpath.tools", "kvpath.cli"),
     "kvpath.hdl": ("kvpath.sim", "kvpath.driver", "kvpath.tools", "kvpath.cli"),
-    "kvpath.driver": ("kvpath.sim", "kvpath.tools", "kvpath.cli"),
+    "kvpath.driver": ("kvpath.sim", "kvpath.tools", "kvpath.cli", "kvpath.boards"),
+    # A board flow takes the engine's Verilog as files and the driver's check as a callable, so what
+    # runs on the board (programming, the converter) needs nothing but itself.
+    "kvpath.boards": ("kvpath.golden", "kvpath.hdl", "kvpath.sim", "kvpath.driver", "kvpath.tools", "kvpath.cli"),
     "kvpath.sim": ("kvpath.tools", "kvpath.cli"),
 }
 

@@ -1,0 +1,126 @@
+"""``kvpath build --board kv260`` and ``kvpath program`` as a user runs them: a synthetic Verilog
+top from the port contract (reference_ports; not the engine's Verilog), a fake board tree, and the
+repository's own register map and driver for the bitstream check."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from kvpath.boards.kv260.ports import TOP, reference_ports
+from kvpath.cli import main
+from kvpath.config import KVPathConfig
+from kvpath.hdl import generate as hdl_generate
+from kvpath.regmap import build_map
+from kvpath.regmap.json_map import to_dict
+from tests.boards.support import BASE, FakeBoard, burn_identity, fake_uio, verilog_for
+
+
+@pytest.fixture
+def synthetic_top(tmp_path):
+    """A folder like `kvpath generate` writes: the synthetic top and the register map of q4_0."""
+    d = tmp_path / "engine"
+    d.mkdir()
+    (d / f"{TOP}.v").write_text(verilog_for(reference_ports(2)))
+    (d / "kvpath_regs.json").write_text(json.dumps(to_dict(build_map(KVPathConfig(fmt="q4_0")))))
+    return d
+
+
+def no_vivado(monkeypatch, tmp_path):
+    """A PATH without vivado, whatever this machine has."""
+    empty = tmp_path / "nobin"
+    empty.mkdir(exist_ok=True)
+    dtc = shutil.which("dtc")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(empty), os.path.dirname(dtc)]))
+
+
+def test_build_from_a_verilog_folder(tmp_path, synthetic_top, monkeypatch, capsys, dtc):
+    no_vivado(monkeypatch, tmp_path)
+    out = tmp_path / "kv260"
+    assert main(["build", "--board", "kv260", "-o", str(out), "--masters", "2", "--clock-mhz", "200",
+                 "--verilog", str(synthetic_top)]) == 0
+    said = capsys.readouterr().out
+    assert "vivado is not on PATH" in said and f"sh {out.resolve() / 'build.sh'}" in said
+    assert sorted(os.listdir(out / "kvpath")) == ["kvpath.dtbo", "kvpath_regs.json", "shell.json"]
+    assert "PSU__CRL_APB__PL0_REF_CTRL__FREQMHZ {200}" in (out / "build.tcl").read_text()
+    assert (out / "rtl" / f"{TOP}.v").read_text() == (synthetic_top / f"{TOP}.v").read_text()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--masters", "7"], "n_masters=7"),
+    (["--masters", "1"], "expected masters m_axi0..m_axi0"),     # the Verilog has two
+    (["--clock-mhz", "900"], "pl_clk_mhz=900"),
+])
+def test_build_refuses_bad_parameters(tmp_path, synthetic_top, capsys, args, words):
+    assert main(["build", "--board", "kv260", "-o", str(tmp_path / "o"), "--verilog", str(synthetic_top),
+                 *args]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_build_needs_a_file_that_defines_the_top(tmp_path, capsys):
+    other = tmp_path / "other.v"
+    other.write_text("module other(); endmodule\n")
+    assert main(["build", "--board", "kv260", "-o", str(tmp_path / "o"), "--verilog", str(other)]) == 2
+    assert f"defines module {TOP}" in capsys.readouterr().err
+
+
+def test_build_without_verilog_needs_the_engine_top(tmp_path, capsys, monkeypatch):
+    """Until kvpath.hdl.generate can write kvpath_axi_top, the error says so and what to pass."""
+    monkeypatch.setattr(hdl_generate, "MODULES", {k: v for k, v in hdl_generate.MODULES.items() if v != TOP})
+    assert main(["build", "--board", "kv260", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "kvpath_axi_top is not in this build of kvpath yet" in err and "--verilog" in err
+
+
+def test_build_without_verilog_uses_the_generator(tmp_path, capsys, monkeypatch, dtc):
+    """With a generator for the top (stood in for here by one writing the synthetic top), the
+    generated Verilog and register map are what the app folder gets."""
+    no_vivado(monkeypatch, tmp_path)
+
+    def fake_generate(config, out):
+        out.mkdir(parents=True, exist_ok=True)
+        top, regs = out / f"{TOP}.v", out / "kvpath_regs.json"
+        top.write_text(verilog_for(reference_ports(1)))
+        regs.write_text(json.dumps(to_dict(build_map(config))))
+        return [(top, "engine top"), (regs, "register map")]
+
+    monkeypatch.setattr(hdl_generate, "MODULES", dict(hdl_generate.MODULES, axi_top=TOP))
+    monkeypatch.setattr(hdl_generate, "generate", fake_generate)
+    out = tmp_path / "kv260"
+    assert main(["build", "--board", "kv260", "-o", str(out), "--format", "q4_1"]) == 0
+    regmap = json.loads((out / "kvpath" / "kvpath_regs.json").read_text())
+    assert regmap["config"]["fmt"] == "q4_1"
+
+
+def test_program_loads_and_checks_on_a_fake_tree(tmp_path, app_dir, synthetic_top, capsys, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(tmp_path / "nobin"))          # no xmutil, no dfx-mgr-client
+    regmap = json.loads((synthetic_top / "kvpath_regs.json").read_text())
+    (app_dir / "kvpath_regs.json").write_text(json.dumps(regmap))
+    board = FakeBoard(tmp_path / "root")
+    fake_uio(board.root, {0: ("kvpath", BASE, 0x10000)})
+    burn_identity(board.root / "dev/uio0", regmap, KVPathConfig(fmt="q4_0"))
+
+    assert main(["program", "--app", str(app_dir), "--sysroot", str(board.root)]) == 0
+    said = capsys.readouterr().out
+    assert "loaded kvpath with fpga_manager (bitstream only, no overlay)" in said
+    assert "bitstream check: ID, VERSION and configuration match" in said
+    assert (board.mgr / "firmware").read_text() == "kvpath.bit.bin\n"
+    assert (board.root / "lib/firmware/kvpath.bit.bin").read_bytes() == (app_dir / "kvpath.bit.bin").read_bytes()
+
+    burn_identity(board.root / "dev/uio0", regmap, KVPathConfig(fmt="q8_0"))   # another build answers
+    assert main(["program", "--app", str(app_dir), "--sysroot", str(board.root)]) == 1
+    assert "refused" in capsys.readouterr().err
+
+
+def test_program_without_a_register_map(tmp_path, app_dir, capsys):
+    assert main(["program", "--app", str(app_dir), "--sysroot", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no register map" in err and "--regmap" in err and "--no-check" in err
+
+
+def test_program_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert main(["program", "--app", str(tmp_path / "nothere"), "--no-check"]) == 1
+    assert "does not exist" in capsys.readouterr().err
