@@ -161,8 +161,11 @@ class KVEngine(wiring.Component):
             blocks_per_vec.eq(self.head_dim >> log2(BLOCK_ELEMS)),
             row_bytes.eq(blocks_per_vec * f.block_bytes),
             self.row_bytes.eq(row_bytes),
-            beats_per_vec.eq(self.head_dim >> log2(c.quant_lanes)),
         ]
+        # An invalid HEAD_DIM still frames vectors (docs/kvcache.md: max(1, ceil(HEAD_DIM / lanes))
+        # beats), so a bad value drops whole vectors instead of never ending one.
+        ceil_beats = (self.head_dim + (c.quant_lanes - 1)) >> log2(c.quant_lanes)
+        m.d.comb += beats_per_vec.eq(Mux(ceil_beats == 0, 1, ceil_beats))
 
         # Per ring: the slot the current token's vectors go to, and whether there is one.
         cur_slot = Array(Signal(slot_bits, name=f"cur_slot{k}") for k in range(self.n_rings))
