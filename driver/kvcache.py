@@ -415,7 +415,9 @@ class KVCache:
         try:
             self.io.send_kv(beats)
         except Exception as e:
-            raise KVCacheError(f"{what}: s_axis_kv did not take the vectors: {e}") from e
+            # The likeliest cause, named from the hardware's own state rather than the transport's words.
+            cause = " (CTRL.enable is 0: the engine takes no vectors)" if not self._enabled() else ""
+            raise KVCacheError(f"{what}: s_axis_kv did not take the vectors{cause}: {e}") from e
         self._sent += 2 * setup.kv_layers * setup.model.kv_heads
         self._unflushed.append(what)
         return position
@@ -446,6 +448,12 @@ class KVCache:
                     for n, word in enumerate(words):
                         beats.append((int.from_bytes(word.tobytes(), "little"), tuser, n == per_vector - 1))
         return beats
+
+    def _enabled(self) -> bool:
+        try:
+            return bool(self.regs.read_field("CTRL", "enable"))
+        except Exception:
+            return True  # no better explanation to offer than the transport's
 
     def flush(self) -> None:
         """Wait until the engine has settled every vector sent (written, dropped, or failed in DDR);
@@ -552,9 +560,13 @@ class KVCache:
         with self._doing(f"reset_sequence {seq}"):
             self._clear_sequence(seq)
 
-    def soft_reset(self) -> None:
+    def soft_reset(self, settle: bool = True) -> None:
         """CTRL.soft_reset, wait for it to finish, then CLEAR every ring again (the engine forgets
-        them; tables, scales and registers stay)."""
+        them; tables, scales and registers stay). ``settle``: first let the vectors already sent land
+        (``flush``, whose errors raise), because a row whose write the reset cuts short is left
+        undefined; ``settle=False`` resets at once (recovery from a stuck engine)."""
+        if settle:
+            self.flush()
         with self._doing("soft_reset"):
             self.regs.write_field("CTRL", "soft_reset", 1)
             self._poll("soft_reset", lambda: not self.regs.read_field("STATUS", "resetting"))

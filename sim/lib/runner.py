@@ -107,6 +107,17 @@ def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, buil
     ``sim.log`` in ``build_dir`` instead of the terminal. Returns the wall time of the build and of the simulation run. Raises RuntimeError naming the
     failed cocotb tests, so a failing simulation can never pass silently.
     """
+    build_s = build_cocotb(verilog=verilog, toplevel=toplevel, simulator=simulator, build_dir=build_dir,
+                           waves=waves, public=public, quiet=quiet)
+    run_s = simulate_cocotb(toplevel=toplevel, test_module=test_module, simulator=simulator, build_dir=build_dir,
+                        extra_env=extra_env, testcase=testcase, waves=waves, public=public, quiet=quiet)
+    return {"build_s": build_s, "run_s": run_s}
+
+
+def build_cocotb(*, verilog, toplevel: str, simulator: str, build_dir: Path, waves: bool = False,
+                 public: bool = True, quiet: bool = False) -> float:
+    """The build half of ``run_cocotb``: compile ``verilog`` for ``simulator`` into ``build_dir``;
+    returns its wall time. A build can then serve several ``simulate_cocotb`` runs."""
     sources = [Path(v) for v in ([verilog] if isinstance(verilog, (str, Path)) else verilog)]
     build_dir = Path(build_dir).resolve()
     if simulator == "verilator" and not public:
@@ -130,21 +141,37 @@ def run_cocotb(*, verilog, toplevel: str, test_module: str, simulator: str, buil
         except Exception as e:
             where = f" (log: {build_dir / 'build.log'})" if quiet else ""
             raise RuntimeError(f"{simulator} build of {toplevel} failed: {e}{where}") from e
-        t1 = time.perf_counter()
-        results_xml = build_dir / "results.xml"
+        return time.perf_counter() - t0
+
+
+def simulate_cocotb(*, toplevel: str, test_module: str, simulator: str, build_dir: Path,
+                extra_env: dict[str, str] | None = None, testcase: str | None = None,
+                waves: bool = False, public: bool = True, quiet: bool = False,
+                log_name: str = "sim.log") -> float:
+    """The run half of ``run_cocotb``, on a ``build_cocotb`` build; returns its wall time and raises
+    RuntimeError naming the failed cocotb tests."""
+    build_dir = Path(build_dir).resolve()
+    with simulator_environment(simulator):
+        runner = _runner(simulator, public)
+        # A runner that did not build in this process knows no sources; the build is on disk, and
+        # the top level's language is all the run needs of them.
+        runner.build_dir, runner.hdl_toplevel = build_dir, toplevel
+        runner.sources, runner.verilog_sources, runner.vhdl_sources = [], [], []
+        t0 = time.perf_counter()
+        results_xml = build_dir / f"{Path(log_name).stem}_results.xml"
         try:
-            results = runner.test(test_module=test_module, hdl_toplevel=toplevel, build_dir=build_dir,
-                                  extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
+            results = runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                                  build_dir=build_dir, extra_env=dict(extra_env or {}), testcase=testcase, waves=waves,
                                   timescale=TIMESCALE, results_xml=str(results_xml),
-                                  log_file=build_dir / "sim.log" if quiet else None)
+                                  log_file=build_dir / log_name if quiet else None)
         except SystemExit:
             # cocotb's runner exits instead of returning when a test fails; name the failures instead.
             results = results_xml
             if not results_xml.exists():
                 raise RuntimeError(f"cocotb run on {simulator} ({build_dir}) exited without results") from None
-        t2 = time.perf_counter()
+        elapsed = time.perf_counter() - t0
     failed = _failures(Path(results))
     if failed:
-        logs = f"; logs in {build_dir}/build.log and sim.log" if quiet else ""
+        logs = f"; logs in {build_dir}/build.log and {log_name}" if quiet else ""
         raise RuntimeError(f"cocotb tests failed on {simulator} ({build_dir}): {', '.join(failed)}{logs}")
-    return {"build_s": t1 - t0, "run_s": t2 - t1}
+    return elapsed
