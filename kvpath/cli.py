@@ -107,6 +107,8 @@ TOOLS = {
     "build": ("kvpath.tools.board_build", "Vivado inputs, overlay and Kria app folder for a board "
                                           "(--board kv260); the bitstream where Vivado is on PATH"),
     "program": ("kvpath.tools.board_program", "load a Kria app folder on the board and check the build"),
+    "selftest": ("kvpath.tools.selftest", "check a live KV cache (model, sim or board) byte for byte "
+                                          "against the engine model, then measure its bandwidth"),
 }
 BENCHES = {
     "golden": "kvpath.tools.bench_golden",
