@@ -8,15 +8,22 @@ dequantization of the expected rows in ``RingModel.read_order``.
 
 Environment: ``KVPATH_KVC_CONFIG`` (JSON of the KVPathConfig fields), ``KVPATH_SEED`` (every random
 choice; in every assertion message), ``KVPATH_KVC_PAUSES`` (``none`` or ``mixed``: stream and AXI
-channel pauses), ``KVPATH_KVC_TOKENS`` (tokens appended in ``write_and_read``).
+channel pauses), ``KVPATH_KVC_TOKENS`` (tokens appended in ``write_and_read``), ``KVPATH_KVC_SOAK_BEATS``
+(beats the ``soak`` test moves at least: K/V in + READ out + AXI W + AXI R, counted on the buses).
+
+``soak``, ``overflow`` and ``reset_mid_stream`` also run the engine model (``kvpath.golden.kvcache``,
+``KVCacheModel``) beside the RTL: every register write, K/V beat and command goes to both, and the
+counters, STATUS and DDR image are compared with it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import random
+import time
 import warnings
 
 import cocotb
@@ -29,7 +36,8 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiReadBus
 from kvpath import golden, layout
 from kvpath.config import ELEM_BITS, KVPathConfig
 from kvpath.elements import element
-from kvpath.golden.ring import RingModel
+from kvpath.golden.kvcache import POS_LIMIT, KVCacheModel
+from kvpath.golden.ring import RingConfigError, RingFullError, RingModel
 from kvpath.layout import Op
 from kvpath.regmap import build_map
 from kvpath.regmap.map import STICKY
@@ -80,6 +88,83 @@ class TB:
             self.check.add_axi(dut, "m_axi0_", ch, fields)
         self.kv = self.cmd = None
         self.outs: list[StreamSink] = []
+        self.model: KVCacheModel | None = None   # the engine model, fed everything the RTL gets
+        self.expected: list[list[dict]] = [[] for _ in range(c.read_ports)]   # READ beats owed, per port
+
+    def watch(self):
+        """Also count (and hold to the stream rules) B, the K/V and command inputs and the read outputs."""
+        dut = self.dut
+        self.check.add_axi(dut, "m_axi0_", "b", ("resp",))
+        for name in ["s_axis_kv", "s_axis_cmd"] + [f"m_axis_kv{p}" for p in range(self.config.read_ports)]:
+            self.check.add_stream(dut, name)
+        for ch in ("aw", "ar"):   # burst lengths, to know how many W / R beats each started burst owes
+            self.check.kept[ch] = []
+
+    def owed(self, ch: str) -> int:
+        """Beats the started bursts of ``ch`` ("aw" or "ar") carry in all: sum of (len + 1)."""
+        return sum(b["len"] + 1 for b in self.check.kept[ch])
+
+    def beats(self) -> dict[str, int]:
+        n = self.check.count
+        return {"in": n["s_axis_kv"], "out": sum(n[f"m_axis_kv{p}"] for p in range(self.config.read_ports)),
+                "axi_w": n["w"], "axi_r": n["r"], "aw": n["aw"], "ar": n["ar"], "b": n["b"],
+                "cmd": n["s_axis_cmd"]}
+
+    def attach_model(self):
+        """A fresh engine model whose DDR starts as the RAM's current contents."""
+        self.model = KVCacheModel(self.config, mem_bytes=RAM_SIZE, mem_base=0)
+        self.model.mem[:] = self.ram.read(0, RAM_SIZE)
+
+    def send_kv(self, beats):
+        self.kv.send(beats)
+        if self.model is not None:
+            tuples = []
+            for b in beats:
+                u = unpack_fields(self.kv_layout, b)
+                tuples.append((u["data"], u["user"], u["last"]))
+            self.model.send_kv(tuples)
+
+    async def until(self, cond, what: str, cycles: int = 200_000):
+        """Wait, one clock at a time, for a condition on the testbench's own state (no bus traffic)."""
+        for _ in range(cycles):
+            if cond():
+                return
+            await RisingEdge(self.dut.clk)
+        raise AssertionError(self.ctx(f"timeout ({cycles} cycles) waiting for {what}"))
+
+    async def compare_model(self, what: str, status_mask: int = ~0):
+        """Every counter but CYCLES, and STATUS (busy masked), RTL vs the engine model."""
+        m = self.model
+        for r in self.regmap.registers:
+            if r.group != "counters" or r.name.startswith("CYCLES"):
+                continue
+            hw, want = await self.read(r.name), m.read32(r.offset)
+            assert hw == want, self.ctx(f"{what}: {r.name} = {hw}, engine model {want}")
+        f = next(f for f in self.reg("STATUS").fields if f.name == "busy")
+        mask = status_mask & ~(1 << f.lsb)
+        hw, want = await self.read("STATUS"), m.read32(self.reg("STATUS").offset)
+        assert hw & mask == want & mask, self.ctx(f"{what}: STATUS 0x{hw:x}, engine model 0x{want:x}")
+        got = self.ram.read(0, RAM_SIZE)
+        if got != bytes(m.mem):
+            a = next(k for k in range(RAM_SIZE) if got[k] != m.mem[k])
+            raise AssertionError(self.ctx(f"{what}: DDR differs from the engine model's from 0x{a:x}: "
+                                          f"{got[a:a + 16].hex()} != {bytes(m.mem[a:a + 16]).hex()}"))
+
+    def decode_out(self, port: int, start: int = 0) -> list[dict]:
+        got = []
+        for b in self.outs[port].items[start:]:
+            u = unpack_fields(self.out_layout, b)
+            user = unpack_fields(layout.read_tag(self.config), u["user"])
+            got.append({"data": u["data"], "pos": user["pos"], "error": user["error"], "last": u["last"]})
+        return got
+
+    def check_outputs(self, what: str, start: int = 0):
+        """Every port's output beats from ``start`` are exactly the expected ones, in order."""
+        for p in range(self.config.read_ports):
+            got, want = self.decode_out(p, start), self.expected[p]
+            for k, (g, w) in enumerate(zip(got, want)):
+                assert g == w, self.ctx(f"{what}: port {p} output beat {k}: {g} != expected {w}")
+            assert len(got) == len(want), self.ctx(f"{what}: port {p} gave {len(got)} beats, expected {len(want)}")
 
     def ctx(self, what: str) -> str:
         return f"seed={self.seed} pauses={self.pauses} config={self.config}: {what}"
@@ -110,6 +195,8 @@ class TB:
 
     async def write(self, name: str, value: int):
         await self.axil.write_dword(self.reg(name).offset, value)
+        if self.model is not None:
+            self.model.write32(self.reg(name).offset, value)
 
     async def read(self, name: str) -> int:
         return await self.axil.read_dword(self.reg(name).offset)
@@ -139,6 +226,8 @@ class TB:
             await self.write("CMD", value & 0xFFFFFFFF)
         else:
             self.cmd.send([value])
+            if self.model is not None:
+                self.model.send_cmd([value])
 
 
 class Cache:
@@ -150,12 +239,18 @@ class Cache:
         self.row_bytes = layout.row_bytes(c, head_dim)
         self.classes = classes   # layer -> class (class >= n_classes: dropped)
         self.ring_cfg = rings    # class -> (C, S, W)
-        self.rings = {k: RingModel(*cfg, max_tokens=c.kv_max_tokens) for k, cfg in rings.items()}
+        self.rings = {}           # class -> RingModel, for the good configurations (others: cfg_err)
+        for k, cfg in rings.items():
+            try:
+                self.rings[k] = RingModel(*cfg, max_tokens=c.kv_max_tokens, pos_limit=POS_LIMIT)
+            except RingConfigError:
+                pass
         self.cur: dict[int, int | None] = {k: None for k in rings}   # class -> current slot
-        self.image = bytearray(RAM_SIZE)
+        self.image = bytearray(tb.ram.read(0, RAM_SIZE))
         self.bases = {}
         self.written = self.dropped = self.commands = 0
         self.beats_checked = 0
+        self.w_beats = self.r_beats = 0   # AXI W / R beats the rows written and the READs need
         addr = 0x100 + tb.rng.randrange(64)
         for layer in range(c.max_layers):
             for head in range(c.max_kv_heads):
@@ -195,20 +290,24 @@ class Cache:
             x = self.vectors(2 * c.max_kv_heads)
             for head in range(c.max_kv_heads):
                 for kv in range(2):
-                    append = cls in self.rings and cls not in appended
+                    append = cls in self.ring_cfg and cls not in appended
                     if append:
                         appended.add(cls)
-                        self.cur[cls] = self.rings[cls].append().slot
+                        try:
+                            self.cur[cls] = self.rings[cls].append().slot
+                        except (KeyError, RingFullError):   # unconfigured or position counter full
+                            self.cur[cls] = None
                     vec = x[2 * head + kv]
                     if cls in self.rings and self.cur[cls] is not None:
                         row = golden.quantize(vec[None, :], self.c.fmt).reshape(-1).tobytes()
                         addr = self.bases[(layer, head, kv)] + self.cur[cls] * self.row_bytes
                         self.image[addr:addr + self.row_bytes] = row
                         self.written += 1
+                        self.w_beats += granules(addr, self.row_bytes, self.c.bus_bytes)
                     else:
                         self.dropped += 1
                     beats += self.kv_beats(vec, append, kv, head, layer)
-        tb.kv.send(beats)
+        tb.send_kv(beats)
 
     def kv_beats(self, vec, append, kv, head, layer, seq=0, tlast_at=None):
         lanes = self.c.quant_lanes
@@ -263,23 +362,45 @@ class Cache:
             beats[-1]["last"] = 1
         return beats
 
-    async def read_and_check(self, layer: int, head: int, kv: int, what: str, via_register=False, port=0):
+    async def issue_read(self, layer: int, head: int, kv: int, what: str, via_register=False, port=0) -> int:
+        """Issue a READ without waiting; its expected beats join ``tb.expected[port]`` (cross-checked
+        against the engine model's). Returns the number of beats expected."""
         tb = self.tb
-        sink = tb.outs[port]
-        start = len(sink.items)
-        want = self.expected_read(layer, head, kv)
+        cls = self.classes[layer]
+        ring = self.rings.get(cls)
+        want = self.expected_read(layer, head, kv) if ring is not None else []
+        if ring is not None:
+            base = self.bases[(layer, head, kv)]
+            for run in KVCacheModel._plan(ring):
+                self.r_beats += granules(base + run[0].slot * self.row_bytes, len(run) * self.row_bytes,
+                                         self.c.bus_bytes)
         await tb.command(Op.READ, via_register=via_register, layer=layer, head=head, kv=kv, port=port)
         self.commands += 1
+        if tb.model is not None:
+            model_beats = []
+            for tdata, tuser, tlast in (tb.model.receive_kv(port, len(want)) if want else []):
+                user = unpack_fields(layout.read_tag(self.c), tuser)
+                model_beats.append({"data": tdata, "pos": user["pos"], "error": user["error"], "last": int(tlast)})
+            assert model_beats == want, tb.ctx(f"{what}: the engine model's READ differs from the ring model's")
+            assert not tb.model.busy, tb.ctx(f"{what}: the engine model owes more READ beats")
+        tb.expected[port] += want
+        return len(want)
+
+    async def read_and_check(self, layer: int, head: int, kv: int, what: str, via_register=False, port=0):
+        tb = self.tb
+        start = len(tb.outs[port].items)
+        n = await self.issue_read(layer, head, kv, what, via_register=via_register, port=port)
+        want = tb.expected[port][len(tb.expected[port]) - n:]
         await self.settle(f"{what}: READ layer {layer} head {head} kv {kv}")
-        got = []
-        for b in sink.items[start:]:
-            u = unpack_fields(tb.out_layout, b)
-            user = unpack_fields(layout.read_tag(self.c), u["user"])
-            got.append({"data": u["data"], "pos": user["pos"], "error": user["error"], "last": u["last"]})
+        got = tb.decode_out(port, start)
         assert len(got) == len(want), tb.ctx(f"{what}: READ gave {len(got)} beats, expected {len(want)}")
         for k, (g, w) in enumerate(zip(got, want)):
             assert g == w, tb.ctx(f"{what}: READ layer {layer} head {head} kv {kv} beat {k}: {g} != {w}")
         self.beats_checked += len(got)
+
+def granules(addr: int, n: int, unit: int) -> int:
+    """Bus beats a transfer of ``n`` bytes at ``addr`` needs."""
+    return (addr + n - 1) // unit - addr // unit + 1 if n else 0
 
 
 def default_cache(tb: TB, head_dim: int) -> Cache:
@@ -429,3 +550,408 @@ async def errors_and_reset(dut):
 
 async def _not_resetting(tb: TB) -> bool:
     return not await tb.read_field("STATUS", "resetting")
+
+
+# --- reliability: soak, overflow, soft reset mid-stream -------------------------------------------
+
+def _ring_status(tb: TB):
+    async def get(cls: int) -> dict:
+        await tb.write("RING_SEL", cls << 16)
+        st = await tb.read("RING_STATUS")
+        fields = {f.name: (st >> f.lsb) & ((1 << f.width) - 1) for f in tb.reg("RING_STATUS").fields}
+        fields["appended"] = await tb.read("RING_APPENDED")
+        return fields
+    return get
+
+
+async def check_rings(tb: TB, cache: Cache, what: str):
+    """RING_STATUS / RING_APPENDED of every class against the ring model; and that the registers tell
+    a driver exactly when the next append would evict (what an overflow=error policy refuses on)."""
+    get = _ring_status(tb)
+    for cls, cfg in cache.ring_cfg.items():
+        st = await get(cls)
+        ring = cache.rings.get(cls)
+        if ring is None:
+            assert (st["ring_configured"], st["ring_cfg_err"], st["ring_n_valid"]) == (0, 1, 0), tb.ctx(
+                f"{what}: class {cls} with bad configuration {cfg}: RING_STATUS {st}")
+            continue
+        want = {"ring_configured": 1, "ring_cfg_err": 0, "ring_n_valid": ring.n_valid, "appended": ring.appended}
+        assert st == want, tb.ctx(f"{what}: class {cls} {cfg}: RING_STATUS/APPENDED {st} != ring model {want}")
+        _, s, w = cfg
+        window = st["ring_n_valid"] - min(st["appended"], s)
+        would_evict = st["appended"] >= s and window == w
+        assert would_evict == ring.would_evict(), tb.ctx(
+            f"{what}: class {cls} {cfg}: registers say would_evict={would_evict}, ring model {ring.would_evict()}")
+
+
+async def _wait_kv_taken(tb: TB, what: str):
+    await tb.until(lambda: tb.kv.idle, f"{what}: s_axis_kv beats taken")
+
+
+async def _wait_cmd_taken(tb: TB, what: str):
+    await tb.until(lambda: tb.cmd.idle, f"{what}: s_axis_cmd commands taken")
+
+
+async def _drain_outputs(tb: TB, what: str):
+    for p in range(tb.config.read_ports):
+        await tb.until(lambda p=p: len(tb.outs[p].items) >= len(tb.expected[p]), f"{what}: READ beats on port {p}")
+    await ClockCycles(tb.dut.clk, 50)   # nothing more may come
+
+
+@cocotb.test()
+async def soak(dut):
+    """Random pauses on every channel; tokens through many ring wraps with evictions; READs (stream and
+    register) and EVICT_UPTO interleaved. Counted on the buses: every K/V beat in, every READ beat out
+    (exactly the expected ones in order), AXI W/R beats as the rows and runs need, every burst
+    answered; counters, STATUS and the DDR image equal the engine model's."""
+    tb = TB(dut)
+    tb.watch()
+    await tb.reset()
+    c = tb.config
+    target = int(os.environ.get("KVPATH_KVC_SOAK_BEATS", "3000"))
+    rng = tb.rng
+    classes = {0: 0, 1: 1}
+    for layer in range(2, c.max_layers):
+        classes[layer] = c.n_classes   # beyond the build's classes: dropped
+    rings = {0: rng.choice([(7, 2, 4), (7, 2, 5), (8, 1, 7), (6, 3, 2)]),
+             1: rng.choice([(5, 0, 3), (5, 0, 5), (4, 0, 4), (3, 0, 1)])}
+    cache = Cache(tb, c.max_head_dim, classes, rings)
+    tb.attach_model()
+    await cache.program()
+    await tb.write("CTRL", 1)
+    beats_per_vec = cache.head_dim // c.quant_lanes
+    tokens = reads = evicts = reg_cmds = 0
+    t0 = time.perf_counter()
+    while sum(tb.beats()[k] for k in ("in", "out", "axi_w", "axi_r")) < target:
+        for _ in range(rng.randint(1, 4)):
+            cache.send_token()
+            tokens += 1
+        # Keep about a token queued; no busy loop.
+        await tb.until(lambda: len(tb.kv.queue) <= 2 * 4 * c.max_kv_heads * beats_per_vec, "s_axis_kv to drain")
+        if rng.random() < 0.4:
+            continue
+        # Commands see exactly the tokens before them: every beat taken first, and the next token is
+        # queued only after the commands were taken (a READ then holds the write path).
+        await _wait_kv_taken(tb, "soak")
+        for _ in range(rng.randint(1, 4)):
+            via_register = rng.random() < 0.3
+            if via_register:
+                await _wait_cmd_taken(tb, "soak")   # keep the commands in order
+                reg_cmds += 1
+            if rng.random() < 0.2:
+                cls = rng.choice(list(cache.rings))
+                ring = cache.rings[cls]
+                upto = max(0, ring.appended - rng.randint(0, ring.n_window + 1))
+                ring.evict_upto(upto)
+                await tb.command(Op.EVICT_UPTO, via_register=via_register, arg=upto, cls=cls)
+                cache.commands += 1
+                evicts += 1
+            else:
+                layer, head, kv = rng.randrange(2), rng.randrange(c.max_kv_heads), rng.randrange(2)
+                await cache.issue_read(layer, head, kv, f"soak READ {reads}", via_register=via_register)
+                reads += 1
+        await _wait_cmd_taken(tb, "soak")
+    await _wait_kv_taken(tb, "soak end")
+    await _drain_outputs(tb, "soak end")
+    await cache.settle("soak end")
+    n = tb.beats()
+    wall = time.perf_counter() - t0
+    total = n["in"] + n["out"] + n["axi_w"] + n["axi_r"]
+    dut._log.info(f"soak totals: {total} beats (K/V in {n['in']}, READ out {n['out']}, AXI W {n['axi_w']}, "
+                  f"AXI R {n['axi_r']}); AW {n['aw']}, B {n['b']}, AR {n['ar']} bursts; {n['cmd']} stream commands, "
+                  f"{reg_cmds} register commands; {tokens} tokens, {cache.written} rows written, {cache.dropped} "
+                  f"dropped, {reads} READs, {evicts} EVICT_UPTO; rings {rings} appended "
+                  f"{ {k: r.appended for k, r in cache.rings.items()} }; {wall:.1f} s wall")
+    # Nothing lost, nothing duplicated.
+    assert total >= target, tb.ctx(f"soak moved {total} beats, fewer than KVPATH_KVC_SOAK_BEATS={target}")
+    assert n["in"] == tb.kv.sent == (cache.written + cache.dropped) * beats_per_vec, tb.ctx(
+        f"K/V beats: {n['in']} on the bus, {tb.kv.sent} sent, {cache.written}+{cache.dropped} vectors")
+    tb.check_outputs("soak")
+    assert await tb.read("VECTORS_WRITTEN") == cache.written, tb.ctx("VECTORS_WRITTEN")
+    assert await tb.read("VECTORS_DROPPED") == cache.dropped, tb.ctx("VECTORS_DROPPED")
+    assert n["axi_w"] == cache.w_beats == tb.owed("aw"), tb.ctx(
+        f"AXI W beats {n['axi_w']}, rows need {cache.w_beats}, AW bursts carry {tb.owed('aw')}")
+    assert n["axi_r"] == cache.r_beats == tb.owed("ar"), tb.ctx(
+        f"AXI R beats {n['axi_r']}, READ runs need {cache.r_beats}, AR bursts carry {tb.owed('ar')}")
+    assert n["aw"] == n["b"], tb.ctx(f"{n['aw']} write bursts, {n['b']} responses")
+    for cls, ring in cache.rings.items():
+        assert ring.appended >= 3 * ring.capacity or total < 20_000, tb.ctx(
+            f"class {cls}: only {ring.appended} appends for {ring.capacity} slots")
+    # Counters, STATUS, DDR against the engine model; DDR against the golden rows.
+    await tb.compare_model("soak end")
+    cache.check_image("soak end")
+    hd_blocks = cache.head_dim // 32
+    assert await tb.counter("BLOCKS_WRITTEN") == cache.written * hd_blocks, tb.ctx("BLOCKS_WRITTEN")
+    assert await tb.counter("BLOCKS_READ") == n["out"] * c.dequant_lanes // 32, tb.ctx("BLOCKS_READ")
+    assert await tb.counter("DDR_BYTES_WRITTEN") == cache.written * cache.row_bytes, tb.ctx("DDR_BYTES_WRITTEN")
+    assert await tb.counter("DDR_BYTES_READ") == n["out"] // (cache.head_dim // c.dequant_lanes) * cache.row_bytes, \
+        tb.ctx("DDR_BYTES_READ")
+    assert await tb.read("COMMANDS_DONE") == cache.commands, tb.ctx("COMMANDS_DONE")
+    for name in ("DDR_ERRORS", "FRAME_ERRORS", "CMD_ERRORS"):
+        assert await tb.read(name) == 0, tb.ctx(name)
+    await check_rings(tb, cache, "soak end")
+    tb.check.assert_clean(tb.ctx(""))
+
+
+@cocotb.test()
+async def overflow(dut):
+    """Appending past capacity with every ring configuration the registers allow: full attention at
+    KV_MAX_TOKENS (0 sinks, window = cap), sink + window (W = C - S), sliding window, spare slots
+    (W < C - S), EVICT_UPTO after the wrap; refused configurations (C > KV_MAX_TOKENS, W = 0,
+    S + W > C: every append refused, READ a command error); the position counter's limit (state
+    injected, simulators with internal access). Responses, RING_STATUS, STATUS, counters and read
+    order against the ring and engine models."""
+    tb = TB(dut)
+    tb.watch()
+    await tb.reset()
+    c = tb.config
+    cap = c.kv_max_tokens
+    classes = {0: 0, 1: 1}
+    for layer in range(2, c.max_layers):
+        classes[layer] = c.n_classes
+    tb.attach_model()
+    await tb.write("CTRL", 1)
+    variants = [
+        ("full attention at KV_MAX_TOKENS / sliding window", {0: (cap, 0, cap), 1: (4, 0, 4)}),
+        ("sink + window / spare slots", {0: (6, 2, 4), 1: (7, 2, 3)}),
+        ("refused: C > KV_MAX_TOKENS / W = 0", {0: (cap + 1, 0, cap), 1: (4, 0, 0)}),
+        ("refused: S + W > C / sinks only past the window", {0: (5, 3, 3), 1: (3, 2, 1)}),
+    ]
+    for name, rings in variants:
+        cache = Cache(tb, c.max_head_dim, classes, rings)
+        await tb.write("CTRL", 1 | 4)     # counter_clear: each variant counts from zero
+        await cache.program()
+        await tb.write("STATUS", 0xFF)   # W1C the sticky bits
+        good = {k: r for k, r in cache.rings.items()}
+        n_tokens = max([r.capacity + 2 * (r.capacity - r.n_sink) + 1 for r in good.values()] + [3])
+        checkpoints = {n_tokens}
+        for r in good.values():
+            checkpoints |= {r.n_sink + r.n_window, r.n_sink + r.n_window + 1}   # full; first overflow
+        dropped_before = cache.dropped
+        for t in range(1, n_tokens + 1):
+            layers = [0, 1] if t % 4 else None   # every fourth token also sends the classless layer
+            cache.send_token(layers=layers)
+            if t in checkpoints:
+                await cache.settle(f"{name}: token {t}")
+                await check_rings(tb, cache, f"{name}: token {t}")
+                for layer in (0, 1):
+                    await cache.read_and_check(layer, t % c.max_kv_heads, t % 2, f"{name}: token {t}",
+                                               via_register=layer == 1)
+        if name.startswith("sink + window"):
+            # EVICT_UPTO after the wrap, then more appends: the window refills from the new floor.
+            ring = cache.rings[0]
+            upto = ring.appended - 1
+            ring.evict_upto(upto)
+            await tb.command(Op.EVICT_UPTO, arg=upto, cls=0)
+            cache.commands += 1
+            await cache.read_and_check(0, 0, 1, f"{name}: after EVICT_UPTO")
+            for t in range(ring.n_window + 2):
+                cache.send_token(layers=[0, 1])
+            await cache.settle(f"{name}: after EVICT_UPTO and refill")
+            await check_rings(tb, cache, f"{name}: after refill")
+            await cache.read_and_check(0, 1, 0, f"{name}: after refill")
+        bad = [k for k in rings if k not in good]
+        for k in bad:   # READ of a refused ring: a command error, no beat
+            n = await cache.issue_read(k, 0, 0, f"{name}: READ of refused class {k}")
+            assert n == 0
+        await cache.settle(f"{name}: end")
+        cache.check_image(f"{name}: end")
+        status = await tb.read("STATUS")
+        assert bool(status >> STICKY_BIT["vector_dropped"] & 1) == (cache.dropped > dropped_before), tb.ctx(
+            f"{name}: STATUS.vector_dropped")
+        assert bool(status >> STICKY_BIT["cmd_error"] & 1) == bool(bad), tb.ctx(f"{name}: STATUS.cmd_error")
+        await tb.compare_model(f"{name}: end")
+        tb.check_outputs(f"{name}: end")
+        dut._log.info(f"overflow {name}: {n_tokens} tokens, appended "
+                      f"{ {k: r.appended for k, r in good.items()} }, {cache.written} rows written, "
+                      f"{cache.dropped} dropped")
+    await _position_limit(tb, classes)
+    tb.check_outputs("overflow end")
+    tb.check.assert_clean(tb.ctx(""))
+
+
+async def _position_limit(tb: TB, classes: dict[int, int]):
+    """A ring three appends short of the 32-bit position limit (state written into the tracker, which
+    needs access to internal signals: Icarus; a Verilator build with only the ports public skips it):
+    two appends succeed, the third and later are refused (vector_dropped), the READ shows the two
+    positions next to the limit, RING_APPENDED holds 2**32 - 1."""
+    dut, c = tb.dut, tb.config
+    try:
+        trk = dut.engine.ring0
+        sigs = {n: getattr(trk, n) for n in ("count", "win_lo_q", "wr_slot", "lo_slot_q", "slot_minus_count_q")}
+    except AttributeError:
+        dut._log.info("overflow: position limit skipped (no access to the tracker's internal signals)")
+        return
+    cache = Cache(tb, c.max_head_dim, classes, {0: (3, 0, 3), 1: (4, 0, 4)})
+    await tb.write("CTRL", 1 | 4)
+    await cache.program()
+    await tb.write("STATUS", 0xFF)
+    await cache.settle("position limit: CLEAR")
+    start_pos = POS_LIMIT - 2   # two appends left: positions 2**32 - 3 and 2**32 - 2
+    ring = cache.rings[0]
+    slot = ring.slot_of(start_pos)
+    slot_bits = (c.kv_max_tokens - 1).bit_length()
+    await RisingEdge(dut.clk)
+    for name, value in (("count", start_pos), ("win_lo_q", start_pos), ("wr_slot", slot), ("lo_slot_q", slot),
+                        ("slot_minus_count_q", (slot - start_pos) % (1 << (slot_bits + 1)))):
+        sigs[name].value = value
+    await ClockCycles(dut.clk, 2)
+    ring.appended = start_pos
+    tb.model._rings[(0, 0)].model.appended = start_pos
+    await check_rings(tb, cache, "position limit: injected")
+    written, dropped = cache.written, cache.dropped
+    for t in range(4):
+        cache.send_token(layers=[0])
+    assert cache.written - written == 2 * 2 * c.max_kv_heads and cache.dropped - dropped == 2 * 2 * c.max_kv_heads
+    await cache.settle("position limit: appends")
+    assert ring.appended == POS_LIMIT
+    await check_rings(tb, cache, "position limit: full")
+    assert await tb.read_field("STATUS", "vector_dropped") == 1, tb.ctx("position limit: STATUS.vector_dropped")
+    for head in range(c.max_kv_heads):
+        await cache.read_and_check(0, head, 1, "position limit")
+    got = {b["pos"] for b in tb.decode_out(0, len(tb.outs[0].items) - 2 * cache.head_dim // c.dequant_lanes)}
+    assert got == {POS_LIMIT - 2, POS_LIMIT - 1}, tb.ctx(f"position limit: READ positions {got}")
+    await tb.compare_model("position limit")
+    cache.check_image("position limit")
+    dut._log.info("overflow position limit: 2 appends up to 2**32 - 1, then refused")
+
+
+@cocotb.test()
+async def reset_mid_stream(dut):
+    """CTRL.soft_reset (1) while write bursts are on the bus (AW taken, B owed) and a READ has been
+    taken and waits for them, (2) while a READ's bursts are on the bus (R beats owed), with pauses on
+    every channel: no VALID withdrawn, every started burst completes (all W beats, all R beats, every B),
+    STATUS.resetting returns to 0, the rings are unconfigured and the counters zero; after a new CLEAR
+    tokens write and read back bit-exact (ring and engine models)."""
+    tb = TB(dut)
+    tb.watch()
+    await tb.reset()
+    c = tb.config
+    beats_per_vec = c.max_head_dim // c.quant_lanes
+    slow = {"b": tb.ram.b_channel, "r": tb.rams[0].r_channel}
+
+    async def soft_reset(what: str, in_flight):
+        """Stop new K/V beats (one already offered stays offered), reset, check what was in flight when
+        the reset took effect (the CTRL write has returned), wait for the end of the reset."""
+        tb.kv.enabled = False
+        await tb.write("CTRL", 2)   # soft_reset; enable 0 so that nothing is taken after it
+        problems = in_flight()
+        assert not problems, tb.ctx(f"{what}: at the soft reset: {problems}")
+        for ch in slow.values():
+            ch.set_pause_generator(tb.pause())
+        tb.outs[0].pauses = tb.pause()
+        await tb.wait_for(lambda: _not_resetting(tb), f"{what}: STATUS.resetting back to 0")
+        await ClockCycles(dut.clk, 20)
+        n = tb.beats()
+        assert n["aw"] == n["b"], tb.ctx(f"{what}: {n['aw']} write bursts started, {n['b']} answered")
+        assert n["axi_w"] == tb.owed("aw"), tb.ctx(f"{what}: {n['axi_w']} W beats, started bursts carry {tb.owed('aw')}")
+        assert n["axi_r"] == tb.owed("ar"), tb.ctx(f"{what}: {n['axi_r']} R beats, started bursts carry {tb.owed('ar')}")
+        assert await tb.read("STATUS") >> STICKY_BIT["ddr_error"] & 1 == 0, tb.ctx(f"{what}: ddr_error")
+        get = _ring_status(tb)
+        for cls in range(c.n_classes):
+            st = await get(cls)
+            assert st["ring_configured"] == 0 and st["ring_n_valid"] == 0 and st["appended"] == 0, tb.ctx(
+                f"{what}: class {cls} after soft reset: {st}")
+        for name in ("VECTORS_WRITTEN", "VECTORS_DROPPED", "COMMANDS_DONE", "DDR_BYTES_WRITTEN_LO",
+                     "DDR_BYTES_READ_LO"):
+            assert await tb.read(name) == 0, tb.ctx(f"{what}: {name} after soft reset")
+        # The K/V beat that was offered (if any) starts a vector after the reset: complete it (it
+        # drops, no ring is configured) and forget the rest of the queue.
+        offered = bool(dut.s_axis_kv__valid.value)
+        rest = list(tb.kv.queue)
+        tb.kv.queue.clear()
+        if offered:
+            first = rest[0]
+            user = unpack_fields(tb.kv_layout, first)["user"]
+            filler = [layout.pack(tb.kv_layout, data=0, user=user, last=int(k == beats_per_vec - 1))
+                      for k in range(1, beats_per_vec)]
+            tb.kv.queue.extend([first] + filler)
+        tb.kv.enabled = True
+        await tb.write("CTRL", 1)
+        if offered:
+            await tb.wait_for(lambda: _counter_is(tb, "VECTORS_DROPPED", 1), f"{what}: the offered vector")
+        # Forget the outputs of the interrupted READ (whatever left before and the beat that stayed).
+        await tb.until(lambda: not dut.m_axis_kv0__valid.value, f"{what}: the offered READ beat taken")
+        await ClockCycles(dut.clk, 20)
+        return offered
+
+    async def recover(what: str, n_tokens: int):
+        """New tables and CLEARs; tokens written and read back bit-exact; counters vs the engine model."""
+        await tb.write("CTRL", 4 | 1)   # counter_clear (the completing vector above counted a drop)
+        cache = Cache(tb, c.max_head_dim, {0: 0, 1: 1, **{k: c.n_classes for k in range(2, c.max_layers)}},
+                      {0: (5, 1, 3), 1: (3, 0, 3)})
+        await tb.write("STATUS", 0xFF)   # W1C: the completing vector may have counted a frame error
+        tb.attach_model()
+        tb.model.write32(tb.reg("CTRL").offset, 1)
+        await cache.program()
+        for _ in range(n_tokens):
+            cache.send_token()
+        await cache.settle(f"{what}: tokens after the reset")
+        cache.check_image(f"{what}: after the reset")
+        for layer in range(2):
+            for head in range(c.max_kv_heads):
+                await cache.read_and_check(layer, head, head % 2, f"{what}: after the reset",
+                                           via_register=layer == 1)
+        await tb.compare_model(f"{what}: after the reset")
+        return cache
+
+    # (1) Write bursts in flight (B held back), a READ taken behind them.
+    cache = Cache(tb, c.max_head_dim, {0: 0, 1: 1, **{k: c.n_classes for k in range(2, c.max_layers)}},
+                  {0: (5, 1, 3), 1: (3, 0, 3)})
+    await cache.program()
+    await tb.write("CTRL", 1)
+    slow["b"].set_pause_generator(itertools.cycle([1] * 40 + [0]))
+    for _ in range(4):
+        cache.send_token()
+    await tb.until(lambda: tb.check.count["aw"] - tb.check.count["b"] >= 2, "write bursts in flight")
+    await tb.command(Op.READ, layer=0, head=0, kv=0)
+    await tb.until(lambda: tb.cmd.idle, "the READ taken")
+
+    def writes_and_read():
+        n, problems = tb.beats(), []
+        if n["aw"] <= n["b"]:
+            problems.append(f"no write burst in flight (AW {n['aw']}, B {n['b']})")
+        if n["cmd"] != 1 or len(tb.outs[0].items) != 0:
+            problems.append(f"the READ is not pending (commands taken {n['cmd']}, beats out {len(tb.outs[0].items)})")
+        return problems
+    n0, queued = tb.beats(), tb.kv.sent + len(tb.kv.queue)
+    await soft_reset("reset with writes in flight", writes_and_read)
+    dut._log.info(f"reset 1: just before the reset {n0['aw'] - n0['b']} write bursts owed a response, "
+                  f"{n0['in']} of {queued} K/V beats taken; bus after: {tb.beats()}")
+    tb.expected[0] = tb.decode_out(0)   # the interrupted READ's beats, if any, are not checked
+    cache = await recover("reset 1", 3)
+
+    # (2) A READ's bursts in flight (R beats and outputs held back).
+    cache.send_token()
+    cache.send_token()
+    await cache.settle("before reset 2")
+    slow["r"].set_pause_generator(itertools.cycle([1] * 12 + [0]))
+    tb.outs[0].pauses = itertools.cycle([1] * 30 + [0])
+    out_start = len(tb.outs[0].items)
+    ar_start, r_start = tb.check.count["ar"], tb.check.count["r"]
+    tb.model = None   # the interrupted READ is not modelled; a fresh model follows the reset
+    await tb.command(Op.READ, layer=0, head=1, kv=1)
+    await tb.until(lambda: tb.check.count["ar"] > ar_start and tb.check.count["r"] > r_start,
+                   "READ bursts on the bus")
+
+    def read_in_flight():
+        n = tb.beats()
+        problems = []
+        if n["axi_r"] >= tb.owed("ar"):
+            problems.append(f"no R beat owed (R {n['axi_r']}, started bursts carry {tb.owed('ar')})")
+        if len(tb.outs[0].items) - out_start >= len(cache.expected_read(0, 1, 1)):
+            problems.append("the READ already finished")
+        return problems
+    await soft_reset("reset with a READ in flight", read_in_flight)
+    n = tb.beats()
+    dut._log.info(f"reset 2: {len(tb.outs[0].items) - out_start} of {len(cache.expected_read(0, 1, 1))} READ "
+                  f"beats left before the reset ended; bus after: {n}")
+    out_start = len(tb.outs[0].items)
+    tb.expected[0] = tb.decode_out(0)   # what came out so far is not checked further
+    await recover("reset 2", 3)
+    tb.check_outputs("after reset 2")
+    tb.check.assert_clean(tb.ctx(""))
+
+
+async def _counter_is(tb: TB, name: str, value: int) -> bool:
+    return await tb.read(name) == value

@@ -18,10 +18,12 @@ TOP = MODULES["kvcache"]
 # 3 layers (the third in no class: its vectors drop), 2 KV heads, 1 sequence, 2 classes; head_dim 64
 # (4 beats of 16 lanes in, 2 blocks of 34 bytes per row: rows start at any byte).
 SMALL = dict(max_layers=3, max_kv_heads=2, max_head_dim=64, kv_max_tokens=16)
+# The functional tests; the reliability tests (soak, overflow, reset_mid_stream) have runs of their own.
+FUNCTIONAL = ["write_and_read", "errors_and_reset"]
 
 
 def run_kvcache(config: KVPathConfig, simulator: str, build_dir, tests=None, seed=SEED, pauses="mixed",
-                tokens=9):
+                tokens=9, soak_beats=None):
     build_dir.mkdir(parents=True, exist_ok=True)
     verilog = write_verilog(KVCacheTop(config), TOP, build_dir / f"{TOP}.v")
     start = time.perf_counter()
@@ -29,18 +31,25 @@ def run_kvcache(config: KVPathConfig, simulator: str, build_dir, tests=None, see
                        build_dir=build_dir, quiet=True, public=False, testcase=tests,
                        extra_env={"KVPATH_KVC_CONFIG": json.dumps(dataclasses.asdict(config)),
                                   "KVPATH_SEED": str(seed), "KVPATH_KVC_PAUSES": pauses,
-                                  "KVPATH_KVC_TOKENS": str(tokens)})
+                                  "KVPATH_KVC_TOKENS": str(tokens),
+                                  **({"KVPATH_KVC_SOAK_BEATS": str(soak_beats)} if soak_beats else {})})
     print(f"{config.fmt} {simulator} seed={seed} pauses={pauses}: build {times['build_s']:.1f} s, "
           f"run {times['run_s']:.1f} s, total {time.perf_counter() - start:.1f} s")
+    log = build_dir / "sim.log"
+    if log.exists():   # the soak's beat counts
+        for line in log.read_text().splitlines():
+            if "soak totals" in line:
+                print(line.strip())
+    return times
 
 
 def test_q8_0_icarus_pauses(build_root):
-    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_q8_0_icarus")
+    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_q8_0_icarus", tests=FUNCTIONAL)
 
 
 def test_mxfp4_icarus_no_pauses(build_root):
     run_kvcache(KVPathConfig(fmt="mxfp4", elem="bf16", **SMALL), "icarus", build_root / "kvc_mxfp4_icarus",
-                pauses="none", seed=SEED + 1)
+                pauses="none", seed=SEED + 1, tests=FUNCTIONAL)
 
 
 # The smallest datapaths (8 lanes); still a 150 s Verilator build, so a long run.
@@ -55,4 +64,34 @@ def test_q4_1_verilator(build_root):
 @pytest.mark.parametrize("fmt", ["q8_0", "q4_0", "q4_1", "mxfp4", "mxint8", "mxfp8_e4m3"])
 def test_long_icarus(build_root, fmt):
     cfg = dict(SMALL, max_head_dim=128, dequant_lanes=32)
-    run_kvcache(KVPathConfig(fmt=fmt, **cfg), "icarus", build_root / f"kvc_long_{fmt}", seed=SEED + 3, tokens=30)
+    run_kvcache(KVPathConfig(fmt=fmt, **cfg), "icarus", build_root / f"kvc_long_{fmt}", seed=SEED + 3, tokens=30,
+                tests=FUNCTIONAL)
+
+
+# Reliability (docs/kvcache.md): a soak with random pauses on every channel, counted on the buses;
+# overflow with every ring configuration; soft reset with bursts in flight. KVPATH_KVC_SOAK_BEATS is
+# the number of beats (K/V in + READ out + AXI W + AXI R) the soak moves at least.
+def test_soak_icarus(build_root):
+    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_soak_icarus", tests=["soak"],
+                seed=SEED + 4, soak_beats=6000)
+
+
+def test_overflow_and_reset_icarus(build_root):
+    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_overflow_icarus",
+                tests=["overflow", "reset_mid_stream"], seed=SEED + 5)
+
+
+SOAK_LONG_BEATS = 100_000
+
+
+@pytest.mark.long
+def test_soak_long_icarus(build_root):
+    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_soak_long_icarus", tests=["soak"],
+                seed=SEED + 6, soak_beats=SOAK_LONG_BEATS)
+
+
+@pytest.mark.long
+@pytest.mark.verilator
+def test_soak_long_verilator(build_root):
+    run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "verilator", build_root / "kvc_soak_long_verilator",
+                tests=["soak"], seed=SEED + 7, soak_beats=SOAK_LONG_BEATS)
