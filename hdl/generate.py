@@ -18,6 +18,7 @@ MODULES = {
     "csr": "kvpath_csr",
     "top": "kvpath_top",
     "kvcache": "kvpath_kvcache",
+    "axi_top": "kvpath_axi_top",
 }
 
 
@@ -33,22 +34,45 @@ def write_verilog(component, name: str, path: Path) -> Path:
     return path
 
 
-def generate(config: KVPathConfig, out: Path) -> list[tuple[Path, str]]:
-    """Write every block of ``config`` and the register map into ``out``; returns (path, what) pairs."""
+def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
+             engine_only: bool = False) -> list[tuple[Path, str]]:
+    """Write every block of ``config`` and the register map into ``out``; returns (path, what) pairs.
+
+    The KV cache engine's Vivado top (``KVPathAxiTop``, ``kvpath_axi_top``) is written when the
+    engine supports ``config`` (block-scaled formats so far); ``engine_top=False`` leaves it out,
+    ``engine_top=True`` requires it (the engine's NotImplementedError, naming what it lacks, is
+    raised instead of skipping). ``engine_only=True`` writes the engine top (required) and the
+    register map only: what a Vivado build of the KV cache reads (``kvpath build``).
+    """
     from kvpath.hdl.ctrl.csr import CSRBlock
+    from kvpath.hdl.top.axi_top import KVPathAxiTop
     from kvpath.hdl.top.top import KVPathTop, build_datapaths
     from kvpath.regmap import write_all
 
     out = Path(out)
-    quantizer, dequantizer = build_datapaths(config)
+    engine = None
+    engine_top = True if engine_only else engine_top
+    if engine_top is not False:
+        # First, so that a refused configuration leaves no other block built and unused.
+        try:
+            engine = KVPathAxiTop(config)
+        except NotImplementedError:
+            if engine_top:
+                raise
     described = f"format {config.fmt}, {config.elem} elements"
-    blocks = [
-        (quantizer, "quantizer", f"quantizer, {described}, {config.quant_lanes} lanes"),
-        (dequantizer, "dequantizer", f"dequantizer, {described}, {config.dequant_lanes} lanes"),
-        (CSRBlock(config), "csr", "AXI4-Lite register block"),
-        (KVPathTop(config), "top", f"KV path top level, {described}, "
-                                   f"{config.quant_lanes}/{config.dequant_lanes} lanes"),
-    ]
+    blocks = []
+    if not engine_only:
+        quantizer, dequantizer = build_datapaths(config)
+        blocks = [
+            (quantizer, "quantizer", f"quantizer, {described}, {config.quant_lanes} lanes"),
+            (dequantizer, "dequantizer", f"dequantizer, {described}, {config.dequant_lanes} lanes"),
+            (CSRBlock(config), "csr", "AXI4-Lite register block"),
+            (KVPathTop(config), "top", f"KV path top level, {described}, "
+                                       f"{config.quant_lanes}/{config.dequant_lanes} lanes"),
+        ]
+    if engine is not None:
+        blocks.append((engine, "axi_top", f"KV cache engine, flat AXI top for Vivado, {described}, "
+                                          f"{config.read_ports} read port(s)"))
     written = []
     for component, block, what in blocks:
         written.append((write_verilog(component, MODULES[block], out / f"{MODULES[block]}.v"), what))

@@ -8,6 +8,10 @@ board.
 
 Port lists come from ``parse_verilog_ports`` (the real list, from the generated Verilog) or from
 ``reference_ports`` (the contract as written down, for tests and for dry runs without Verilog).
+
+Stream interfaces are whatever ``s_axis_<name>_*`` / ``m_axis_<name>_*`` groups the Verilog has
+(the top derives them from ``KVCacheTop``'s streams), so a stream added to the engine needs no edit
+here; each is tied off or left open on the board.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# The generator's names (kvpath.hdl.generate.MODULES["axi_top"], kvpath.hdl.top.axi_top), written
+# here again because the board flow imports no other part of kvpath (docs/architecture.md);
+# tests/top/test_axi_top.py checks the generated top against this contract and reference_ports.
 TOP = "kvpath_axi_top"
+CLOCK, RESET, IRQ = "aclk", "aresetn", "irq"
+AXIL_ADDR_WIDTH = 16   # the 64 KiB register window
 
 AXIL_SIGNALS = ("awaddr", "awprot", "awvalid", "awready", "wdata", "wstrb", "wvalid", "wready",
                 "bresp", "bvalid", "bready", "araddr", "arprot", "arvalid", "arready",
@@ -103,16 +112,19 @@ def parse_verilog_ports(text: str, module: str = TOP) -> list[Port]:
     return [ports[n] for n in order]
 
 
-def reference_ports(n_masters: int, *, n_read_streams: int = 1, addr_bits: int = 40,
+def reference_ports(n_masters: int, *, n_read_streams: int | None = None, addr_bits: int = 40,
                     data_bits: int = 128, id_bits: int = 4, axis_data_bits: int = 256,
                     axis_user_bits: int = 8) -> list[Port]:
     """The contract as written down (docs/kv260.md): what the engine's Vivado top is expected to have.
 
-    Tests build a synthetic Verilog header from it; it is not the engine's own port list.
+    Tests build a synthetic Verilog header from it; it is not the engine's own port list (the
+    engine has one read stream per master: ``n_read_streams`` defaults to ``n_masters``;
+    tests/top/test_axi_top.py compares the names and directions with the generated top).
     """
-    ports = [Port("aclk", "input"), Port("aresetn", "input")]
-    axil_w = {"awaddr": 16, "araddr": 16, "awprot": 3, "arprot": 3, "wdata": 32, "rdata": 32,
-              "wstrb": 4, "bresp": 2, "rresp": 2}
+    n_read_streams = n_masters if n_read_streams is None else n_read_streams
+    ports = [Port(CLOCK, "input"), Port(RESET, "input")]
+    axil_w = {"awaddr": AXIL_ADDR_WIDTH, "araddr": AXIL_ADDR_WIDTH, "awprot": 3, "arprot": 3,
+              "wdata": 32, "rdata": 32, "wstrb": 4, "bresp": 2, "rresp": 2}
     for sig in AXIL_SIGNALS:
         ports.append(Port(f"s_axil_{sig}", "output" if sig in _SLAVE_OUT else "input", axil_w.get(sig, 1)))
     axi_w = {"addr": addr_bits, "id": id_bits, "len": 8, "size": 3, "burst": 2, "lock": 1, "cache": 4,
@@ -127,22 +139,26 @@ def reference_ports(n_masters: int, *, n_read_streams: int = 1, addr_bits: int =
     axis_w = {"tdata": axis_data_bits, "tuser": axis_user_bits}
     for sig in ("tdata", "tuser", "tlast", "tvalid", "tready"):
         ports.append(Port(f"s_axis_kv_{sig}", "output" if sig == "tready" else "input", axis_w.get(sig, 1)))
+    for stream in ("cmd", "memset"):   # 64-bit words: a command; a scale write (index, value)
+        for sig in ("tdata", "tvalid", "tready"):
+            ports.append(Port(f"s_axis_{stream}_{sig}", "output" if sig == "tready" else "input",
+                              64 if sig == "tdata" else 1))
     for p in range(n_read_streams):
         for sig in ("tdata", "tuser", "tlast", "tvalid", "tready"):
             ports.append(Port(f"m_axis_kv{p}_{sig}", "input" if sig == "tready" else "output",
                               axis_w.get(sig, 1)))
-    ports.append(Port("irq", "output"))
+    ports.append(Port(IRQ, "output"))
     return ports
 
 
 # --- grouping and the contract ---------------------------------------------------------------------
 
-SINGLE = ("aclk", "aresetn", "irq")
+SINGLE = (CLOCK, RESET, IRQ)
 _PREFIXES = (
     (re.compile(r"^(s_axil)_(\w+)$"), "axil_slave", AXIL_SIGNALS),
     (re.compile(r"^(m_axi\d)_(\w+)$"), "axi_master", AXI_READ + AXI_WRITE + AXI_OPTIONAL),
-    (re.compile(r"^(s_axis_kv)_(\w+)$"), "axis_slave", AXIS_SIGNALS),
-    (re.compile(r"^(m_axis_kv\d+)_(\w+)$"), "axis_master", AXIS_SIGNALS),
+    (re.compile(r"^(s_axis_[a-z][a-z0-9]*)_(\w+)$"), "axis_slave", AXIS_SIGNALS),
+    (re.compile(r"^(m_axis_[a-z][a-z0-9]*)_(\w+)$"), "axis_master", AXIS_SIGNALS),
 )
 
 
@@ -171,8 +187,8 @@ def group(ports: list[Port]) -> tuple[dict[str, Port], list[Interface]]:
                 kinds[m.group(1)] = kind
                 break
         else:
-            raise PortError(f"port {p.name} belongs to no known interface (expected aclk, aresetn, "
-                            "irq, s_axil_*, m_axi<i>_*, s_axis_kv_*, m_axis_kv<p>_*)")
+            raise PortError(f"port {p.name} belongs to no known interface (expected {CLOCK}, {RESET}, "
+                            f"{IRQ}, s_axil_*, m_axi<i>_*, s_axis_<name>_*, m_axis_<name>_*)")
     return singles, [Interface(n, kinds[n], tuple(members[n])) for n in members]
 
 
@@ -182,7 +198,7 @@ def check_contract(ports: list[Port], n_masters: int) -> tuple[dict[str, Port], 
     Every message names the offending port or interface.
     """
     singles, intfs = group(ports)
-    for name, direction in (("aclk", "input"), ("aresetn", "input"), ("irq", "output")):
+    for name, direction in ((CLOCK, "input"), (RESET, "input"), (IRQ, "output")):
         p = singles.get(name)
         if p is None:
             raise PortError(f"missing port {name}")
@@ -195,7 +211,7 @@ def check_contract(ports: list[Port], n_masters: int) -> tuple[dict[str, Port], 
     missing = sorted(set(AXIL_SIGNALS) - axil.signals)
     if missing:
         raise PortError(f"s_axil lacks {', '.join('s_axil_' + s for s in missing)}")
-    for sig, width in (("wdata", 32), ("rdata", 32), ("awaddr", 16), ("araddr", 16)):
+    for sig, width in (("wdata", 32), ("rdata", 32), ("awaddr", AXIL_ADDR_WIDTH), ("araddr", AXIL_ADDR_WIDTH)):
         if axil.signal(sig).width != width:
             raise PortError(f"s_axil_{sig} is {axil.signal(sig).width} bits, the contract says {width}")
     masters = sorted((i for i in intfs if i.kind == "axi_master"), key=lambda i: i.name)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from .params import BoardParams
 from .platform import KV260Platform
-from .ports import Port, TOP, check_contract
+from .ports import CLOCK, IRQ, RESET, Port, TOP, check_contract
 
 BOARD_PART = "xilinx.com:kv260_som:part0:1.4"
 BOARD_CONNECTIONS = "som240_1_connector xilinx.com:kv260_carrier:som240_1_connector:1.3"
@@ -333,13 +333,13 @@ def generate_tcl(params: BoardParams, ports: list[Port], verilog_files: list[str
         emit("}")
     emit("")
     emit("# ---- clock, reset, interrupt -----------------------------------------------------------")
-    clk_pins = [f"{kv}/aclk", f"/{RST_CELL}/slowest_sync_clk", f"/{SMC_CELL}/aclk",
+    clk_pins = [f"{kv}/{CLOCK}", f"/{RST_CELL}/slowest_sync_clk", f"/{SMC_CELL}/aclk",
                 f"{ps}/maxihpm0_fpd_aclk"] + [f"{ps}/{HP[i][1]}" for i in range(params.n_masters)]
     emit(f"connect_bd_net -net pl_clk0 [kvb_pin {ps}/pl_clk0] " + " ".join(f"[kvb_pin {p}]" for p in clk_pins))
     emit(f"connect_bd_net -net pl_resetn0 [kvb_pin {ps}/pl_resetn0] [kvb_pin /{RST_CELL}/ext_reset_in]")
     emit(f"connect_bd_net -net pl_aresetn [kvb_pin /{RST_CELL}/peripheral_aresetn] "
-         f"[kvb_pin {kv}/aresetn] [kvb_pin /{SMC_CELL}/aresetn]")
-    emit(f"connect_bd_net -net kvpath_irq [kvb_pin {kv}/irq] [kvb_pin {ps}/pl_ps_irq0]")
+         f"[kvb_pin {kv}/{RESET}] [kvb_pin /{SMC_CELL}/aresetn]")
+    emit(f"connect_bd_net -net kvpath_irq [kvb_pin {kv}/{IRQ}] [kvb_pin {ps}/pl_ps_irq0]")
     emit("")
     emit("# ---- AXI: registers through the SmartConnect, masters straight to their HP port ---------")
     emit(f"connect_bd_intf_net [kvb_intf {ps}/M_AXI_HPM0_FPD] [kvb_intf /{SMC_CELL}/S00_AXI]")

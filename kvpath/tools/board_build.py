@@ -2,8 +2,9 @@
 folder; with Vivado on PATH, the bitstream too.
 
 Without ``--verilog`` the engine's Vivado top ``kvpath_axi_top`` is generated here (by
-``kvpath.hdl.generate``, with the register map the app folder carries for ``kvpath program``).
-``--verilog`` takes Verilog files, or a ``kvpath generate`` output folder, instead.
+``kvpath.hdl.generate``, with one read port and AXI4 master per ``--masters``, and the register map
+the app folder carries for ``kvpath program``). ``--verilog`` takes Verilog files, or a ``kvpath
+generate`` output folder, instead.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def _defines_top(path: Path, top: str) -> bool:
 def generated_engine(config: KVPathConfig, out: Path) -> tuple[list[Path], Path | None]:
     """Generate the engine into ``out``; return ([the Verilog defining the Vivado top], register map).
 
-    Only the file that defines the top goes to Vivado: each generated file is a whole hierarchy on
-    its own, so the others would only add unused modules to the project.
+    ``config.read_ports`` is the number of AXI4 masters the top gets. A configuration the engine
+    does not support (static formats so far) raises EngineTopMissing with the engine's reason.
+
+    Only the top (and the register map) is generated, and only the file that defines the top goes
+    to Vivado: each generated file is a whole hierarchy on its own, so the other blocks of
+    ``kvpath generate`` would only add unused modules to the project.
     """
     from kvpath.boards.kv260.ports import TOP
     from kvpath.hdl import generate as hdl_generate
@@ -39,7 +44,10 @@ def generated_engine(config: KVPathConfig, out: Path) -> tuple[list[Path], Path 
         raise EngineTopMissing(
             f"the engine's Vivado top {TOP} is not in this build of kvpath yet (kvpath.hdl.generate "
             f"has no generator for it); pass --verilog PATH with a Verilog file that defines {TOP}")
-    written = [path for path, _ in hdl_generate.generate(config, out)]
+    try:
+        written = [path for path, _ in hdl_generate.generate(config, out, engine_only=True)]
+    except NotImplementedError as e:
+        raise EngineTopMissing(f"cannot generate {TOP} for {config.fmt}/{config.elem}: {e}") from e
     tops = [p for p in written if p.suffix == ".v" and _defines_top(p, TOP)]
     if not tops:
         raise EngineTopMissing(f"kvpath.hdl.generate lists {TOP} but wrote no file defining it "
@@ -94,7 +102,8 @@ def main(argv=None, prog: str | None = None) -> int:
         if args.verilog:
             verilog, regmap = given_engine(args.verilog)
         else:
-            verilog, regmap = generated_engine(KVPathConfig(fmt=args.fmt, elem=args.elem), out / "engine")
+            config = KVPathConfig(fmt=args.fmt, elem=args.elem, read_ports=params.n_masters)
+            verilog, regmap = generated_engine(config, out / "engine")
         if args.regmap is not None:
             regmap = args.regmap
         if regmap is None:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from kvpath.boards.kv260.ports import TOP, reference_ports
+from kvpath.boards.kv260.ports import TOP, check_contract, parse_verilog_ports, reference_ports
 from kvpath.cli import main
 from kvpath.config import KVPathConfig
 from kvpath.hdl import generate as hdl_generate
@@ -66,31 +66,44 @@ def test_build_needs_a_file_that_defines_the_top(tmp_path, capsys):
 
 
 def test_build_without_verilog_needs_the_engine_top(tmp_path, capsys, monkeypatch):
-    """Until kvpath.hdl.generate can write kvpath_axi_top, the error says so and what to pass."""
+    """A kvpath whose generator lacks kvpath_axi_top (stood in for by removing it from MODULES):
+    the error says so and what to pass."""
     monkeypatch.setattr(hdl_generate, "MODULES", {k: v for k, v in hdl_generate.MODULES.items() if v != TOP})
     assert main(["build", "--board", "kv260", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "kvpath_axi_top is not in this build of kvpath yet" in err and "--verilog" in err
 
 
-def test_build_without_verilog_uses_the_generator(tmp_path, capsys, monkeypatch, dtc):
-    """With a generator for the top (stood in for here by one writing the synthetic top), the
-    generated Verilog and register map are what the app folder gets."""
+def test_build_without_verilog_generates_the_engine_top(tmp_path, capsys, monkeypatch, dtc):
+    """No --verilog: the real kvpath_axi_top is generated, with one AXI4 master per --masters, and
+    its Verilog, ports and register map are what the build folder and the app folder get."""
     no_vivado(monkeypatch, tmp_path)
-
-    def fake_generate(config, out):
-        out.mkdir(parents=True, exist_ok=True)
-        top, regs = out / f"{TOP}.v", out / "kvpath_regs.json"
-        top.write_text(verilog_for(reference_ports(1)))
-        regs.write_text(json.dumps(to_dict(build_map(config))))
-        return [(top, "engine top"), (regs, "register map")]
-
-    monkeypatch.setattr(hdl_generate, "MODULES", dict(hdl_generate.MODULES, axi_top=TOP))
-    monkeypatch.setattr(hdl_generate, "generate", fake_generate)
     out = tmp_path / "kv260"
-    assert main(["build", "--board", "kv260", "-o", str(out), "--format", "q4_1"]) == 0
+    assert main(["build", "--board", "kv260", "-o", str(out), "--format", "q4_1", "--masters", "2"]) == 0
     regmap = json.loads((out / "kvpath" / "kvpath_regs.json").read_text())
-    assert regmap["config"]["fmt"] == "q4_1"
+    assert regmap["config"]["fmt"] == "q4_1" and regmap["config"]["read_ports"] == 2
+    rtl = (out / "rtl" / f"{TOP}.v").read_text()
+    assert rtl == (out / "engine" / f"{TOP}.v").read_text() and f"module {TOP}" in rtl
+    assert sorted(p.name for p in (out / "rtl").iterdir()) == [f"{TOP}.v"]
+    assert not list((out / "engine").glob("kvpath_[!a]*.v")), "blocks Vivado does not read were generated"
+    ports = {p.name: p for p in parse_verilog_ports(rtl)}
+    _, intfs = check_contract(list(ports.values()), 2)
+    tcl = (out / "build.tcl").read_text()
+    for i in range(2):
+        assert f"connect_bd_intf_net [kvb_intf /kvpath_0/m_axi{i}] [kvb_intf /zynq_ultra_ps_e_0/S_AXI_HP{i}_FPD]" in tcl
+    # every stream port of the real top is tied off or left open, under its real name
+    for intf in intfs:
+        if intf.kind.startswith("axis"):
+            for p in intf.ports:
+                assert (f"kvb_tie {p.name} {p.width} " in tcl) == (p.direction == "input"), p.name
+                assert (f"kvb_leave_open {p.name} " in tcl) == (p.direction == "output"), p.name
+    assert {"s_axis_kv", "s_axis_cmd", "s_axis_memset", "m_axis_kv0", "m_axis_kv1"} <= {i.name for i in intfs}
+
+
+def test_build_refuses_a_format_the_engine_lacks(tmp_path, capsys):
+    assert main(["build", "--board", "kv260", "-o", str(tmp_path / "o"), "--format", "int8_ph"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot generate {TOP} for int8_ph/fp16" in err and "static formats" in err
 
 
 def test_program_loads_and_checks_on_a_fake_tree(tmp_path, app_dir, synthetic_top, capsys, monkeypatch):
