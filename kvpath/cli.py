@@ -114,6 +114,7 @@ BENCHES = {
     "golden": "kvpath.tools.bench_golden",
     "driver": "kvpath.driver.bench",
     "movers": "kvpath.tools.bench_movers",
+    "engine": "kvpath.tools.bench_engine",
 }
 
 

@@ -46,3 +46,5 @@ run $KVPATH synth --target csr --format q8_0 --lanes 16
 run $KVPATH synth --target top --format int4_pc --lanes 16
 run $KVPATH synth --target top --format q8_0 --lanes 16
 run $KVPATH bench movers
+run $KVPATH bench engine
+run $KVPATH synth --target kvcache --format q8_0 --lanes 16

@@ -146,12 +146,13 @@ def synthesize(component, top: str, workdir: Path) -> SynthReport:
     return synthesize_verilog(verilog, top, workdir)
 
 
-TARGETS = ("quantizer", "dequantizer", "csr", "top")
+TARGETS = ("quantizer", "dequantizer", "csr", "top", "kvcache")
 
 
 def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
-    """The component to synthesize; ``csr`` and ``top`` are built from the default configuration with
-    ``fmt``, ``elem`` and ``lanes`` on both paths (the top's scale cache is sized from it)."""
+    """The component to synthesize; ``csr``, ``top`` and ``kvcache`` (``KVCacheTop``) are built from
+    the default configuration with ``fmt``, ``elem`` and ``lanes`` on both paths (the top's scale
+    cache is sized from it)."""
     from kvpath.config import KVPathConfig, get_format, load
 
     family = get_format(fmt).family_info
@@ -164,6 +165,9 @@ def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
     if target == "top":
         from kvpath.hdl.top.top import KVPathTop
         return KVPathTop(config)
+    if target == "kvcache":
+        from kvpath.hdl.top.kvcache import KVCacheTop
+        return KVCacheTop(config)
     raise ValueError(f"unknown target {target!r}")
 
 
