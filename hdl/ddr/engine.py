@@ -13,6 +13,14 @@ go to the quantizer) or ``DROP`` (its beats are consumed and discarded). Beats a
 TLAST is only checked. Quantized blocks go through a BytePacker (the group ends at the vector's last
 block) to the BurstWriter; its ``done`` records decide VECTORS_WRITTEN or DDR_ERRORS.
 
+Static-scale formats (int8_ph, int4_ph, int8_pc, int4_pc): the quantizer is ``StaticQuantizer``;
+each beat's context is the vector's tag (layer, head, kv) and channel ``beat x quant_lanes``, and its
+reciprocals come from the scale cache through the ``scales`` read port (the cache itself lives in
+``KVCacheTop``, outside the soft reset). A row is the vector's codes (``head_dim x code_bits / 8``
+bytes, the quantizer's beats in order, no header: ``kvpath.layout.row_bytes``). A beat of codes
+narrower than the bus (``quant_lanes x code_bits / 8 < bus_bytes``) is gathered into bus beats
+(``Gather``; a row's final beat is zero-padded) instead of going through the BytePacker.
+
 Command unit: the register's commands win a tie against ``s_axis_cmd``; one command at a time.
 EVICT_UPTO and CLEAR go to the named tracker (with priority over the write path's APPEND, which
 waits a clock); READ holds the write path (no new vector starts), waits until no vector is in
@@ -34,11 +42,13 @@ from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig
 from kvpath.layout import Op, POS_BITS
 from kvpath.hdl.ddr.axi4 import AXI4Signature
 from kvpath.hdl.ddr.read_port import run_layout
-from kvpath.hdl.ddr.repack import BytePacker
+from kvpath.hdl.ddr.repack import BytePacker, chunk_layout
 from kvpath.hdl.ddr.tables import READERS, class_shape
 from kvpath.hdl.ddr.writer import BurstWriter
 from kvpath.hdl.quant.frame import Quantizer
 from kvpath.hdl.ring.tracker import Op as RingOp, RingTracker
+from kvpath.hdl.static.cache import read_signature
+from kvpath.hdl.static.quant import StaticQuantizer
 
 MAX_READ_RUNS = 3
 
@@ -60,15 +70,54 @@ def head_dim_valid(c: KVPathConfig, head_dim) -> object:
     return (head_dim != 0) & (head_dim <= c.max_head_dim) & (head_dim[:log2(unit)] == 0)
 
 
+class Gather(wiring.Component):
+    """Chunks ``i: {data, last}`` of ``in_bytes`` into beats ``o: {data, last}`` of ``out_bytes`` (a
+    multiple): chunk ``k`` of a beat is its bytes ``[k x in_bytes, (k + 1) x in_bytes)``. A chunk with
+    ``last`` ends the beat early (the rest is zero) and the beat carries ``last``. One chunk per
+    clock; ``i.ready`` depends combinationally on ``o.ready``; ``o`` comes from registers."""
+
+    def __init__(self, in_bytes: int, out_bytes: int):
+        if in_bytes < 1 or out_bytes % in_bytes:
+            raise ValueError(f"Gather needs out_bytes a multiple of in_bytes, got {in_bytes} -> {out_bytes}")
+        self.in_bytes, self.n = in_bytes, out_bytes // in_bytes
+        super().__init__({"i": In(stream.Signature(chunk_layout(in_bytes))),
+                          "o": Out(stream.Signature(chunk_layout(out_bytes)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o, n, w = self.i, self.o, self.n, 8 * self.in_bytes
+        fill = Signal(range(max(2, n)))
+        free = ~o.valid | o.ready
+        m.d.comb += i.ready.eq(free)
+        with m.If(o.ready):
+            m.d.sync += o.valid.eq(0)
+        with m.If(i.valid & free):
+            with m.Switch(fill):
+                for k in range(n):
+                    with m.Case(k):
+                        if k == 0:   # a new beat: the bytes above the first chunk start as zeros
+                            m.d.sync += o.payload.data.eq(i.payload.data)
+                        else:
+                            m.d.sync += o.payload.data[k * w:(k + 1) * w].eq(i.payload.data)
+            with m.If(i.payload.last | (fill == n - 1)):
+                m.d.sync += [o.valid.eq(1), o.payload.last.eq(i.payload.last), fill.eq(0)]
+            with m.Else():
+                m.d.sync += fill.eq(fill + 1)
+        return m
+
+
 class KVEngine(wiring.Component):
     def __init__(self, config: KVPathConfig):
         c = self.config = config
         f = c.format
-        if f.needs_scale_cache:
-            raise NotImplementedError(f"{c.fmt}: the KV cache engine supports the block-scaled formats "
-                                      "(ggml, mx) only so far; static formats have no write path yet")
-        if f.block_bytes < c.bus_bytes:
-            raise NotImplementedError(f"{c.fmt}: blocks of {f.block_bytes} bytes on a {c.bus_bytes}-byte bus")
+        self.static = f.needs_scale_cache
+        if self.static:
+            # One quantizer beat of codes: what the packer (or the gatherer) takes per handshake.
+            self.chunk_bytes = c.quant_lanes * f.code_bits // 8
+        else:
+            if f.block_bytes < c.bus_bytes:
+                raise NotImplementedError(f"{c.fmt}: blocks of {f.block_bytes} bytes on a {c.bus_bytes}-byte bus")
+            self.chunk_bytes = f.block_bytes
         self.n_rings = c.max_seqs * c.n_classes
         self.trackers = [RingTracker(c.kv_max_tokens) for _ in range(self.n_rings)]
         self.tracker_template = self.trackers[0]
@@ -114,6 +163,9 @@ class KVEngine(wiring.Component):
         for p in range(c.read_ports):
             members[f"run{p}"] = Out(stream.Signature(run_layout(c)))
             members[f"read_done{p}"] = In(1)
+        if self.static:
+            # The quantizer's read port of the scale cache (its reciprocal copy), in KVCacheTop.
+            members["scales"] = Out(read_signature(c.fmt, c.quant_lanes, c))
         super().__init__(members)
 
     def elaborate(self, platform):
@@ -179,8 +231,17 @@ class KVEngine(wiring.Component):
         trk_ready = Cat(t.cmd.ready & (trk_index == k) for k, t in enumerate(trackers)).any()
 
         # ------------------------------------------------------------------ write path
-        m.submodules.quant = quant = Quantizer(c.fmt, c.quant_lanes, c.elem)
-        m.submodules.packer = packer = BytePacker(f.block_bytes, c.bus_bytes)
+        if self.static:
+            m.submodules.quant = quant = StaticQuantizer(c.fmt, c.quant_lanes, c.elem, c)
+            connect(m, quant.scales, wiring.flipped(self.scales))
+            quant_out = quant.o.payload.codes
+        else:
+            m.submodules.quant = quant = Quantizer(c.fmt, c.quant_lanes, c.elem)
+            quant_out = quant.o.payload
+        if self.chunk_bytes >= c.bus_bytes:
+            m.submodules.packer = packer = BytePacker(self.chunk_bytes, c.bus_bytes)
+        else:
+            m.submodules.packer = packer = Gather(self.chunk_bytes, c.bus_bytes)
         m.submodules.writer = writer = BurstWriter(
             addr_width=c.addr_width, data_bytes=c.bus_bytes, max_burst=c.max_burst,
             max_outstanding=c.max_outstanding, cache=c.axi_cache, prot=c.axi_prot)
@@ -268,10 +329,20 @@ class KVEngine(wiring.Component):
             issued.eq(writer.cmd.valid & writer.cmd.ready),
             self.bytes_written.eq(issued.replicate(len(row_bytes)) & row_bytes),
             quant.i.valid.eq(in_data & kv.valid & intake),
-            quant.i.payload.eq(kv.payload.data),
             kv.ready.eq(((in_data & quant.i.ready) | in_drop) & intake),
             self.vector_dropped.eq(in_drop & vector_end),
         ]
+
+        if self.static:
+            # The beat's context: the vector's tag, and the channel of lane 0.
+            ctx = quant.i.payload.ctx
+            m.d.comb += [
+                quant.i.payload.elems.eq(kv.payload.data),
+                ctx.layer.eq(tag.layer), ctx.head.eq(tag.head), ctx.kv.eq(tag.kv),
+                ctx.channel.eq(beat << log2(c.quant_lanes)),
+            ]
+        else:
+            m.d.comb += quant.i.payload.eq(kv.payload.data)
 
         # Framing: count beats; TLAST only checked, once per vector.
         taken = kv.valid & kv.ready
@@ -284,19 +355,28 @@ class KVEngine(wiring.Component):
             with m.If(~last_beat):
                 m.d.sync += bad_frame.eq(bad_frame | mismatch)
 
-        # Quantized blocks: the vector's last block ends the packer's group (a row's final beat).
+        # Quantized blocks (static: beats of codes): the vector's last one ends the packer's group
+        # (a row's final beat). BLOCKS_WRITTEN counts 32-element blocks: for a static format one per
+        # 32 / quant_lanes beats of codes (rows are whole blocks, so the count is exact per row).
         block = Signal(range(c.max_head_dim + 1))
+        units_per_vec = beats_per_vec if self.static else blocks_per_vec
+        q_fire = quant.o.valid & quant.o.ready
+        if self.static and c.quant_lanes < BLOCK_ELEMS:
+            per_block = log2(BLOCK_ELEMS // c.quant_lanes)
+            block_done = q_fire & block[:per_block].all()
+        else:
+            block_done = q_fire
         m.d.comb += [
             packer.i.valid.eq(quant.o.valid), quant.o.ready.eq(packer.i.ready),
-            packer.i.payload.data.eq(quant.o.payload),
-            packer.i.payload.last.eq(block + 1 == blocks_per_vec),
-            self.block_fire.eq(quant.o.valid & quant.o.ready),
+            packer.i.payload.data.eq(quant_out),
+            packer.i.payload.last.eq(block + 1 == units_per_vec),
+            self.block_fire.eq(block_done),
             writer.data.valid.eq(packer.o.valid), packer.o.ready.eq(writer.data.ready),
             writer.data.payload.data.eq(packer.o.payload.data),
             writer.done.ready.eq(1),
         ]
         with m.If(quant.o.valid & quant.o.ready):
-            m.d.sync += block.eq(Mux(block + 1 == blocks_per_vec, 0, block + 1))
+            m.d.sync += block.eq(Mux(block + 1 == units_per_vec, 0, block + 1))
         done = writer.done.valid
         m.d.comb += [self.vector_written.eq(done & ~writer.done.payload.error),
                      self.write_error.eq(done & writer.done.payload.error)]
@@ -376,6 +456,8 @@ class KVEngine(wiring.Component):
                 k = self.layer_data_c
                 r = ring_of(word.seq, k)
                 m.d.sync += [rring.eq(r), rbase.eq(self.region_data_c)]
+                if self.static:   # the READ's context: the port's dequantizer reads its scales
+                    m.d.sync += [run.layer.eq(word.layer), run.head.eq(word.head), run.kv.eq(word.kv)]
                 with m.If((k < c.n_classes) & pick("configured", r)):
                     m.next = "READ_STATE"
                 with m.Else():

@@ -32,7 +32,9 @@ Ports
 ``done``           Out(1): one-clock pulse per completed READ (its TLAST beat taken, or an empty
                    READ reached the tagger), in issue order; ``done_error`` with it.
 ``error_run``      Out(1): one-clock pulse per failed reader run (DDR_ERRORS counts these).
-``blocks_read``    Out(1): one pulse per dequantizer input beat (``blocks_per_pulse`` blocks).
+``blocks_read``    Out(1): one pulse per ``blocks_per_pulse`` 32-element blocks into the dequantizer
+                   (block formats: per input beat; static formats: per beat of 32 lanes or more,
+                   else per 32 / read_lanes beats).
 ``nonfinite_count``, ``saturated_count``: Out(32), the dequantizer's running counts (wrap).
 ``busy``           Out(1): a READ is in the port (taken and not yet done).
 ``drain`` In(1), ``idle`` Out(1): soft reset. ``drain`` (latched) stops run intake, drains the
@@ -46,8 +48,17 @@ Throughput: one output beat per clock while the bus delivers the bytes. The bus 
 a beat's share of bytes exceeds the bus width: q8_0 at 16 lanes needs 17 bytes per output beat
 from a 16-byte bus (16/17 = 0.94 beats per clock).
 
-Static formats (scale-cache families) are not built: their dequantizer also needs each beat's
-context and a scale-cache read port; the constructor raises NotImplementedError.
+Static formats (int8_ph, int4_ph, int8_pc, int4_pc)
+==================================================
+The dequantizer is ``StaticDequantizer``; a row is ``head_dim x code_bits / 8`` bytes of codes, cut
+into beats of ``read_lanes`` codes. Each run carries the READ's context (``layer``, ``head``,
+``kv`` in ``run_layout``); it goes into a context FIFO when the run's reader command is issued and
+leaves it when the run's last beat of codes enters the dequantizer, which reads its scales with
+that context and channel ``beat-in-row x read_lanes`` through ``scales``, a read port of a
+``ScaleCache`` dequantizer copy (``KVCacheTop`` gives each port its own copy). A beat of codes
+narrower than the bus (int4 at 16 lanes: 8 bytes) is cut out of the bus beat directly (several per
+bus beat; the run's final bus beat holds only the run's remaining beats of codes, the number
+recorded with the context); wider or equal ones go through the ByteUnpacker as blocks do.
 """
 
 from __future__ import annotations
@@ -59,7 +70,9 @@ from amaranth.lib.wiring import In, Out, connect, flipped
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig, load
 from kvpath.hdl.ddr.bursts import Queue, SkidBuffer
 from kvpath.hdl.ddr.reader import BurstReader
-from kvpath.hdl.ddr.repack import ByteUnpacker
+from kvpath.hdl.ddr.repack import ByteUnpacker, chunk_layout
+from kvpath.hdl.static.cache import read_signature
+from kvpath.hdl.static.dequant import StaticDequantizer
 from kvpath.layout import POS_BITS, bits, read_tag
 
 __all__ = ["ReadPort", "run_layout", "out_layout", "len_bits"]
@@ -93,19 +106,25 @@ def len_bits(c: KVPathConfig) -> int:
     return min(32, (c.kv_max_tokens * max_row_bytes(c)).bit_length())
 
 
+def log2(n: int) -> int:
+    assert n > 0 and n & (n - 1) == 0, n
+    return n.bit_length() - 1
+
+
 class ReadPort(wiring.Component):
     def __init__(self, config: KVPathConfig):
         self.config = c = config
         family = c.format.family_info
-        if family.scale_cache:
-            self._MustUse__silence = True  # refused, not forgotten: no UnusedElaboratable warning
-            raise NotImplementedError(
-                f"ReadPort: format {c.fmt} (family {family.name}) needs per-beat context and a "
-                f"scale-cache read port for {family.dequantizer}; not implemented")
-        self.dequant = load(family.dequantizer)(c.fmt, c.dequant_lanes, c.elem)
-        self.blocks_per_pulse = self.dequant.blocks_per_beat
-        self.chunk_bytes = c.format.block_bytes * self.blocks_per_pulse
-        if c.bus_bytes > self.chunk_bytes:
+        self.static = c.format.needs_scale_cache
+        if self.static:
+            self.dequant = StaticDequantizer(c.fmt, c.dequant_lanes, c.elem, c)
+            self.blocks_per_pulse = max(1, c.dequant_lanes // BLOCK_ELEMS)
+            self.chunk_bytes = c.dequant_lanes * c.format.code_bits // 8
+        else:
+            self.dequant = load(family.dequantizer)(c.fmt, c.dequant_lanes, c.elem)
+            self.blocks_per_pulse = self.dequant.blocks_per_beat
+            self.chunk_bytes = c.format.block_bytes * self.blocks_per_pulse
+        if c.bus_bytes > self.chunk_bytes and not (self.static and c.bus_bytes % self.chunk_bytes == 0):
             self._MustUse__silence = True
             raise NotImplementedError(f"ReadPort: a {c.bus_bytes}-byte bus wider than the {self.chunk_bytes}-byte "
                                       f"dequantizer input of {c.fmt} at {c.dequant_lanes} lanes needs a narrowing gearbox")
@@ -115,6 +134,7 @@ class ReadPort(wiring.Component):
         self.run_layout = run_layout(c)
         self.out_layout = out_layout(c)
         self.max_beats_per_row = c.max_head_dim // c.dequant_lanes
+        extra = {"scales": Out(read_signature(c.fmt, c.dequant_lanes, c))} if self.static else {}
         super().__init__({
             "run": In(stream.Signature(self.run_layout)),
             "row_bytes": In(16),
@@ -130,13 +150,16 @@ class ReadPort(wiring.Component):
             "drain": In(1),
             "idle": Out(1),
             "axi": Out(self.reader.axi.signature),
+            **extra,
         })
 
     def elaborate(self, platform):
         m = Module()
         c = self.config
         m.submodules.reader = reader = self.reader
-        m.submodules.unpack = unpack = ByteUnpacker(c.bus_bytes, self.chunk_bytes)
+        split = self.chunk_bytes < c.bus_bytes   # static only: several beats of codes per bus beat
+        if not split:
+            m.submodules.unpack = unpack = ByteUnpacker(c.bus_bytes, self.chunk_bytes)
         m.submodules.dequant = dq = self.dequant
         connect(m, flipped(self.axi), reader.axi)
 
@@ -168,8 +191,25 @@ class ReadPort(wiring.Component):
         with m.Elif(run_v & issued & handled):
             m.d.sync += run_v.eq(0)
 
+        if self.static:
+            # Per run with rows, in reader command order: the context, and how many beats of codes
+            # the run's final bus beat holds (0: all of them). Pushed as the command is issued.
+            ctx_layout = data.StructLayout({
+                "layer": run.layer.shape(), "head": run.head.shape(), "kv": unsigned(1),
+                "tail": unsigned(max(1, log2(max(1, c.bus_bytes // self.chunk_bytes)))),
+            })
+            m.submodules.ctxq = ctxq = Queue(ctx_layout.size, 16)
+            push_ctx = data.View(ctx_layout, ctxq.i.payload)
+            cmd_valid = run_v & ~issued & ctxq.i.ready
+            m.d.comb += [
+                ctxq.i.valid.eq(run_v & ~issued & reader.cmd.ready),
+                push_ctx.layer.eq(run.layer), push_ctx.head.eq(run.head), push_ctx.kv.eq(run.kv),
+                push_ctx.tail.eq(length[log2(self.chunk_bytes):] if split else 0),
+            ]
+        else:
+            cmd_valid = run_v & ~issued
         m.d.comb += [
-            reader.cmd.valid.eq(run_v & ~issued),
+            reader.cmd.valid.eq(cmd_valid),
             reader.cmd.payload.addr.eq(run.addr),
             reader.cmd.payload.length.eq(length),
             reader.cmd.payload.tag.eq(0),
@@ -207,30 +247,81 @@ class ReadPort(wiring.Component):
             with m.Else():
                 m.d.sync += handled.eq(1)
 
-        # ---- reader -> unpacker, tapping each run's error as its last beat passes
+        # ---- reader -> unpacker (or splitter), tapping each run's error as its last beat passes
         m.submodules.errs = errs = Queue(1, 16)
         rd = reader.data
         run_end = rd.payload.last
+        # `src`: the dequantizer's input chunks, `last` on each run's final one.
+        if split:
+            src = stream.Signature(chunk_layout(self.chunk_bytes)).create(path=("src",))
+            # A bus beat holds n beats of codes; the run's final bus beat only ctx.tail of them
+            # (when not 0). The bus beat is taken with its last beat of codes.
+            n = c.bus_bytes // self.chunk_bytes
+            head_ctx = data.View(ctx_layout, ctxq.o.payload)
+            k = Signal(range(n), name="split_index")
+            here = Mux(run_end & (head_ctx.tail != 0), head_ctx.tail, n)   # beats of codes in this bus beat
+            beat_done = k == here - 1
+            ok = ctxq.o.valid & (~run_end | errs.i.ready)
+            m.d.comb += [
+                src.valid.eq(rd.valid & ok),
+                src.payload.data.eq(rd.payload.data.word_select(k, 8 * self.chunk_bytes)),
+                src.payload.last.eq(run_end & beat_done),
+                rd.ready.eq(src.ready & beat_done & ok),
+            ]
+            with m.If(src.valid & src.ready):
+                m.d.sync += k.eq(Mux(beat_done, 0, k + 1))
+        else:
+            m.d.comb += [
+                unpack.i.payload.data.eq(rd.payload.data),
+                unpack.i.payload.last.eq(run_end),
+                unpack.i.valid.eq(rd.valid & (~run_end | errs.i.ready)),
+                rd.ready.eq(unpack.i.ready & (~run_end | errs.i.ready)),
+            ]
+            src = unpack.o
         m.d.comb += [
-            unpack.i.payload.data.eq(rd.payload.data),
-            unpack.i.payload.last.eq(run_end),
-            unpack.i.valid.eq(rd.valid & (~run_end | errs.i.ready)),
-            rd.ready.eq(unpack.i.ready & (~run_end | errs.i.ready)),
             errs.i.valid.eq(rd.valid & rd.ready & run_end),
             errs.i.payload.eq(rd.payload.error),
         ]
         m.d.sync += self.error_run.eq(rd.valid & rd.ready & run_end & rd.payload.error)
 
-        # ---- unpacker -> dequantizer: rows are whole blocks, so the unpacker's group `last`
-        # only serves to drop the bus padding after each run.
+        # ---- chunks -> dequantizer: rows are whole blocks (whole beats of codes), so the group
+        # `last` only serves to drop the bus padding after each run (and, static, to end the
+        # run's context).
+        taken = dq.i.valid & dq.i.ready
+        if self.static:
+            head_ctx = data.View(ctx_layout, ctxq.o.payload)
+            in_beat = Signal(range(max(2, self.max_beats_per_row)), name="in_beat")   # beat in the row
+            row_end = (in_beat == self.beats_per_row - 1) | src.payload.last
+            ctx = dq.i.payload.ctx
+            m.d.comb += [
+                dq.i.valid.eq(src.valid & ctxq.o.valid),
+                src.ready.eq(dq.i.ready & ctxq.o.valid),
+                dq.i.payload.codes.eq(src.payload.data),
+                ctx.layer.eq(head_ctx.layer), ctx.head.eq(head_ctx.head), ctx.kv.eq(head_ctx.kv),
+                ctx.channel.eq(in_beat << log2(c.dequant_lanes)),
+                ctxq.o.ready.eq(taken & src.payload.last),
+            ]
+            with m.If(taken):
+                m.d.sync += in_beat.eq(Mux(row_end, 0, in_beat + 1))
+            if c.dequant_lanes < BLOCK_ELEMS:
+                # One pulse per 32-element block: rows start at block boundaries.
+                pulse = taken & in_beat[:log2(BLOCK_ELEMS // c.dequant_lanes)].all()
+            else:
+                pulse = taken
+        else:
+            m.d.comb += [
+                dq.i.valid.eq(src.valid),
+                dq.i.payload.eq(src.payload.data),
+                src.ready.eq(dq.i.ready),
+            ]
+            pulse = taken
         m.d.comb += [
-            dq.i.valid.eq(unpack.o.valid),
-            dq.i.payload.eq(unpack.o.payload.data),
-            unpack.o.ready.eq(dq.i.ready),
-            self.blocks_read.eq(dq.i.valid & dq.i.ready),
+            self.blocks_read.eq(pulse),
             self.nonfinite_count.eq(dq.nonfinite_count),
             self.saturated_count.eq(dq.saturated_count),
         ]
+        if self.static:
+            connect(m, dq.scales, flipped(self.scales))
 
         # ---- tagger: position from the row count, TLAST and error from the run info
         m.submodules.skid = skid = SkidBuffer(self.out_layout)
@@ -246,7 +337,7 @@ class ReadPort(wiring.Component):
         out = skid.i.payload
         m.d.comb += [
             skid.i.valid.eq(formable),
-            out.data.eq(dq.o.payload),
+            out.data.eq(dq.o.payload.elems if self.static else dq.o.payload),
             out.user.pos.eq(head.pos + row),
             out.user.error.eq(final & (acc_err | errs.o.payload)),
             out.last.eq(final),

@@ -10,6 +10,15 @@
 * ``memset``: bulk scale-cache writes (as in ``KVPathTop``; block-scaled builds refuse them).
 * ``irq``: OR of the STATUS sticky bits enabled in IRQ_ENABLE.
 
+Static-scale formats: the scale constant cache (``ScaleCache``) sits here, outside the soft reset.
+Its one write port takes the register block's SCALE_DATA writes and ``memset`` (merged by
+``merge_scale_writes``: a register write wins and ``memset`` waits that clock); a refused write sets
+STATUS.bad_scale_index. Every reader has a copy of its own with one synchronous read port, so every
+datapath reads its scales every clock: the engine's quantizer (reciprocals) and read port 0 share
+the first ``ScaleCache`` (two copies), read ports 1.. each get a ``ScaleCache`` with only a
+dequantizer copy, written in step with the first (same write, same refusal). Cost: one more
+``entries x 16``-bit memory per read port beyond the first.
+
 Soft reset (CTRL.soft_reset): STATUS.resetting rises, intake stops and the movers drain; once the
 writer and every read port are idle (no burst owed, no output beat offered) the engine, the read
 ports and the counters are reset for one clock. The register block, the tables and the scale cache
@@ -30,6 +39,7 @@ from kvpath.hdl.ddr.axi4 import AXI4Signature, connect_split
 from kvpath.hdl.ddr.engine import KVEngine, kv_layout, log2
 from kvpath.hdl.ddr.read_port import ReadPort, out_layout
 from kvpath.hdl.ddr.tables import READERS, Tables
+from kvpath.hdl.static.cache import ScaleCache
 from kvpath.hdl.static.write_port import ScaleWrite
 from kvpath.hdl.top.counters import EngineCounters
 from kvpath.hdl.top.top import AXIL_PREFIX, build_scale_cache, merge_scale_writes
@@ -44,7 +54,10 @@ class KVCacheTop(wiring.Component):
         self.engine = KVEngine(config)
         self.ports = [ReadPort(config) for _ in range(c.read_ports)]
         self.tables = Tables(config)
-        self.cache = build_scale_cache(config)
+        self.cache = build_scale_cache(config)   # the quantizer's and read port 0's copies
+        # Read ports 1..: a dequantizer copy each (a memory has one read port per copy).
+        self.port_caches = ([ScaleCache(c.fmt, c.elem, c, dequant_lanes=c.dequant_lanes)
+                             for _ in range(1, c.read_ports)] if self.cache is not None else [])
         members = {name: member for name, member in self.csr.signature.members.items()
                    if name.startswith(AXIL_PREFIX)}
         members["s_axis_kv"] = In(stream.Signature(kv_layout(c)))
@@ -134,6 +147,16 @@ class KVCacheTop(wiring.Component):
             connect(m, ports[n].axi, flipped(getattr(self, f"m_axi{n}")))
 
         bad_scale_write = merge_scale_writes(m, csr.scale_write, self.memset, self.cache)
+        if self.cache is not None:
+            m.submodules.scale_cache = self.cache
+            connect(m, engine.scales, self.cache.quant)
+            connect(m, ports[0].scales, self.cache.dequant)
+            w = self.cache.write
+            for p, cache in enumerate(self.port_caches, 1):
+                m.submodules[f"scale_cache{p}"] = cache
+                connect(m, ports[p].scales, cache.dequant)
+                # Same writes as the first copy (its write port is always ready): same contents.
+                m.d.comb += [cache.write.valid.eq(w.valid), cache.write.payload.eq(w.payload)]
 
         # Counters and sticky bits.
         error_runs = sum(p.error_run for p in ports)

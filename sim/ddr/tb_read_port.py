@@ -7,6 +7,12 @@ dequantization of its row, its position, TLAST and error flag; ``done``/``done_e
 once per READ in order, ``error_run`` once per failed run, ``blocks_read`` once per input chunk.
 Every handshake on every channel is held to the stream rules.
 
+Static-scale formats: the DUT is the port with a ``ScaleCache`` dequantizer copy beside it
+(``tests/ddr/test_read_port.py``, ``ReadPortWithCache``), whose ``scale_write`` stream the testbench
+loads with a random table at every reset; each region belongs to a random (layer, head, kv), its
+rows are ``kvpath.golden.static`` codes of that context (plus raw random bytes), and each run
+carries its region's context, so the runs of one READ may have different contexts.
+
 Environment: ``KVPATH_DDR_PARAMS`` (KVPathConfig fields, JSON), ``KVPATH_DDR_SEED``,
 ``KVPATH_RP_READS`` (READs per random phase), ``KVPATH_RP_BULK_ROWS`` (rows of the throughput run).
 """
@@ -24,6 +30,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiReadBus
 
 from kvpath import golden, stimulus
+from kvpath.golden import static
 from kvpath.config import KVPathConfig
 from kvpath.hdl.ddr.read_port import out_layout, run_layout
 from kvpath.layout import read_tag, row_bytes
@@ -37,10 +44,11 @@ MASK32 = (1 << 32) - 1
 
 
 class Region:
-    """``n`` rows at byte ``offset`` of the RAM: their bytes and the golden output elements."""
+    """``n`` rows at byte ``offset`` of the RAM: their bytes and the golden output elements; ``ctx``
+    (layer, head, kv) for a static format."""
 
-    def __init__(self, offset: int, rows: np.ndarray, values: np.ndarray):
-        self.offset, self.rows, self.values = offset, rows, values
+    def __init__(self, offset: int, rows: np.ndarray, values: np.ndarray, ctx: dict | None = None):
+        self.offset, self.rows, self.values, self.ctx = offset, rows, values, ctx or {}
         self.n, self.row_bytes = rows.shape
 
 
@@ -53,6 +61,8 @@ class TB:
         self.rng = random.Random(f"{self.seed}-{cocotb.top._name}-read_port-{c.fmt}")
         self.lanes = c.dequant_lanes
         self.run_layout, self.out_layout, self.tag_layout = run_layout(c), out_layout(c), read_tag(c)
+        from kvpath.hdl.static.write_port import ScaleWrite
+        self.scale_layout = ScaleWrite
         self.size = 1 << RAM_BITS
         self.base = self.rng.randrange(1 << (c.addr_width - RAM_BITS)) << RAM_BITS
         self.errors = ErrorMap(max(16, c.bus_bytes))
@@ -74,7 +84,29 @@ class TB:
         self.np_rng = np.random.default_rng(self.rng.randrange(1 << 32))
         self.stats = {"done": 0, "done_error": [], "error_run": 0, "blocks": 0, "out_cycles": []}
         self.cycle = 0
+        self.static = c.format.needs_scale_cache
+        if self.static:
+            self.table = self.random_table()
         cocotb.start_soon(self._monitor())
+
+    def random_table(self) -> np.ndarray:
+        """A scale cache table: per entry a random scale (a few zero), as the driver makes entries."""
+        c = self.c
+        table = static.empty_table(c.fmt, c)
+        for k in range(len(table)):
+            if self.rng.random() < 0.03:
+                continue
+            value = self.rng.uniform(1, 2) * 2.0 ** self.rng.randint(-12, 4)
+            bits = max(static.round_scale(value, c.elem), static.min_scale(c.elem))
+            table[k] = static.make_entry(bits, c.elem)
+        return table
+
+    async def load_scales(self):
+        src = StreamSource(self.dut, "scale_write", pause_generator(self.rng, "none"))
+        src.send([pack_fields(self.scale_layout, index=k, value=int(v)) for k, v in enumerate(self.table)])
+        while not src.idle:
+            await RisingEdge(self.dut.clk)
+        src.stop()
 
     def ctx(self, what: str) -> str:
         return f"seed={self.seed} params={self.params} head_dim={self.head_dim}: {what}"
@@ -102,6 +134,8 @@ class TB:
             if s is not None:
                 s.stop()
         dut.drain.value = 0
+        if self.static:
+            dut.scale_write__valid.value = 0
         dut.rst.value = 1
         self.src = StreamSource(dut, "run", pause_generator(self.rng, pauses))
         self.out = StreamSink(dut, "o", pause_generator(self.rng, pauses))
@@ -111,6 +145,8 @@ class TB:
         await ClockCycles(dut.clk, 3)
         dut.rst.value = 0
         await RisingEdge(dut.clk)
+        if self.static:
+            await self.load_scales()
         self.expected.clear()
         self.out.items.clear()
         self.reads = self.error_runs = 0
@@ -136,14 +172,26 @@ class TB:
             end = max((r.offset + r.n * r.row_bytes for r in self.regions), default=0)
             offset = end + self.rng.randrange(0, 3000)
         assert offset + n * rb <= self.size, self.ctx("regions do not fit the RAM")
-        x = stimulus.mixed(c.fmt, n * hd, self.rng.randrange(1 << 30), c.elem).reshape(n, hd)
-        rows = golden.quantize(x, c.fmt).reshape(n, rb)
+        dtype = np.float16 if c.elem == "fp16" else stimulus.BF16
+        ctx = None
+        if self.static:
+            ctx = dict(layer=self.rng.randrange(c.max_layers), head=self.rng.randrange(c.max_kv_heads),
+                       kv=self.rng.randrange(2))
+            x = (self.np_rng.standard_normal((n, hd)) * 2.0 ** self.np_rng.integers(-10, 10, (n, 1))).astype(dtype)
+            x.reshape(-1)[self.np_rng.integers(0, n * hd, 4)] = np.array([np.inf, -np.inf, np.nan, 0.0]).astype(dtype)
+            rows = static.quantize(x, c.fmt, self.table, **ctx, config=c).reshape(n, rb)
+        else:
+            x = stimulus.mixed(c.fmt, n * hd, self.rng.randrange(1 << 30), c.elem).reshape(n, hd)
+            rows = golden.quantize(x, c.fmt).reshape(n, rb)
         raw = self.np_rng.random(n) < raw_share  # raw bytes: non-finite and odd scale fields
         rows[raw] = self.np_rng.integers(0, 256, size=(int(raw.sum()), rb), dtype=np.uint8)
-        dtype = np.float16 if c.elem == "fp16" else stimulus.BF16
-        values = golden.dequantize(rows, c.fmt, dtype).view(np.uint16).reshape(n, hd)
+        if self.static:
+            values = static.dequantize(rows, c.fmt, self.table, **ctx, dtype=dtype, config=c)
+            values = values.view(np.uint16).reshape(n, hd)
+        else:
+            values = golden.dequantize(rows, c.fmt, dtype).view(np.uint16).reshape(n, hd)
         self.ram.write(offset, rows.tobytes())
-        region = Region(offset, rows, values)
+        region = Region(offset, rows, values, ctx)
         self.regions.append(region)
         return region
 
@@ -156,7 +204,7 @@ class TB:
             start = region.offset + first * region.row_bytes
             length = slots * region.row_bytes
             self.src.send([pack_fields(self.run_layout, addr=self.base + start, slots=slots, pos=pos,
-                                       last=int(k == len(runs) - 1))])
+                                       last=int(k == len(runs) - 1), **region.ctx)])
             if slots:
                 failed = self.errors.worst(start, start + length) != 0
                 err |= failed

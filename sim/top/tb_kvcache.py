@@ -11,6 +11,13 @@ choice; in every assertion message), ``KVPATH_KVC_PAUSES`` (``none`` or ``mixed`
 channel pauses), ``KVPATH_KVC_TOKENS`` (tokens appended in ``write_and_read``), ``KVPATH_KVC_SOAK_BEATS``
 (beats the ``soak`` test moves at least: K/V in + READ out + AXI W + AXI R, counted on the buses).
 
+Static-scale formats: the testbench makes a random scale table at start-up and loads it when it
+first programs the tables after a reset: half through ``memset`` and, at the same time, half through
+SCALE_INDEX / SCALE_DATA (all through the registers when the engine model runs beside, which sees
+only those); rows are ``kvpath.golden.static`` codes of the vector's (layer, head, kv) and READs are
+dequantized with the READ's. ``errors_and_reset`` also has refused scale writes (an index beyond the
+cache, by register and by ``memset``: STATUS.bad_scale_index).
+
 ``soak``, ``overflow`` and ``reset_mid_stream`` also run the engine model (``kvpath.golden.kvcache``,
 ``KVCacheModel``) beside the RTL: every register write, K/V beat and command goes to both, and the
 counters, STATUS and DDR image are compared with it.
@@ -36,16 +43,18 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiReadBus
 from kvpath import golden, layout
 from kvpath.config import ELEM_BITS, KVPathConfig
 from kvpath.elements import element
+from kvpath.golden import static
 from kvpath.golden.kvcache import POS_LIMIT, KVCacheModel
 from kvpath.golden.ring import RingConfigError, RingFullError, RingModel
 from kvpath.layout import Op
 from kvpath.regmap import build_map
 from kvpath.regmap.map import STICKY
 from kvpath.sim.lib.axi_ram import ErrorMap, ErrorRamRead, ErrorRamWrite
-from kvpath.sim.lib.streams import (HandshakeChecker, StreamSink, StreamSource, pack_lanes, pause_generator,
-                                    unpack_fields, unpack_lanes)
+from kvpath.sim.lib.streams import (HandshakeChecker, StreamSink, StreamSource, pack_fields, pack_lanes,
+                                    pause_generator, unpack_fields, unpack_lanes)
 from kvpath.hdl.ddr.engine import kv_layout
 from kvpath.hdl.ddr.read_port import out_layout
+from kvpath.hdl.static.write_port import ScaleWrite
 
 warnings.filterwarnings("ignore", category=UnusedElaboratable)
 
@@ -90,6 +99,50 @@ class TB:
         self.outs: list[StreamSink] = []
         self.model: KVCacheModel | None = None   # the engine model, fed everything the RTL gets
         self.expected: list[list[dict]] = [[] for _ in range(c.read_ports)]   # READ beats owed, per port
+        self.static = self.f.needs_scale_cache
+        self.table = self.random_table() if self.static else None
+        self.scales_loaded = False   # the cache (outside every reset) holds self.table
+
+    def random_table(self) -> np.ndarray:
+        """A scale cache table as a driver makes it: per entry a scale for the vectors' range (a few
+        entries left zero: their rows quantize to 0)."""
+        c = self.config
+        table = static.empty_table(c.fmt, c)
+        for k in range(len(table)):
+            if self.rng.random() < 0.03:
+                continue
+            # About the vectors' range (|x| < ~6) over qmax: few zero codes, some saturated.
+            value = 6.0 / static.QMAX[self.f.code_bits] * 2.0 ** self.rng.uniform(-1.5, 1)
+            table[k] = static.make_entry(static.round_scale(value, c.elem), c.elem)
+        return table
+
+    async def load_scales(self):
+        """The table into the cache: half by ``memset`` while the other half goes through the
+        registers (both into the one write port); all by registers when the engine model runs."""
+        table, dut = self.table, self.dut
+        half = len(table) // 2 if self.model is None else 0
+        memset = StreamSource(dut, "memset", self.pause())
+        memset.send([pack_fields(ScaleWrite, index=k, value=int(table[k])) for k in range(half)])
+        await self.write("SCALE_INDEX", half)
+        for k in range(half, len(table)):
+            await self.write("SCALE_DATA", int(table[k]))
+        await self.until(lambda: memset.idle, "memset writes taken")
+        memset.stop()
+        dut.memset__valid.value = 0
+        assert not await self.read_field("STATUS", "bad_scale_index"), self.ctx("a scale write was refused")
+        self.scales_loaded = True
+
+    def quantize_row(self, vec: np.ndarray, layer: int, head: int, kv: int) -> bytes:
+        c = self.config
+        if self.static:
+            return static.quantize(vec[None, :], c.fmt, self.table, layer, head, kv, config=c).reshape(-1).tobytes()
+        return golden.quantize(vec[None, :], c.fmt).reshape(-1).tobytes()
+
+    def dequantize_row(self, row: np.ndarray, layer: int, head: int, kv: int) -> np.ndarray:
+        c = self.config
+        if self.static:
+            return static.dequantize(row, c.fmt, self.table, layer, head, kv, dtype=self.dtype, config=c)
+        return golden.dequantize(row, c.fmt, self.dtype)
 
     def watch(self):
         """Also count (and hold to the stream rules) B, the K/V and command inputs and the read outputs."""
@@ -114,6 +167,8 @@ class TB:
         """A fresh engine model whose DDR starts as the RAM's current contents."""
         self.model = KVCacheModel(self.config, mem_bytes=RAM_SIZE, mem_base=0)
         self.model.mem[:] = self.ram.read(0, RAM_SIZE)
+        if self.static and self.scales_loaded:   # the scale cache keeps its contents
+            self.model.scale_table[:] = self.table
 
     def send_kv(self, beats):
         self.kv.send(beats)
@@ -249,6 +304,7 @@ class Cache:
         self.image = bytearray(tb.ram.read(0, RAM_SIZE))
         self.bases = {}
         self.written = self.dropped = self.commands = 0
+        self.rows_at: set[int] = set()   # addresses of the rows written (slots are reused)
         self.beats_checked = 0
         self.w_beats = self.r_beats = 0   # AXI W / R beats the rows written and the READs need
         addr = 0x100 + tb.rng.randrange(64)
@@ -262,6 +318,8 @@ class Cache:
 
     async def program(self):
         tb, c = self.tb, self.c
+        if tb.static and not tb.scales_loaded:
+            await tb.load_scales()
         await tb.write("HEAD_DIM", self.head_dim)
         for (layer, head, kv), base in self.bases.items():
             await tb.write("REGION_INDEX", layout.region_index(c, 0, layer, head, kv))
@@ -299,10 +357,11 @@ class Cache:
                             self.cur[cls] = None
                     vec = x[2 * head + kv]
                     if cls in self.rings and self.cur[cls] is not None:
-                        row = golden.quantize(vec[None, :], self.c.fmt).reshape(-1).tobytes()
+                        row = tb.quantize_row(vec, layer, head, kv)
                         addr = self.bases[(layer, head, kv)] + self.cur[cls] * self.row_bytes
                         self.image[addr:addr + self.row_bytes] = row
                         self.written += 1
+                        self.rows_at.add(addr)
                         self.w_beats += granules(addr, self.row_bytes, self.c.bus_bytes)
                     else:
                         self.dropped += 1
@@ -355,7 +414,7 @@ class Cache:
         for entry in self.rings[cls].read_order():
             a = self.bases[(layer, head, kv)] + entry.slot * self.row_bytes
             row = np.frombuffer(bytes(self.image[a:a + self.row_bytes]), np.uint8)
-            vals = elem_bits(golden.dequantize(row, c.fmt, self.tb.dtype)).reshape(per_row, c.dequant_lanes)
+            vals = elem_bits(self.tb.dequantize_row(row, layer, head, kv)).reshape(per_row, c.dequant_lanes)
             for r in vals:
                 beats.append({"data": pack_lanes(r, ELEM_BITS), "pos": entry.pos, "error": 0, "last": 0})
         if beats:
@@ -439,7 +498,9 @@ async def write_and_read(dut):
     for layer in range(2):
         for head in range(c.max_kv_heads):
             for kv in range(2):
-                await cache.read_and_check(layer, head, kv, "all tokens", via_register=(head + kv) % 2 == 1)
+                # Every read port (with several: each has its own scale cache copy in static builds).
+                await cache.read_and_check(layer, head, kv, "all tokens", via_register=(head + kv) % 2 == 1,
+                                           port=(2 * head + kv + layer) % c.read_ports)
     # EVICT_UPTO on class 0, then READ sees only sinks + the kept window.
     upto = cache.rings[0].appended - 2
     cache.rings[0].evict_upto(upto)
@@ -465,8 +526,9 @@ async def write_and_read(dut):
         errors += 1
     await cache.settle("bad commands")
     assert await tb.read("CMD_ERRORS") == errors, tb.ctx("CMD_ERRORS")
-    assert cache.beats_checked >= 8 * n_tokens, tb.ctx(f"only {cache.beats_checked} READ beats checked")
-    assert sum(1 for b in cache.image if b) > cache.written * cache.row_bytes // 2, tb.ctx("empty image")
+    # (Rings hold at most 7 tokens: more tokens do not make more beats to read.)
+    assert cache.beats_checked >= 8 * min(n_tokens, 9), tb.ctx(f"only {cache.beats_checked} READ beats checked")
+    assert sum(1 for b in cache.image if b) > len(cache.rows_at) * cache.row_bytes // 2, tb.ctx("empty image")
     dut._log.info(f"write_and_read: {cache.written} rows written, {cache.dropped} dropped, "
                   f"{cache.beats_checked} READ beats checked, {cache.commands} commands")
     # Counters.
@@ -524,7 +586,7 @@ async def errors_and_reset(dut):
     # A vector with TLAST one beat early: counted as a frame error, still written as counted.
     vec = cache.vectors(1)[0]
     cache.cur[0] = cache.rings[0].append().slot
-    row = golden.quantize(vec[None, :], c.fmt).reshape(-1).tobytes()
+    row = tb.quantize_row(vec, 0, 0, 0)
     addr = cache.bases[(0, 0, 0)] + cache.cur[0] * cache.row_bytes
     cache.image[addr:addr + cache.row_bytes] = row
     cache.written += 1
@@ -533,6 +595,23 @@ async def errors_and_reset(dut):
     assert await tb.read("FRAME_ERRORS") == 1, tb.ctx("FRAME_ERRORS")
     assert await tb.read_field("STATUS", "frame_error") == 1, tb.ctx("STATUS.frame_error")
     cache.check_image("after errors")
+    if tb.static:
+        # Refused scale writes: an index beyond the cache, by register and by memset; the cache
+        # keeps its contents (the READ below still matches the table).
+        entries = len(tb.table)
+        await tb.write("SCALE_INDEX", entries)
+        await tb.write("SCALE_DATA", 0x3C00_3C00)
+        assert await tb.read_field("STATUS", "bad_scale_index") == 1, tb.ctx("bad_scale_index (register)")
+        await tb.write("STATUS", 1 << STICKY_BIT["bad_scale_index"])
+        assert await tb.read_field("STATUS", "bad_scale_index") == 0, tb.ctx("bad_scale_index W1C")
+        memset = StreamSource(dut, "memset")
+        memset.send([pack_fields(ScaleWrite, index=entries + 5, value=0)])
+        await tb.until(lambda: memset.idle, "memset write taken")
+        memset.stop()
+        dut.memset__valid.value = 0
+        assert await tb.read_field("STATUS", "bad_scale_index") == 1, tb.ctx("bad_scale_index (memset)")
+        await tb.write("STATUS", 1 << STICKY_BIT["bad_scale_index"])
+        await cache.read_and_check(0, 0, 0, "after refused scale writes")
     # counter_clear, then soft reset: rings unconfigured, vectors drop until CLEARed again.
     await tb.write("CTRL", 1 | 4)
     assert await tb.read("VECTORS_WRITTEN") == 0, tb.ctx("counter_clear")

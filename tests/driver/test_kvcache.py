@@ -118,8 +118,6 @@ def make_backend(kind: str, config: KVPathConfig, mem_bytes: int = MEM_BYTES, *,
     if kind == "sim":
         from kvpath.sim.top.remote import RemoteSim
 
-        if get_format(config.fmt).needs_scale_cache:
-            pytest.skip("the DDR engine's RTL has no static-scale formats yet (issue 10)")
         model = KVCacheModel(config, mem_bytes=mem_bytes)
         key = hashlib.sha256(json.dumps(config.__dict__, sort_keys=True).encode()).hexdigest()[:12]
         sim = RemoteSim(config, build_dir=build_root / f"driver_{SIMULATOR}_{config.fmt}_{key}",

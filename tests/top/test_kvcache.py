@@ -52,6 +52,35 @@ def test_mxfp4_icarus_no_pauses(build_root):
                 pauses="none", seed=SEED + 1, tests=FUNCTIONAL)
 
 
+# Static scales: int4 per channel in BF16 covers the most (scales per (layer, head, kv, channel) from
+# the scale cache, loaded by memset and registers at once; 8-byte beats of codes gathered into bus
+# beats on the write path and cut out of them on the read path).
+def test_int4_pc_bf16_icarus(build_root):
+    run_kvcache(KVPathConfig(fmt="int4_pc", elem="bf16", **SMALL), "icarus", build_root / "kvc_int4_pc_icarus",
+                tests=FUNCTIONAL, seed=SEED + 8)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("fmt,over", [("int8_ph", {}), ("int4_ph", {"quant_lanes": 8}),
+                                      ("int8_pc", {"elem": "bf16", "dequant_lanes": 32, "read_ports": 2}),
+                                      ("int4_pc", {"quant_lanes": 32, "dequant_lanes": 32}),
+                                      # 8-byte beats of codes on a 32-byte bus, gathered four at a
+                                      # time: 48-byte rows (head_dim 96) end inside a bus beat
+                                      ("int4_pc", {"bus_bytes": 32, "max_head_dim": 96})])
+def test_static_long_icarus(build_root, fmt, over):
+    cfg = {**SMALL, "max_head_dim": 128, **over}
+    name = f"kvc_long_{fmt}" + "".join(f"_{k}{v}" for k, v in over.items())
+    run_kvcache(KVPathConfig(fmt=fmt, **cfg), "icarus", build_root / name, seed=SEED + 9, tokens=20,
+                tests=FUNCTIONAL)
+
+
+@pytest.mark.long
+def test_static_soak_icarus(build_root):
+    """The soak with the engine model beside (scales loaded through the registers) on a static format."""
+    run_kvcache(KVPathConfig(fmt="int8_pc", **SMALL), "icarus", build_root / "kvc_soak_int8_pc_icarus",
+                tests=["soak"], seed=SEED + 10, soak_beats=4000)
+
+
 # The smallest datapaths (8 lanes); still a 150 s Verilator build, so a long run.
 @pytest.mark.long
 @pytest.mark.verilator
