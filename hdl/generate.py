@@ -35,14 +35,18 @@ def write_verilog(component, name: str, path: Path) -> Path:
 
 
 def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
-             engine_only: bool = False) -> list[tuple[Path, str]]:
+             engine_only: bool = False, dma_bridge: bool = False) -> list[tuple[Path, str]]:
     """Write every block of ``config`` and the register map into ``out``; returns (path, what) pairs.
 
-    The KV cache engine's Vivado top (``KVPathAxiTop``, ``kvpath_axi_top``) is written when the
-    engine supports ``config`` (block-scaled formats so far); ``engine_top=False`` leaves it out,
-    ``engine_top=True`` requires it (the engine's NotImplementedError, naming what it lacks, is
-    raised instead of skipping). ``engine_only=True`` writes the engine top (required) and the
-    register map only: what a Vivado build of the KV cache reads (``kvpath build``).
+    The KV cache engine's Vivado top (``KVPathAxiTop``, ``kvpath_axi_top``) is written for every
+    format (block-scaled and static-scale) whenever the engine supports ``config``; what it still
+    refuses is a bus wider than a block-scaled format's block (``bus_bytes`` 32 or 64 with ggml /
+    MX formats). ``engine_top=False`` leaves it out, ``engine_top=True`` requires it (the engine's
+    NotImplementedError, naming what it lacks, is raised instead of skipping). ``engine_only=True``
+    writes the engine top (required) and the register map only: what a Vivado build of the KV cache
+    reads (``kvpath build``).
+    ``dma_bridge=True`` builds that top with its AXI DMA stream bridge (``KVPathAxiTop(dma_bridge=True)``,
+    what ``kvpath build`` uses); the default is the plain top.
     """
     from kvpath.hdl.ctrl.csr import CSRBlock
     from kvpath.hdl.top.axi_top import KVPathAxiTop
@@ -55,7 +59,7 @@ def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
     if engine_top is not False:
         # First, so that a refused configuration leaves no other block built and unused.
         try:
-            engine = KVPathAxiTop(config)
+            engine = KVPathAxiTop(config, dma_bridge=dma_bridge)
         except NotImplementedError:
             if engine_top:
                 raise

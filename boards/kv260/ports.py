@@ -11,7 +11,12 @@ Port lists come from ``parse_verilog_ports`` (the real list, from the generated 
 
 Stream interfaces are whatever ``s_axis_<name>_*`` / ``m_axis_<name>_*`` groups the Verilog has
 (the top derives them from ``KVCacheTop``'s streams), so a stream added to the engine needs no edit
-here; each is tied off or left open on the board.
+here; each is tied off or left open on the board, except the DMA bridge's.
+
+The DMA bridge (``KVPathAxiTop(dma_bridge=True)``, docs/kv260.md "The stream path"): the K/V input
+``s_axis_kv`` is replaced by ``s_axis_dma`` (TDATA, TLAST: the AXI DMA's MM2S) and read port 0's
+``m_axis_kv0`` by ``m_axis_dma`` (TDATA, TKEEP, TLAST: the DMA's S2MM). A top has either the plain
+pair or the bridged pair (``dma_bridged``), never a mix; the block design then adds the AXI DMA.
 """
 
 from __future__ import annotations
@@ -36,6 +41,11 @@ AXI_WRITE = ("awid", "awaddr", "awlen", "awsize", "awburst", "awlock", "awcache"
              "bid", "bresp", "bvalid", "bready")
 AXI_OPTIONAL = ("arregion", "awregion", "aruser", "awuser", "wuser", "ruser", "buser")
 AXIS_SIGNALS = ("tdata", "tuser", "tlast", "tvalid", "tready", "tkeep", "tstrb", "tid", "tdest")
+# The DMA bridge's streams, and the engine streams they replace (kvpath.hdl.top.axi_top.DMA_PORTS).
+DMA_IN, DMA_OUT = "s_axis_dma", "m_axis_dma"
+DMA_REPLACES = {DMA_IN: "s_axis_kv", DMA_OUT: "m_axis_kv0"}
+# TDATA widths the AXI DMA's streams take (PG021) that can also carry the bridge's 64-bit header.
+DMA_STREAM_WIDTHS = (64, 128, 256, 512, 1024)
 
 # Which direction each signal has on the *slave* side of its interface.
 _SLAVE_OUT = {"awready", "wready", "bresp", "bvalid", "bid", "arready", "rdata", "rresp", "rvalid",
@@ -114,7 +124,7 @@ def parse_verilog_ports(text: str, module: str = TOP) -> list[Port]:
 
 def reference_ports(n_masters: int, *, n_read_streams: int | None = None, addr_bits: int = 40,
                     data_bits: int = 128, id_bits: int = 4, axis_data_bits: int = 256,
-                    axis_user_bits: int = 8) -> list[Port]:
+                    axis_user_bits: int = 8, dma_bridge: bool = False) -> list[Port]:
     """The contract as written down (docs/kv260.md): what the engine's Vivado top is expected to have.
 
     Tests build a synthetic Verilog header from it; it is not the engine's own port list (the
@@ -136,14 +146,22 @@ def reference_ports(n_masters: int, *, n_read_streams: int | None = None, addr_b
             width = axi_w.get(base, 1)
             # master side: the slave's outputs are the master's inputs
             ports.append(Port(f"m_axi{i}_{sig}", "input" if sig in _SLAVE_OUT else "output", width))
-    axis_w = {"tdata": axis_data_bits, "tuser": axis_user_bits}
-    for sig in ("tdata", "tuser", "tlast", "tvalid", "tready"):
-        ports.append(Port(f"s_axis_kv_{sig}", "output" if sig == "tready" else "input", axis_w.get(sig, 1)))
+    axis_w = {"tdata": axis_data_bits, "tuser": axis_user_bits, "tkeep": axis_data_bits // 8}
+    if dma_bridge:
+        for sig in ("tdata", "tlast", "tvalid", "tready"):
+            ports.append(Port(f"{DMA_IN}_{sig}", "output" if sig == "tready" else "input", axis_w.get(sig, 1)))
+    else:
+        for sig in ("tdata", "tuser", "tlast", "tvalid", "tready"):
+            ports.append(Port(f"s_axis_kv_{sig}", "output" if sig == "tready" else "input", axis_w.get(sig, 1)))
     for stream in ("cmd", "memset"):   # 64-bit words: a command; a scale write (index, value)
         for sig in ("tdata", "tvalid", "tready"):
             ports.append(Port(f"s_axis_{stream}_{sig}", "output" if sig == "tready" else "input",
                               64 if sig == "tdata" else 1))
     for p in range(n_read_streams):
+        if p == 0 and dma_bridge:
+            for sig in ("tdata", "tkeep", "tlast", "tvalid", "tready"):
+                ports.append(Port(f"{DMA_OUT}_{sig}", "input" if sig == "tready" else "output", axis_w.get(sig, 1)))
+            continue
         for sig in ("tdata", "tuser", "tlast", "tvalid", "tready"):
             ports.append(Port(f"m_axis_kv{p}_{sig}", "input" if sig == "tready" else "output",
                               axis_w.get(sig, 1)))
@@ -230,7 +248,28 @@ def check_contract(ports: list[Port], n_masters: int) -> tuple[dict[str, Port], 
         for sig, width in (("rdata", 128), ("araddr", 40)):
             if m.signal(sig).width != width:
                 raise PortError(f"{m.name}_{sig} is {m.signal(sig).width} bits, the contract says {width}")
-    if "s_axis_kv" not in by:
+    bridged = dma_bridged(intfs)
+    if bridged:
+        for name, replaced in DMA_REPLACES.items():
+            if name not in by:
+                raise PortError(f"the DMA bridge needs both {DMA_IN}_* and {DMA_OUT}_*; {name}_* is missing")
+            if replaced in by:
+                raise PortError(f"{replaced}_* and {name}_* are both there: with the DMA bridge, {name} "
+                                f"replaces {replaced}")
+            i = by[name]
+            if i.kind != ("axis_slave" if name == DMA_IN else "axis_master"):
+                raise PortError(f"{name} must be an AXI4-Stream {'slave' if name == DMA_IN else 'master'}")
+            extra = sorted(i.signals - {"tdata", "tlast", "tvalid", "tready", "tkeep"})
+            if extra or "tlast" not in i.signals:
+                raise PortError(f"{name} carries TDATA, TLAST (and TKEEP) only, for the AXI DMA: "
+                                f"{'has ' + ', '.join(name + '_' + x for x in extra) if extra else 'lacks tlast'}")
+            if i.signal("tdata") is not None and i.signal("tdata").width not in DMA_STREAM_WIDTHS:
+                raise PortError(f"{name}_tdata is {i.signal('tdata').width} bits: the AXI DMA bridge takes "
+                                f"{', '.join(map(str, DMA_STREAM_WIDTHS))}")
+            keep = i.signal("tkeep")
+            if keep is not None and keep.width * 8 != i.signal("tdata").width:
+                raise PortError(f"{name}_tkeep is {keep.width} bits for a {i.signal('tdata').width}-bit TDATA")
+    elif "s_axis_kv" not in by:
         raise PortError("missing the AXI4-Stream slave s_axis_kv_*")
     for i in intfs:
         if i.kind.startswith("axis"):
@@ -247,3 +286,8 @@ def check_contract(ports: list[Port], n_masters: int) -> tuple[dict[str, Port], 
             if p.direction != want:
                 raise PortError(f"port {p.name} should be an {want} of {TOP}")
     return singles, intfs
+
+
+def dma_bridged(intfs: list[Interface]) -> bool:
+    """Whether the top was built with the DMA bridge (it has ``s_axis_dma`` or ``m_axis_dma``)."""
+    return any(i.name in DMA_REPLACES for i in intfs)

@@ -14,6 +14,11 @@ What the generated TCL builds::
     PS pl_clk0        --> every aclk;  PS pl_resetn0 --> proc_sys_reset --> aresetn
     kvpath irq        --> PS pl_ps_irq0[0]
     kvpath streams    : inputs tied off (tvalid=0, tready=1), outputs declared open
+    with the DMA bridge (BoardParams.dma_bridge, the top's s_axis_dma/m_axis_dma):
+    PS M_AXI_HPM0_FPD --ctrl_smc M01--> kv_dma S_AXI_LITE            (0xA001_0000, 64 KiB by default)
+    kv_dma M_AXIS_MM2S --> kvpath s_axis_dma;  kvpath m_axis_dma --> kv_dma S_AXIS_S2MM
+    kv_dma M_AXI_MM2S + M_AXI_S2MM --dma_smc--> PS S_AXI_HP<n_masters>_FPD (HP3, shared with m_axi3
+                                                through dma_smc, when all four masters are used)
     fan_en_b (A12)    : held low = fan on (active low)
 
 M_AXI_HPM0_FPD is 32 bits wide by default: its only slave is kvpath's 32-bit AXI4-Lite register
@@ -41,7 +46,7 @@ from pathlib import Path
 
 from .params import BoardParams
 from .platform import KV260Platform
-from .ports import CLOCK, IRQ, RESET, Port, TOP, check_contract
+from .ports import CLOCK, IRQ, RESET, Port, TOP, check_contract, dma_bridged
 
 BOARD_PART = "xilinx.com:kv260_som:part0:1.4"
 BOARD_CONNECTIONS = "som240_1_connector xilinx.com:kv260_carrier:som240_1_connector:1.3"
@@ -49,6 +54,22 @@ BD_NAME = "kvpath_bd"
 PS_CELL = "zynq_ultra_ps_e_0"
 KV_CELL = "kvpath_0"
 SMC_CELL = "ctrl_smc"
+DMA_CELL = "kv_dma"
+DMA_SMC_CELL = "dma_smc"
+DMA_IN, DMA_OUT = "s_axis_dma", "m_axis_dma"
+# The AXI DMA (PG021) in direct register mode. Widths that follow the top's streams are added by
+# dma_properties(); c_sg_length_width 26 is the largest LENGTH register (64 MiB - 1 per transfer).
+DMA_FIXED = {
+    "c_include_sg": "0",          # direct register mode: no scatter-gather engine
+    "c_sg_length_width": "26",
+    "c_addr_width": "40",         # reaches the whole PS address map, DDR_HIGH included
+    "c_include_mm2s": "1",
+    "c_include_s2mm": "1",
+    "c_include_mm2s_dre": "0",    # no realignment engine: buffers are aligned by the driver
+    "c_include_s2mm_dre": "0",
+    "c_mm2s_burst_size": "16",    # the HP ports are AXI3 inside: 16-beat bursts
+    "c_s2mm_burst_size": "16",
+}
 RST_CELL = "rst_pl0"
 FAN_PORT = "fan_en_b"
 
@@ -118,9 +139,10 @@ def ps_properties(p: BoardParams) -> dict[str, str]:
         "PSU__USE__S_AXI_ACP": "0",
         "PSU__USE__S_AXI_ACE": "0",
     }
+    used = set(p.hp_ports) | ({p.dma_hp} if p.dma_hp is not None else set())
     for i, (_, _, gp, _) in enumerate(HP):
-        props[f"PSU__USE__S_AXI_GP{gp}"] = "1" if i < p.n_masters else "0"
-        if i < p.n_masters:
+        props[f"PSU__USE__S_AXI_GP{gp}"] = "1" if i in used else "0"
+        if i in used:
             props[f"PSU__SAXIGP{gp}__DATA_WIDTH"] = "128"
     props.update({
         "PSU__FPGA_PL0_ENABLE": "1",
@@ -131,6 +153,16 @@ def ps_properties(p: BoardParams) -> dict[str, str]:
     })
     unknown = set(props) - set(KNOWN_PSU_PROPERTIES)
     assert not unknown, f"PS properties missing from KNOWN_PSU_PROPERTIES: {sorted(unknown)}"
+    return props
+
+
+def dma_properties(in_width: int, out_width: int) -> dict[str, str]:
+    """The AXI DMA's CONFIG values for the top's stream widths: each memory-map side as wide as its
+    stream (the DataMover inside needs stream width <= memory-map width, PG022); dma_smc converts to
+    the HP port's 128 bits."""
+    props = dict(DMA_FIXED)
+    props.update({"c_m_axis_mm2s_tdata_width": str(in_width), "c_m_axi_mm2s_data_width": str(max(in_width, 32)),
+                  "c_s_axis_s2mm_tdata_width": str(out_width), "c_m_axi_s2mm_data_width": str(max(out_width, 32))})
     return props
 
 
@@ -258,7 +290,18 @@ def generate_tcl(params: BoardParams, ports: list[Port], verilog_files: list[str
     _, intfs = check_contract(ports, params.n_masters)
     by = {i.name: i for i in intfs}
     masters = [by[f"m_axi{i}"] for i in range(params.n_masters)]
-    streams = [i for i in intfs if i.kind.startswith("axis")]
+    bridged = dma_bridged(intfs)
+    if bridged != params.dma_bridge:
+        raise TclGenError(
+            f"the Verilog top {'has' if bridged else 'lacks'} the DMA bridge ({DMA_IN}_*, {DMA_OUT}_*) but "
+            f"BoardParams.dma_bridge is {params.dma_bridge}: build the top with KVPathAxiTop(dma_bridge="
+            f"{params.dma_bridge}) or set dma_bridge={bridged}")
+    streams = [i for i in intfs if i.kind.startswith("axis") and i.name not in (DMA_IN, DMA_OUT)]
+    dma_hp = params.dma_hp
+    # The master that shares the DMA's HP port through dma_smc (all four HP ports taken), if any.
+    shared = dma_hp if bridged and dma_hp < params.n_masters else None
+    dma_props = dma_properties(by[DMA_IN].signal("tdata").width, by[DMA_OUT].signal("tdata").width) \
+        if bridged else {}
     part = KV260Platform().part
     props = ps_properties(params)
     ps, kv = f"/{PS_CELL}", f"/{KV_CELL}"
@@ -312,21 +355,35 @@ def generate_tcl(params: BoardParams, ports: list[Port], verilog_files: list[str
     emit('puts "KVPATH: pl_clk0 $kvb_pl0 MHz"')
     emit(f'kvb_expect "M_AXI_HPM0_FPD width" [get_property CONFIG.DATA_WIDTH [kvb_intf {ps}/M_AXI_HPM0_FPD]] '
          f"{params.hpm0_width}")
-    for i in range(params.n_masters):
+    for i in sorted(set(range(params.n_masters)) | ({dma_hp} if bridged else set())):
         emit(f'kvb_expect "{HP[i][0]} width" [get_property CONFIG.DATA_WIDTH [kvb_intf {ps}/{HP[i][0]}]] 128')
     emit("")
     emit("# ---- cells ---------------------------------------------------------------------------")
     emit(f"create_bd_cell -type ip -vlnv xilinx.com:ip:proc_sys_reset {RST_CELL}")
     emit(f"set kvb_smc [create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect {SMC_CELL}]")
-    emit("set_property -dict [list CONFIG.NUM_SI {1} CONFIG.NUM_MI {1}] $kvb_smc")
+    emit(f"set_property -dict [list CONFIG.NUM_SI {{1}} CONFIG.NUM_MI {{{2 if bridged else 1}}}] $kvb_smc")
+    if bridged:
+        emit(f'set kvb_dma [kvb_one "AXI DMA cell" [create_bd_cell -type ip -vlnv xilinx.com:ip:axi_dma {DMA_CELL}]]')
+        emit("set_property -dict [list \\")
+        for k, v in dma_props.items():
+            emit(f"    CONFIG.{k} {{{v}}} \\")
+        emit("] $kvb_dma")
+        for k, v in dma_props.items():
+            emit(f'kvb_expect "AXI DMA {k}" [get_property CONFIG.{k} $kvb_dma] {{{v}}}')
+        emit(f'set kvb_dma_smc [kvb_one "DMA SmartConnect cell" '
+             f'[create_bd_cell -type ip -vlnv xilinx.com:ip:smartconnect {DMA_SMC_CELL}]]')
+        emit(f"set_property -dict [list CONFIG.NUM_SI {{{3 if shared is not None else 2}}} CONFIG.NUM_MI {{1}}] "
+             "$kvb_dma_smc")
     emit(f'kvb_one "kvpath module reference" [create_bd_cell -type module -reference {TOP} {KV_CELL}]')
     # A module reference's inferred interfaces carry a default FREQ_HZ (100 MHz) that validation
     # compares with the PS ports; stamp the real pl_clk0 rate on the ones we connect.
     emit(f"set kvb_fhz [get_property CONFIG.FREQ_HZ [kvb_pin {ps}/pl_clk0]]")
-    for name in ["s_axil"] + [m.name for m in masters]:
+    for name in ["s_axil"] + [m.name for m in masters] + ([DMA_IN, DMA_OUT] if bridged else []):
         emit(f"set_property CONFIG.FREQ_HZ $kvb_fhz [kvb_intf {kv}/{name}]")
     for i, m in enumerate(masters):
         emit(f'kvb_expect "{m.name} width" [get_property CONFIG.DATA_WIDTH [kvb_intf {kv}/{m.name}]] 128')
+        if i == shared:
+            continue   # reaches its HP port through dma_smc, which adapts the IDs
         emit(f"if {{[get_property CONFIG.ID_WIDTH [kvb_intf {kv}/{m.name}]] > "
              f"[get_property CONFIG.ID_WIDTH [kvb_intf {ps}/{HP[i][0]}]]}} {{")
         emit(f'    kvb_fail "{m.name} has a wider AXI ID than {HP[i][0]} accepts"')
@@ -335,18 +392,39 @@ def generate_tcl(params: BoardParams, ports: list[Port], verilog_files: list[str
     emit("# ---- clock, reset, interrupt -----------------------------------------------------------")
     clk_pins = [f"{kv}/{CLOCK}", f"/{RST_CELL}/slowest_sync_clk", f"/{SMC_CELL}/aclk",
                 f"{ps}/maxihpm0_fpd_aclk"] + [f"{ps}/{HP[i][1]}" for i in range(params.n_masters)]
+    if bridged:
+        clk_pins += [f"/{DMA_CELL}/s_axi_lite_aclk", f"/{DMA_CELL}/m_axi_mm2s_aclk",
+                     f"/{DMA_CELL}/m_axi_s2mm_aclk", f"/{DMA_SMC_CELL}/aclk"]
+        if dma_hp >= params.n_masters:
+            clk_pins.append(f"{ps}/{HP[dma_hp][1]}")
     emit(f"connect_bd_net -net pl_clk0 [kvb_pin {ps}/pl_clk0] " + " ".join(f"[kvb_pin {p}]" for p in clk_pins))
     emit(f"connect_bd_net -net pl_resetn0 [kvb_pin {ps}/pl_resetn0] [kvb_pin /{RST_CELL}/ext_reset_in]")
+    dma_resets = f" [kvb_pin /{DMA_CELL}/axi_resetn] [kvb_pin /{DMA_SMC_CELL}/aresetn]" if bridged else ""
     emit(f"connect_bd_net -net pl_aresetn [kvb_pin /{RST_CELL}/peripheral_aresetn] "
-         f"[kvb_pin {kv}/{RESET}] [kvb_pin /{SMC_CELL}/aresetn]")
+         f"[kvb_pin {kv}/{RESET}] [kvb_pin /{SMC_CELL}/aresetn]{dma_resets}")
     emit(f"connect_bd_net -net kvpath_irq [kvb_pin {kv}/{IRQ}] [kvb_pin {ps}/pl_ps_irq0]")
     emit("")
     emit("# ---- AXI: registers through the SmartConnect, masters straight to their HP port ---------")
     emit(f"connect_bd_intf_net [kvb_intf {ps}/M_AXI_HPM0_FPD] [kvb_intf /{SMC_CELL}/S00_AXI]")
     emit(f"connect_bd_intf_net [kvb_intf /{SMC_CELL}/M00_AXI] [kvb_intf {kv}/s_axil]")
     for i, m in enumerate(masters):
-        emit(f"connect_bd_intf_net [kvb_intf {kv}/{m.name}] [kvb_intf {ps}/{HP[i][0]}]")
+        if i == shared:
+            emit(f"connect_bd_intf_net [kvb_intf {kv}/{m.name}] [kvb_intf /{DMA_SMC_CELL}/S02_AXI]")
+        else:
+            emit(f"connect_bd_intf_net [kvb_intf {kv}/{m.name}] [kvb_intf {ps}/{HP[i][0]}]")
     emit("")
+    if bridged:
+        emit("# ---- the stream path: AXI DMA (direct register mode) <-> the engine's bridged streams -----")
+        emit(f"connect_bd_intf_net [kvb_intf /{SMC_CELL}/M01_AXI] [kvb_intf /{DMA_CELL}/S_AXI_LITE]")
+        emit(f"connect_bd_intf_net [kvb_intf /{DMA_CELL}/M_AXIS_MM2S] [kvb_intf {kv}/{DMA_IN}]")
+        emit(f"connect_bd_intf_net [kvb_intf {kv}/{DMA_OUT}] [kvb_intf /{DMA_CELL}/S_AXIS_S2MM]")
+        emit(f"connect_bd_intf_net [kvb_intf /{DMA_CELL}/M_AXI_MM2S] [kvb_intf /{DMA_SMC_CELL}/S00_AXI]")
+        emit(f"connect_bd_intf_net [kvb_intf /{DMA_CELL}/M_AXI_S2MM] [kvb_intf /{DMA_SMC_CELL}/S01_AXI]")
+        emit(f"connect_bd_intf_net [kvb_intf /{DMA_SMC_CELL}/M00_AXI] [kvb_intf {ps}/{HP[dma_hp][0]}]")
+        for pin in ("mm2s_introut", "s2mm_introut"):
+            emit(f"kvb_pin /{DMA_CELL}/{pin}")
+            emit(f'puts "KVPATH: DMA interrupt {DMA_CELL}/{pin} left open (the driver polls DMASR)"')
+        emit("")
     emit("# ---- streams: fed from DDR by kvpath itself on the board (memory-staged mode) ----------")
     for s in streams:
         for port in s.ports:
@@ -369,6 +447,14 @@ def generate_tcl(params: BoardParams, ports: list[Port], verilog_files: list[str
     emit(f'set kvb_ps_data [kvb_one "PS data space" [get_bd_addr_spaces {ps}/Data]]')
     emit(f'set kvb_regs [kvb_one "kvpath register segment" [get_bd_addr_segs -of_objects [kvb_intf {kv}/s_axil]]]')
     emit(f"kvb_assign $kvb_ps_data $kvb_regs 0x{params.reg_base:08X} 0x{params.reg_size:X}")
+    if bridged:
+        emit(f'kvb_assign $kvb_ps_data [kvb_one "AXI DMA register segment" [get_bd_addr_segs /{DMA_CELL}/S_AXI_LITE/Reg]] '
+             f"0x{params.dma_base:08X} 0x{params.dma_size:X}")
+        for space in ("Data_MM2S", "Data_S2MM"):
+            emit(f'set kvb_space [kvb_one "AXI DMA {space} address space" [get_bd_addr_spaces /{DMA_CELL}/{space}]]')
+            for seg, offset, rng in DDR_SEGMENTS:
+                emit(f'kvb_assign $kvb_space [kvb_one "HP{dma_hp}_{seg}" '
+                     f"[get_bd_addr_segs {ps}/{HP[dma_hp][3]}/HP{dma_hp}_{seg}]] 0x{offset:X} 0x{rng:X}")
     for i, m in enumerate(masters):
         emit(f'set kvb_space [kvb_one "{m.name} address space" '
              f"[get_bd_addr_spaces -of_objects [kvb_intf {kv}/{m.name}]]]")

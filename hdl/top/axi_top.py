@@ -21,6 +21,14 @@ under its flat name without an edit:
   (``awaddr`` ... ``rready``); master 0 has all five channels, the others AR and R only.
 * Other single ports (``irq``) keep their names.
 
+DMA bridge. ``KVPathAxiTop(config, dma_bridge=True)`` is the board's variant (docs/kv260.md, "The
+stream path"): the K/V input and read port 0's output go through the header-framing adapters of
+``hdl/top/stream_bridge.py`` so that a Xilinx AXI DMA (no TUSER, TLAST only at the end of a
+transfer) can feed and drain them. ``s_axis_kv_*`` becomes ``s_axis_dma_*`` (``tdata``, ``tlast``,
+``tvalid``, ``tready``: MM2S) and ``m_axis_kv0_*`` becomes ``m_axis_dma_*`` (the same, plus
+``m_axis_dma_tkeep``, constant all ones, so that S2MM gets a complete stream interface); every
+other port is unchanged. The default (``dma_bridge=False``) builds exactly the top described above.
+
 Reset. ``aresetn`` drives the whole design's synchronous reset through a two-flop synchronizer
 that asserts at once and deasserts on the second rising edge of ``aclk`` after ``aresetn`` rises.
 AXI lets ARESETn assert asynchronously but requires deassertion synchronous to ACLK; on the KV260
@@ -37,23 +45,28 @@ from __future__ import annotations
 
 import traceback
 
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Shape, Signal, Value
+from amaranth.hdl import ClockDomain, ClockSignal, Const, Elaboratable, Module, ResetSignal, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In
 
 from kvpath.config import DEFAULT, KVPathConfig
 from kvpath.hdl.ddr.axi4 import AXI4Signature
 from kvpath.hdl.top.kvcache import KVCacheTop
+from kvpath.hdl.top.stream_bridge import HeaderInsert, HeaderStrip
 from kvpath.hdl.top.top import AXIL_PREFIX
 
 __all__ = ["KVPathAxiTop", "CLOCK", "RESET", "AXIL_ADDR_WIDTH", "AXIS_FIELDS", "stream_port_name",
-           "axis_fields", "RESET_STAGES"]
+           "axis_fields", "RESET_STAGES", "DMA_IN", "DMA_OUT", "DMA_PORTS"]
 
 CLOCK, RESET = "aclk", "aresetn"
 AXIL_ADDR_WIDTH = 16
 AXIL_ADDED = {"awprot": 3, "arprot": 3}   # AXI4-Lite signals the register block does without
 AXIS_FIELDS = {"data": "tdata", "user": "tuser", "last": "tlast"}
 RESET_STAGES = 2
+# With dma_bridge=True: the flat name of the bridged input and output, and which KVCacheTop streams
+# they replace.
+DMA_IN, DMA_OUT = "s_axis_dma", "m_axis_dma"
+DMA_PORTS = {"s_axis_kv": DMA_IN, "m_axis_kv0": DMA_OUT}
 
 
 def stream_port_name(member: str, flow: wiring.Flow) -> str:
@@ -92,13 +105,24 @@ def _handshake(name: str) -> bool:
 
 
 class KVPathAxiTop(wiring.Component):
-    def __init__(self, config: KVPathConfig = DEFAULT):
+    def __init__(self, config: KVPathConfig = DEFAULT, *, dma_bridge: bool = False):
         self.config = config
+        self.dma_bridge = dma_bridge
         try:
             self.kvcache = KVCacheTop(config)
         except NotImplementedError as e:
             _refused(self, e)
             raise
+        # KVCacheTop stream member -> its adapter (dma_bridge): the adapter's DMA side takes its place.
+        self.bridge = {}
+        if dma_bridge:
+            def payload_of(name):
+                return self.kvcache.signature.members[name].signature.members["payload"].shape
+
+            # One header per vector in normal traffic: segments of up to a vector's beats.
+            self.bridge = {"s_axis_kv": HeaderStrip(payload_of("s_axis_kv")),
+                           "m_axis_kv0": HeaderInsert(payload_of("m_axis_kv0"),
+                                                      max(1, config.max_head_dim // config.dequant_lanes))}
         # (flat port, the KVCacheTop bits it carries, flow of the flat port): what elaborate wires.
         self._wires: list[tuple[str, Value, wiring.Flow]] = []
         members = {CLOCK: In(1), RESET: In(1)}
@@ -114,6 +138,20 @@ class KVPathAxiTop(wiring.Component):
                         members[added] = In(AXIL_ADDED[sig[:2] + "prot"])
             elif member.is_port:
                 self._add(members, name, inner, Shape.cast(member.shape).width, member.flow)
+            elif isinstance(member.signature, stream.Signature) and name in self.bridge:
+                # The adapter's DMA-side stream takes the engine stream's place (elaborate connects them).
+                bridge = self.bridge[name]
+                side = "i" if member.flow == wiring.Flow.In else "o"
+                outer = getattr(bridge, side)
+                flat, payload = DMA_PORTS[name], Value.cast(outer.payload)
+                shape = bridge.signature.members[side].signature.members["payload"].shape
+                for suffix, offset, width in axis_fields(shape):
+                    self._add(members, f"{flat}_{suffix}", payload[offset:offset + width], width, member.flow)
+                self._add(members, f"{flat}_tvalid", outer.valid, 1, member.flow)
+                self._add(members, f"{flat}_tready", outer.ready, 1, member.flow.flip())
+                if member.flow == wiring.Flow.Out:
+                    width = bridge.width // 8
+                    self._add(members, f"{flat}_tkeep", Const((1 << width) - 1, width), width, member.flow)
             elif isinstance(member.signature, stream.Signature):
                 flat = stream_port_name(name, member.flow)
                 payload = Value.cast(inner.payload)
@@ -139,6 +177,12 @@ class KVPathAxiTop(wiring.Component):
         m = Module()
         m.domains.sync = cd = ClockDomain("sync")
         m.submodules.kvcache = self.kvcache
+        for name, bridge in self.bridge.items():
+            m.submodules[f"bridge_{name}"] = bridge
+            if isinstance(bridge, HeaderStrip):
+                wiring.connect(m, bridge.o, self.kvcache.s_axis_kv)
+            else:
+                wiring.connect(m, getattr(self.kvcache, name), bridge.i)
 
         # aresetn -> two flops, asynchronously set (reset asserted) by aresetn low, released one
         # flop per aclk edge; the last drives the design's synchronous reset (module docstring).

@@ -5,6 +5,11 @@ Without ``--verilog`` the engine's Vivado top ``kvpath_axi_top`` is generated he
 ``kvpath.hdl.generate``, with one read port and AXI4 master per ``--masters``, and the register map
 the app folder carries for ``kvpath program``). ``--verilog`` takes Verilog files, or a ``kvpath
 generate`` output folder, instead.
+
+The generated top has the AXI DMA stream bridge (``KVPathAxiTop(dma_bridge=True)``) and the block
+design the AXI DMA that feeds it: the board has no other producer or consumer for the K/V streams
+(docs/kv260.md, "The stream path"). ``--no-dma`` builds the plain top with its streams tied off; with
+``--verilog`` the Verilog's ports decide.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ def _defines_top(path: Path, top: str) -> bool:
     return f"module {top}" in path.read_text(errors="replace")
 
 
-def generated_engine(config: KVPathConfig, out: Path) -> tuple[list[Path], Path | None]:
+def generated_engine(config: KVPathConfig, out: Path, *, dma_bridge: bool = True) -> tuple[list[Path], Path | None]:
     """Generate the engine into ``out``; return ([the Verilog defining the Vivado top], register map).
 
     ``config.read_ports`` is the number of AXI4 masters the top gets. A configuration the engine
-    does not support (static formats so far) raises EngineTopMissing with the engine's reason.
+    does not support (a bus wider than a block-scaled format's block) raises EngineTopMissing with
+    the engine's reason; every format, static-scale ones included, is supported at the KV260's bus.
 
     Only the top (and the register map) is generated, and only the file that defines the top goes
     to Vivado: each generated file is a whole hierarchy on its own, so the other blocks of
@@ -45,7 +51,7 @@ def generated_engine(config: KVPathConfig, out: Path) -> tuple[list[Path], Path 
             f"the engine's Vivado top {TOP} is not in this build of kvpath yet (kvpath.hdl.generate "
             f"has no generator for it); pass --verilog PATH with a Verilog file that defines {TOP}")
     try:
-        written = [path for path, _ in hdl_generate.generate(config, out, engine_only=True)]
+        written = [path for path, _ in hdl_generate.generate(config, out, engine_only=True, dma_bridge=dma_bridge)]
     except NotImplementedError as e:
         raise EngineTopMissing(f"cannot generate {TOP} for {config.fmt}/{config.elem}: {e}") from e
     tops = [p for p in written if p.suffix == ".v" and _defines_top(p, TOP)]
@@ -74,6 +80,16 @@ def given_engine(paths: list[Path]) -> tuple[list[Path], Path | None]:
     return verilog, (besides.pop() if len(besides) == 1 else None)
 
 
+def _has_dma_bridge(verilog: list[Path]) -> bool:
+    """Whether the Verilog's kvpath_axi_top was built with the DMA bridge (s_axis_dma / m_axis_dma)."""
+    from kvpath.boards.kv260.ports import TOP, dma_bridged, group, parse_verilog_ports
+
+    for v in verilog:
+        if _defines_top(v, TOP):
+            return dma_bridged(group(parse_verilog_ports(v.read_text(errors="replace"), TOP))[1])
+    return False
+
+
 def main(argv=None, prog: str | None = None) -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--board", required=True, choices=BOARDS)
@@ -91,6 +107,10 @@ def main(argv=None, prog: str | None = None) -> int:
     ap.add_argument("--input", dest="elem", choices=ELEM_TYPES, default=KVPathConfig.elem,
                     help="K/V element type when generating here")
     ap.add_argument("--jobs", type=int, default=4, help="Vivado jobs")
+    ap.add_argument("--no-dma", action="store_true",
+                    help="build without the stream path (no AXI DMA; the engine's K/V streams tied off). "
+                         "By default the generated engine has its DMA bridge and the block design an AXI "
+                         "DMA (docs/kv260.md, 'The stream path'); with --verilog it follows the Verilog")
     args = ap.parse_args(argv)
 
     from kvpath.boards.kv260 import app, overlay
@@ -98,12 +118,15 @@ def main(argv=None, prog: str | None = None) -> int:
 
     out = Path(args.output)
     try:
-        params = BoardParams(n_masters=args.masters, pl_clk_mhz=args.clock_mhz)
         if args.verilog:
             verilog, regmap = given_engine(args.verilog)
+            bridged = _has_dma_bridge(verilog)   # the Verilog decides: the board flow follows it
         else:
+            bridged = not args.no_dma
+        params = BoardParams(n_masters=args.masters, pl_clk_mhz=args.clock_mhz, dma_bridge=bridged)
+        if not args.verilog:
             config = KVPathConfig(fmt=args.fmt, elem=args.elem, read_ports=params.n_masters)
-            verilog, regmap = generated_engine(config, out / "engine")
+            verilog, regmap = generated_engine(config, out / "engine", dma_bridge=bridged)
         if args.regmap is not None:
             regmap = args.regmap
         if regmap is None:

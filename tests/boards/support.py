@@ -273,3 +273,123 @@ def burn_identity(dev: Path, regmap: dict, config) -> None:
         if word:
             data[r["offset"]:r["offset"] + 4] = word.to_bytes(4, "little")
     dev.write_bytes(bytes(data))
+
+
+# --- a fake AXI DMA (plumbing: stands in for PG021's direct register mode, not for the IP) -------------
+
+class FakeAxiDma:
+    """The AXI DMA's register window as the driver sees it, for plumbing tests: every access goes to
+    ``regs`` (the fake UIO device's file, mapped as on the board), every write is logged in
+    ``writes``, and the register behaviour of direct register mode is emulated: DMACR.Reset clears
+    the channel registers and itself, RS clears DMASR.Halted, IOC_Irq/Err_Irq clear when written 1,
+    writing MM2S_LENGTH reads that many bytes at MM2S_SA from the u-dma-buf file and hands the
+    unframed beats to ``engine.send_kv``, writing S2MM_LENGTH takes ``engine``'s port-0 beats up to
+    the first TLAST, frames them as HeaderInsert does (``segment``) and writes them at S2MM_DA, with
+    the byte count in S2MM_LENGTH. Either sets DMASR Idle and IOC_Irq. ``fail`` = {"MM2S"|"S2MM": DMASR
+    error bits} makes that channel's next transfer end in those errors (Halted, Err_Irq) instead."""
+
+    def __init__(self, regs, buf_file: Path, buf_phys: int, engine, beat_bytes: tuple[int, int], segment: int,
+                 fail: dict | None = None):
+        from kvpath.driver import board as b
+
+        self.b, self.regs, self.engine = b, regs, engine
+        self.buf_file, self.buf_phys = buf_file, buf_phys
+        self.beat_in, self.beat_out = beat_bytes
+        self.segment = segment
+        self.fail = dict(fail or {})
+        self.writes: list[tuple[int, int]] = []
+        self.transfers: list[tuple[str, int, int]] = []
+        self.close = regs.close
+        for sr in (b.MM2S_DMASR, b.S2MM_DMASR):
+            regs.write32(sr, b.DMASR_HALTED)
+
+    def read32(self, offset: int) -> int:
+        return self.regs.read32(offset)
+
+    def write32(self, offset: int, value: int) -> None:
+        b, r = self.b, self.regs
+        self.writes.append((offset, value))
+        if offset in (b.MM2S_DMACR, b.S2MM_DMACR):
+            if value & b.DMACR_RESET:   # resets both channels; reads back 0 once done
+                for base in (0x00, 0x30):
+                    for reg in range(base, base + 0x30, 4):
+                        r.write32(reg, 0)
+                    r.write32(base + 4, b.DMASR_HALTED)
+                return
+            r.write32(offset, value)
+            sr = offset + 4
+            r.write32(sr, (r.read32(sr) & ~b.DMASR_HALTED) | (0 if value & b.DMACR_RS else b.DMASR_HALTED))
+        elif offset in (b.MM2S_DMASR, b.S2MM_DMASR):
+            r.write32(offset, r.read32(offset) & ~(value & 0x7000))
+        elif offset == b.MM2S_LENGTH:
+            r.write32(offset, value)
+            self._mm2s(value)
+        elif offset == b.S2MM_LENGTH:
+            r.write32(offset, value)
+            self._s2mm(value)
+        else:
+            r.write32(offset, value)
+
+    def _addr(self, reg: int) -> int:
+        return self.regs.read32(reg) | self.regs.read32(reg + 4) << 32
+
+    def _finish(self, sr: int, channel: str) -> bool:
+        b, r = self.b, self.regs
+        status = r.read32(sr) & ~b.DMASR_IDLE
+        if channel in self.fail:
+            r.write32(sr, status | self.fail.pop(channel) | b.DMASR_ERR_IRQ | b.DMASR_HALTED)
+            return False
+        r.write32(sr, status | b.DMASR_IDLE | b.DMASR_IOC_IRQ)
+        return True
+
+    def _mm2s(self, n: int) -> None:
+        from kvpath.hdl.top.stream_bridge import unframe
+
+        b = self.b
+        addr = self._addr(b.MM2S_SA)
+        self.transfers.append(("MM2S", addr, n))
+        if not self._finish(b.MM2S_DMASR, "MM2S"):
+            return
+        with open(self.buf_file, "rb") as f:
+            f.seek(addr - self.buf_phys)
+            data = f.read(n)
+        w = self.beat_in
+        self.engine.send_kv(unframe([int.from_bytes(data[k:k + w], "little") for k in range(0, n, w)]))
+
+    def _s2mm(self, n: int) -> None:
+        from kvpath.hdl.top.stream_bridge import frame
+
+        b, r = self.b, self.regs
+        addr = self._addr(b.S2MM_DA)
+        self.transfers.append(("S2MM", addr, n))
+        queue = self.engine._out[0]          # the engine model's port-0 beats (plumbing only)
+        ends = [k for k, beat in enumerate(queue) if beat[2]]
+        if not ends:
+            r.write32(b.S2MM_DMASR, r.read32(b.S2MM_DMASR) & ~b.DMASR_IDLE)   # waits for a TLAST
+            return
+        words = frame(self.engine.receive_kv(0, ends[0] + 1), self.segment)
+        data = b"".join(w.to_bytes(self.beat_out, "little") for w in words)
+        if len(data) > n:
+            self.fail.setdefault("S2MM", 1 << 4)    # DMAIntErr: a packet longer than the buffer
+        if not self._finish(b.S2MM_DMASR, "S2MM"):
+            return
+        with open(self.buf_file, "r+b") as f:
+            f.seek(addr - self.buf_phys)
+            f.write(data)
+        r.write32(b.S2MM_LENGTH, len(data))
+
+
+class ModelRegisters:
+    """The engine model's register block behind the ``MappedRegisters`` interface (plumbing tests)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def read32(self, offset: int) -> int:
+        return self.model.read32(offset)
+
+    def write32(self, offset: int, value: int) -> None:
+        self.model.write32(offset, value)
+
+    def close(self) -> None:
+        pass

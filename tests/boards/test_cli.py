@@ -91,19 +91,51 @@ def test_build_without_verilog_generates_the_engine_top(tmp_path, capsys, monkey
     tcl = (out / "build.tcl").read_text()
     for i in range(2):
         assert f"connect_bd_intf_net [kvb_intf /kvpath_0/m_axi{i}] [kvb_intf /zynq_ultra_ps_e_0/S_AXI_HP{i}_FPD]" in tcl
-    # every stream port of the real top is tied off or left open, under its real name
+    # the stream path is the default: the K/V input and read port 0 go to the AXI DMA through the
+    # bridge; every other stream port of the real top is tied off or left open, under its real name
+    assert {"s_axis_dma", "m_axis_dma", "s_axis_cmd", "s_axis_memset", "m_axis_kv1"} <= {i.name for i in intfs}
+    assert not {"s_axis_kv", "m_axis_kv0"} & {i.name for i in intfs}
+    assert "connect_bd_intf_net [kvb_intf /kv_dma/M_AXIS_MM2S] [kvb_intf /kvpath_0/s_axis_dma]" in tcl
+    assert "connect_bd_intf_net [kvb_intf /kvpath_0/m_axis_dma] [kvb_intf /kv_dma/S_AXIS_S2MM]" in tcl
     for intf in intfs:
-        if intf.kind.startswith("axis"):
+        if intf.kind.startswith("axis") and intf.name not in ("s_axis_dma", "m_axis_dma"):
             for p in intf.ports:
                 assert (f"kvb_tie {p.name} {p.width} " in tcl) == (p.direction == "input"), p.name
                 assert (f"kvb_leave_open {p.name} " in tcl) == (p.direction == "output"), p.name
-    assert {"s_axis_kv", "s_axis_cmd", "s_axis_memset", "m_axis_kv0", "m_axis_kv1"} <= {i.name for i in intfs}
+    dtso = (out / "kvpath.dtso").read_text()
+    assert "kvpath_dma@a0010000" in dtso and "generic-uio" in dtso
 
 
-def test_build_refuses_a_format_the_engine_lacks(tmp_path, capsys):
-    assert main(["build", "--board", "kv260", "-o", str(tmp_path / "o"), "--format", "int8_ph"]) == 2
-    err = capsys.readouterr().err
-    assert f"cannot generate {TOP} for int8_ph/fp16" in err and "static formats" in err
+def test_build_without_the_stream_path(tmp_path, capsys, monkeypatch, dtc):
+    """--no-dma: the plain top, streams tied off, no AXI DMA, no DMA node; --verilog with that top
+    builds the same way (the Verilog decides)."""
+    no_vivado(monkeypatch, tmp_path)
+    out = tmp_path / "plain"
+    assert main(["build", "--board", "kv260", "-o", str(out), "--no-dma"]) == 0
+    rtl = (out / "rtl" / f"{TOP}.v").read_text()
+    _, intfs = check_contract(parse_verilog_ports(rtl), 1)
+    assert {"s_axis_kv", "m_axis_kv0"} <= {i.name for i in intfs}
+    tcl = (out / "build.tcl").read_text()
+    assert "axi_dma" not in tcl and "kvb_tie s_axis_kv_tvalid 1 0" in tcl
+    assert "kvpath_dma" not in (out / "kvpath.dtso").read_text()
+    again = tmp_path / "again"
+    assert main(["build", "--board", "kv260", "-o", str(again), "--verilog", str(out / "engine")]) == 0
+    assert "axi_dma" not in (again / "build.tcl").read_text()
+
+
+def test_build_of_a_static_format_generates_the_engine_top(tmp_path, capsys, monkeypatch, dtc):
+    """A static-scale format builds like any other: kvpath_axi_top with the scale cache (its
+    s_axis_memset port), the register map of that format (CFG_SCALE_ENTRIES > 0)."""
+    no_vivado(monkeypatch, tmp_path)
+    out = tmp_path / "kv260"
+    assert main(["build", "--board", "kv260", "-o", str(out), "--format", "int8_ph"]) == 0
+    regmap = json.loads((out / "kvpath" / "kvpath_regs.json").read_text())
+    assert regmap["config"]["fmt"] == "int8_ph"
+    rtl = (out / "rtl" / f"{TOP}.v").read_text()
+    assert f"module {TOP}" in rtl
+    ports = {p.name: p for p in parse_verilog_ports(rtl)}
+    _, intfs = check_contract(list(ports.values()), 1)
+    assert "s_axis_memset" in {i.name for i in intfs}
 
 
 def test_program_loads_and_checks_on_a_fake_tree(tmp_path, app_dir, synthetic_top, capsys, monkeypatch):

@@ -87,3 +87,24 @@ def test_dtc_errors_are_reported(tmp_path, dtc):
 def test_afi_values():
     assert overlay.afi_config(BoardParams(n_masters=1)) == [(4, 0), (5, 0), (14, 0x800)]
     assert overlay.afi_config(BoardParams(n_masters=3, hpm0_width=128))[-3:] == [(8, 0), (9, 0), (14, 0xA00)]
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_overlay_with_the_dma_bridge(tmp_path, dtc, n):
+    p = BoardParams(n_masters=n, dma_bridge=True)
+    tree = load(tmp_path, p)
+    amba, _ = fragment_for(tree, "amba")
+    node = amba[f"{p.dma_uio_name}@{p.dma_base:x}"]
+    assert node["compatible"] == ["generic-uio"]
+    assert node["reg"] == [[0, 0xA001_0000, 0, 0x10000]]
+    assert "interrupts" not in node                     # the driver polls DMASR
+    size = p.kv_size + p.dma_staging
+    assert amba[p.udmabuf_name]["size"] == [[size >> 32, size & 0xFFFFFFFF]]
+    full, _ = fragment_for(tree, "fpga_full")
+    cells = full["afi0"]["config-afi"][0]
+    pairs = dict(zip(cells[::2], cells[1::2]))
+    hps = sorted(set(range(n)) | {min(n, 3)})          # the DMA's own HP port, or HP3 shared
+    assert pairs == {**{4 + 2 * i + rw: 0 for i in hps for rw in (0, 1)}, 14: 0x800}
+    # without the bridge nothing changes
+    assert overlay.generate_dtso(BoardParams(n_masters=n)) == overlay.generate_dtso(
+        BoardParams(n_masters=n, dma_base=0xA002_0000, dma_staging=1 << 20))

@@ -93,3 +93,51 @@ def test_group_keeps_stream_prefixes_apart():
                       Port("s_axis_kv_tvalid", "input"), Port("s_axil_rdata", "output", 32)])
     assert {i.name: i.kind for i in intfs} == {"m_axis_kv0": "axis_master", "m_axi0": "axi_master",
                                                "s_axis_kv": "axis_slave", "s_axil": "axil_slave"}
+
+
+# --- the DMA bridge ------------------------------------------------------------------------------
+
+def test_dma_defaults_and_derived():
+    p = BoardParams(dma_bridge=True)
+    assert (p.dma_base, p.dma_size, p.dma_uio_name, p.dma_staging) == (0xA001_0000, 0x10000, "kvpath_dma", 16 << 20)
+    assert p.udmabuf_size == p.kv_size + p.dma_staging and BoardParams().udmabuf_size == BoardParams().kv_size
+    assert [BoardParams(n_masters=n, dma_bridge=True).dma_hp for n in (1, 2, 3, 4)] == [1, 2, 3, 3]
+    assert BoardParams().dma_hp is None
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"dma_size": 0x1000}, "dma_size"), ({"dma_base": 0xA001_8000}, "not aligned"),
+    ({"dma_base": 0xB000_0000}, "aperture"), ({"dma_base": 0xA000_0000}, "overlaps the register window"),
+    ({"dma_staging": 64 << 10}, "dma_staging"), ({"kv_size": 2 << 30}, "at most 2 GiB"),
+    ({"dma_uio_name": "Kv DMA"}, "dma_uio_name"), ({"dma_bridge": 1}, "True or False"),
+])
+def test_dma_param_errors(kwargs, words):
+    with pytest.raises(ParamError, match=words):
+        BoardParams(**{"dma_bridge": True, **kwargs})
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_dma_reference_ports_meet_the_contract(n):
+    ports = reference_ports(n, n_read_streams=2, dma_bridge=True)
+    _, intfs = check_contract(ports, n)
+    names = {i.name for i in intfs}
+    assert {"s_axis_dma", "m_axis_dma", "m_axis_kv1"} <= names and not {"s_axis_kv", "m_axis_kv0"} & names
+    by = {i.name: i for i in intfs}
+    assert by["s_axis_dma"].signals == {"tdata", "tlast", "tvalid", "tready"}
+    assert by["m_axis_dma"].signals == {"tdata", "tkeep", "tlast", "tvalid", "tready"}
+
+
+@pytest.mark.parametrize("mutate, words", [
+    (lambda ps: [p for p in ps if not p.name.startswith("m_axis_dma")], "m_axis_dma_\\* is missing"),
+    (lambda ps: ps + [Port("s_axis_kv_tdata", "input", 256), Port("s_axis_kv_tvalid", "input"),
+                      Port("s_axis_kv_tready", "output")], "s_axis_kv_\\* and s_axis_dma_\\* are both there"),
+    (lambda ps: ps + [Port("s_axis_dma_tuser", "input", 8)], "s_axis_dma carries TDATA, TLAST"),
+    (lambda ps: _without(ps, "m_axis_dma_tlast"), "lacks tlast"),
+    (lambda ps: [Port(p.name, p.direction, 96 if p.name == "s_axis_dma_tdata" else p.width) for p in ps],
+     "s_axis_dma_tdata is 96 bits"),
+    (lambda ps: [Port(p.name, p.direction, 4 if p.name == "m_axis_dma_tkeep" else p.width) for p in ps],
+     "m_axis_dma_tkeep is 4 bits"),
+])
+def test_dma_contract_violations_are_named(mutate, words):
+    with pytest.raises(PortError, match=words):
+        check_contract(mutate(reference_ports(2, dma_bridge=True)), 2)

@@ -212,3 +212,106 @@ def test_known_properties_cover_what_is_generated():
     for n in range(1, 5):
         for w in (32, 128):
             assert set(vt.ps_properties(BoardParams(n_masters=n, hpm0_width=w))) <= set(vt.KNOWN_PSU_PROPERTIES)
+
+
+# --- the stream path: the AXI DMA and the engine's bridged streams ------------------------------
+
+def dma_ports(n):
+    return reference_ports(n, n_read_streams=2, dma_bridge=True)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_dma_bridge_block_design(tclsh, tmp_path, n):
+    params = BoardParams(n_masters=n, dma_bridge=True)
+    ports = dma_ports(n)
+    run = run_stub(tmp_path, script(params, ports), ports)
+    assert run.rc == 0, run.stderr
+    hp = min(n, 3)
+    shared = n == 4
+
+    # every kvpath port once; the bridged streams by interface, not tied
+    counts = port_counts(run, ports)
+    assert {k: v for k, v in counts.items() if v != 1} == {}
+    assert not any(a[2].startswith(("/tie_s_axis_dma", "/tie_m_axis_dma")) for a in run.of("set_property")
+                   if a[0] == "-dict")
+
+    # the DMA cell in direct register mode, every property read back
+    assert ["-type", "ip", "-vlnv", "xilinx.com:ip:axi_dma", "kv_dma"] in run.of("create_bd_cell")
+    (dma_dict,) = [a[1].split() for a in run.of("set_property") if a[0] == "-dict" and a[2] == "/kv_dma"]
+    dma = dict(zip(dma_dict[::2], dma_dict[1::2]))
+    want = {f"CONFIG.{k}": v for k, v in vt.dma_properties(256, 256).items()}
+    assert dma == want
+    assert dma["CONFIG.c_include_sg"] == "0" and dma["CONFIG.c_sg_length_width"] == "26"
+    read_back = {a[0] for a in run.of("get_property") if a[1] == "/kv_dma"}
+    assert read_back == set(want)
+    (smc,) = [a[1] for a in run.of("set_property") if a[0] == "-dict" and a[2] == "/dma_smc"]
+    assert smc == f"CONFIG.NUM_SI {3 if shared else 2} CONFIG.NUM_MI 1"
+    (ctrl,) = [a[1] for a in run.of("set_property") if a[0] == "-dict" and a[2] == "/ctrl_smc"]
+    assert ctrl == "CONFIG.NUM_SI 1 CONFIG.NUM_MI 2"
+
+    # connections: control, streams, memory
+    intf = run.of("connect_bd_intf_net")
+    for pair in (["/ctrl_smc/M01_AXI", "/kv_dma/S_AXI_LITE"], ["/kv_dma/M_AXIS_MM2S", f"{KV}/s_axis_dma"],
+                 [f"{KV}/m_axis_dma", "/kv_dma/S_AXIS_S2MM"], ["/kv_dma/M_AXI_MM2S", "/dma_smc/S00_AXI"],
+                 ["/kv_dma/M_AXI_S2MM", "/dma_smc/S01_AXI"], ["/dma_smc/M00_AXI", f"{PS}/S_AXI_HP{hp}_FPD"]):
+        assert pair in intf, pair
+    if shared:
+        assert [f"{KV}/m_axi3", "/dma_smc/S02_AXI"] in intf and [f"{KV}/m_axi3", f"{PS}/S_AXI_HP3_FPD"] not in intf
+    hp_users = [a for a in intf if a[1] == f"{PS}/S_AXI_HP{hp}_FPD"]
+    assert hp_users == [["/dma_smc/M00_AXI", f"{PS}/S_AXI_HP{hp}_FPD"]]
+
+    # clock and reset on every DMA / SmartConnect pin; the DMA's HP port enabled at 128 bits
+    (clk,) = [a for a in run.of("connect_bd_net") if a[:2] == ["-net", "pl_clk0"]]
+    assert {"/kv_dma/s_axi_lite_aclk", "/kv_dma/m_axi_mm2s_aclk", "/kv_dma/m_axi_s2mm_aclk", "/dma_smc/aclk",
+            f"{PS}/saxihp{hp}_fpd_aclk"} <= set(clk)
+    assert clk.count(f"{PS}/saxihp{hp}_fpd_aclk") == 1
+    (rst,) = [a for a in run.of("connect_bd_net") if a[:2] == ["-net", "pl_aresetn"]]
+    assert {"/kv_dma/axi_resetn", "/dma_smc/aresetn"} <= set(rst)
+    props = ps_settings(run)
+    assert props[f"CONFIG.PSU__USE__S_AXI_GP{hp + 2}"] == "1"
+    assert props[f"CONFIG.PSU__SAXIGP{hp + 2}__DATA_WIDTH"] == "128"
+    assert "DMA interrupt kv_dma/mm2s_introut left open" in run.stdout
+
+    # address map: the DMA registers at 0xA001_0000, both DMA masters see their HP port's DDR
+    got = {(a[a.index("-target_address_space") + 1], a[-1]): (int(a[a.index("-offset") + 1], 0),
+                                                              int(a[a.index("-range") + 1], 0))
+           for a in run.of("assign_bd_address")}
+    want = {(f"{PS}/Data", f"{KV}/s_axil/reg0"): (0xA000_0000, 0x10000),
+            (f"{PS}/Data", "/kv_dma/S_AXI_LITE/Reg"): (0xA001_0000, 0x10000)}
+    for i in range(n):
+        want[(f"{KV}/m_axi{i}", f"{PS}/SAXIGP{i + 2}/HP{i}_DDR_LOW")] = (0, 0x8000_0000)
+        want[(f"{KV}/m_axi{i}", f"{PS}/SAXIGP{i + 2}/HP{i}_DDR_HIGH")] = (0x8_0000_0000, 0x8_0000_0000)
+    for space in ("Data_MM2S", "Data_S2MM"):
+        want[(f"/kv_dma/{space}", f"{PS}/SAXIGP{hp + 2}/HP{hp}_DDR_LOW")] = (0, 0x8000_0000)
+        want[(f"/kv_dma/{space}", f"{PS}/SAXIGP{hp + 2}/HP{hp}_DDR_HIGH")] = (0x8_0000_0000, 0x8_0000_0000)
+    assert got == want and len(run.of("assign_bd_address")) == len(want)
+    assert set(vt.ps_properties(params)) <= set(vt.KNOWN_PSU_PROPERTIES)
+
+
+DMA_MUTANTS = [
+    ("AXI DMA keeps its scatter-gather engine", {"KVB_STUB_OVERRIDE": "CONFIG.C_INCLUDE_SG@/kv_dma 1"}, 2,
+     "AXI DMA c_include_sg is '1', expected '0'"),
+    ("AXI DMA registers land elsewhere",
+     {"KVB_STUB_OVERRIDE": f"OFFSET@{PS}/Data/SEG_kv_dma_S_AXI_LITE_Reg 0xA0020000"}, 2,
+     "offset of /zynq_ultra_ps_e_0/Data/SEG_kv_dma_S_AXI_LITE_Reg is '0xA0020000'"),
+    ("module reference infers no s_axis_dma", {"KVB_STUB_EMPTY": f"get_bd_intf_pins:{KV}/s_axis_dma"}, 2,
+     f"interface pin {KV}/s_axis_dma"),
+    ("DMA cell not created", {"KVB_STUB_EMPTY": "create_bd_cell:/kv_dma"}, 2, "expected exactly one AXI DMA cell"),
+]
+
+
+@pytest.mark.parametrize("what, env, rc, words", DMA_MUTANTS, ids=[m[0] for m in DMA_MUTANTS])
+def test_wrong_dma_results_stop_the_script(tclsh, tmp_path, what, env, rc, words):
+    params = BoardParams(n_masters=1, dma_bridge=True)
+    ports = dma_ports(1)
+    run = run_stub(tmp_path, script(params, ports), ports, env)
+    assert run.rc == rc, (run.rc, run.stderr)
+    assert words in run.stderr
+    assert run.of("write_bitstream") == []
+
+
+def test_dma_bridge_must_match_the_verilog():
+    with pytest.raises(vt.TclGenError, match="lacks the DMA bridge"):
+        vt.generate_tcl(BoardParams(dma_bridge=True), reference_ports(1), SRC)
+    with pytest.raises(vt.TclGenError, match="has the DMA bridge"):
+        vt.generate_tcl(BoardParams(), dma_ports(1), SRC)

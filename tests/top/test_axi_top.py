@@ -136,12 +136,13 @@ def test_ports_meet_the_kv260_contract(generated, tmp_path):
 
 
 def test_generate_refuses_the_top_for_formats_the_engine_lacks(tmp_path):
-    """``engine_top=True`` passes the engine's reason on (``kvpath build``); by default a static
-    format's ``kvpath generate`` just has no kvpath_axi_top (tests/top/test_generated_verilog.py)."""
+    """``engine_top=True`` passes the engine's reason on (``kvpath build``): here a bus wider than
+    the format's blocks, which the engine does not support; by default ``kvpath generate`` then just
+    writes no kvpath_axi_top."""
     from kvpath.hdl.generate import generate
 
-    with pytest.raises(NotImplementedError, match="static formats"):
-        generate(KVPathConfig(fmt="int4_ph", max_layers=2), tmp_path / "refused", engine_top=True)
+    with pytest.raises(NotImplementedError, match="byte bus"):
+        generate(KVPathConfig(fmt="q4_0", bus_bytes=32, max_layers=2), tmp_path / "refused", engine_top=True)
     assert not (tmp_path / "refused").exists()
 
 
