@@ -283,7 +283,6 @@ def test_region_image_decodes_with_gguf(backend, fmt):
 
 # --- rings -----------------------------------------------------------------------------------------
 
-@sim_default
 def test_sinks_window_and_evict_upto_follow_the_golden_ring(backend):
     rng = np.random.default_rng([SEED, 5])
     policy = LayerPolicy.sink_window(n_sink=3, window=6)

@@ -87,7 +87,7 @@ def test_generate_writes_top_csr_and_register_map(tmp_path, capsys):
             "--max-layers", "4", "--max-kv-heads", "1", "--max-head-dim", "64", "--kv-max-tokens", "128"]
     assert main(args) == 0
     out = capsys.readouterr().out.splitlines()
-    modules = ("kvpath_quantizer", "kvpath_dequantizer", "kvpath_csr", "kvpath_top")
+    modules = ("kvpath_quantizer", "kvpath_dequantizer", "kvpath_csr", "kvpath_top", "kvpath_axi_top")
     names = [f"{m}.v" for m in modules] + list(FILES)
     assert len(out) == len(names), out
     for name, line in zip(names, out):
