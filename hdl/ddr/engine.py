@@ -3,15 +3,25 @@
 ``KVEngine(config)`` holds everything that a soft reset clears; the tables (``hdl/ddr/tables.py``),
 the read ports and the register block live beside it in ``KVCacheTop``.
 
-Write path, one vector at a time:
+Write path, in three decoupled parts so that one vector's lookup overlaps the previous vector's data:
 
-``IDLE`` -> ``LOOKUP`` (the vector's first beat is offered: its tag is latched, the layer and region
-tables are addressed) -> ``CLASS`` (class and base known: range checks, then drop, append or use the
-(seq, class)'s current slot) -> ``APPEND`` / ``APPEND_WAIT`` (the tracker's answer) -> ``ADDR``
-(base + slot x row_bytes) -> ``ISSUE`` (one writer command per row) -> ``DATA`` (the vector's beats
-go to the quantizer) or ``DROP`` (its beats are consumed and discarded). Beats are framed by count;
-TLAST is only checked. Quantized blocks go through a BytePacker (the group ends at the vector's last
-block) to the BurstWriter; its ``done`` records decide VECTORS_WRITTEN or DDR_ERRORS.
+* Intake: every beat of ``s_axis_kv`` goes into the beat queue (``BEAT_QUEUE_DEPTH``) with an
+  end-of-vector bit; beats are framed by count (``max(1, ceil(HEAD_DIM / lanes))`` per vector),
+  TLAST is only checked (FRAME_ERRORS). Each vector's first-beat TUSER goes into the tag queue.
+* Lookup, one vector at a time in stream order: ``IDLE`` (a tag is waiting and no READ holds the
+  write path: the tag is latched, the layer and region tables are addressed) -> ``LOOKUP`` ->
+  ``CLASS`` (class and base known: range checks, then drop, append or use the (seq, class)'s
+  current slot) -> ``APPEND`` / ``APPEND_WAIT`` (the tracker's answer) -> ``ADDR`` (base + slot x
+  row_bytes) -> ``ISSUE`` (the row's writer command and a "write" decision) or ``DROP`` (a "drop"
+  decision). Decisions queue up (``DECISION_QUEUE_DEPTH``) in stream order.
+* Data: the beats at the head of the beat queue belong to the decision at the head of the decision
+  queue; they go to the quantizer (write) or are discarded (drop), and the decision leaves with the
+  vector's last beat. Quantized blocks go through a skid buffer and a BytePacker (the group ends at
+  the vector's last block) to the BurstWriter; its ``done`` records decide VECTORS_WRITTEN or
+  DDR_ERRORS.
+
+With the queues the write path is bus-bound for 8-bit codes at 16 lanes (16 input beats make a row
+of 17 bus beats); see docs/benchmarks.md.
 
 Static-scale formats (int8_ph, int4_ph, int8_pc, int4_pc): the quantizer is ``StaticQuantizer``;
 each beat's context is the vector's tag (layer, head, kv) and channel ``beat x quant_lanes``, and its
@@ -23,8 +33,8 @@ narrower than the bus (``quant_lanes x code_bits / 8 < bus_bytes``) is gathered 
 
 Command unit: the register's commands win a tie against ``s_axis_cmd``; one command at a time.
 EVICT_UPTO and CLEAR go to the named tracker (with priority over the write path's APPEND, which
-waits a clock); READ holds the write path (no new vector starts), waits until no vector is in
-progress and every row write has its response, looks the layer's class and the region base up,
+waits a clock); READ holds the write path (no new vector is looked up; beats still enter the queue), waits until
+every vector looked up has left the data side and every row write has its response, looks the layer's class and the region base up,
 takes the tracker's state and emits at most three runs (sinks, window, window after the wrap) on
 ``run{port}``; it completes when that port reports it done. While any READ is planned or in flight
 the write path starts no vector: stricter than the spec's "an append waits", and what keeps a
@@ -41,6 +51,7 @@ from kvpath import layout
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig
 from kvpath.layout import Op, POS_BITS
 from kvpath.hdl.ddr.axi4 import AXI4Signature
+from kvpath.hdl.ddr.bursts import Queue, SkidBuffer
 from kvpath.hdl.ddr.read_port import run_layout
 from kvpath.hdl.ddr.repack import BytePacker, chunk_layout
 from kvpath.hdl.ddr.tables import READERS, class_shape
@@ -51,6 +62,11 @@ from kvpath.hdl.static.cache import read_signature
 from kvpath.hdl.static.quant import StaticQuantizer
 
 MAX_READ_RUNS = 3
+# Beats the intake can take ahead of the quantizer: more than the lookup's 5-7 cycles, so the next
+# vector's lookup is done before the current vector's last beat leaves the queue.
+BEAT_QUEUE_DEPTH = 16
+TAG_QUEUE_DEPTH = 4        # vectors whose tags wait for the lookup (short vectors: 1-2 beats each)
+DECISION_QUEUE_DEPTH = 2   # vectors looked up ahead of the data side
 
 
 def kv_layout(c: KVPathConfig) -> data.StructLayout:
@@ -252,14 +268,13 @@ class KVEngine(wiring.Component):
         ]
 
         kv = self.kv
-        tag = Signal(layout.kv_tag(c))
+        tag_shape = layout.kv_tag(c)
+        tag = Signal(tag_shape)
         cls = Signal(class_shape(c))
         ring = Signal(ring_bits)
         base = Signal(c.addr_width)
         slot = Signal(slot_bits)
         addr = Signal(c.addr_width)
-        beat = Signal(range(c.max_head_dim + 1))
-        bad_frame = Signal()
         outstanding = Signal(range(2 * c.max_outstanding + 64))
         read_hold = Signal()   # the command unit has a READ planned or in flight
         cmd_trk = Signal()     # the command unit wants the tracker port this clock
@@ -271,11 +286,41 @@ class KVEngine(wiring.Component):
             self.layer_addr_w.eq(tag.layer),
         ]
 
-        vector_end = Signal()   # the vector's last beat is taken this clock
-        with m.FSM(name="write_fsm") as wfsm:
+        # Intake: every beat into the beat queue with an end-of-vector bit (framing by count), each
+        # vector's first-beat tag into the tag queue, so that the lookup of the next vector runs while
+        # the current one's beats are still being quantized.
+        elem_width = c.quant_lanes * ELEM_BITS
+        m.submodules.beat_queue = beat_queue = Queue(elem_width + 1, BEAT_QUEUE_DEPTH)
+        m.submodules.tag_queue = tag_queue = Queue(tag_shape.size, TAG_QUEUE_DEPTH)
+        in_beat = Signal(range(c.max_head_dim + 1))
+        in_bad = Signal()
+        in_first = in_beat == 0
+        # ">=": a HEAD_DIM written while a vector is half in still ends it.
+        in_last = in_beat + 1 >= beats_per_vec
+        room = beat_queue.i.ready & (~in_first | tag_queue.i.ready)
+        m.d.comb += [
+            kv.ready.eq(intake & room),
+            beat_queue.i.valid.eq(kv.valid & intake & room),
+            beat_queue.i.payload.eq(Cat(kv.payload.data, in_last)),
+            tag_queue.i.valid.eq(kv.valid & intake & room & in_first),
+            tag_queue.i.payload.eq(kv.payload.user),
+        ]
+        taken = kv.valid & kv.ready
+        mismatch = kv.payload.last != in_last
+        m.d.comb += self.frame_error.eq(taken & in_last & (in_bad | mismatch))
+        with m.If(taken):
+            m.d.sync += [in_beat.eq(Mux(in_last, 0, in_beat + 1)), in_bad.eq(~in_last & (in_bad | mismatch))]
+
+        # Lookup, one vector at a time in stream order: each ends with a decision (write its row, or
+        # drop it) for the data side; a row's writer command is issued with its decision.
+        decision_layout = data.StructLayout({"write": 1, "tag": tag_shape})
+        m.submodules.decisions = decisions = Queue(decision_layout.size, DECISION_QUEUE_DEPTH)
+        decide = Signal(decision_layout)
+        m.d.comb += decisions.i.payload.eq(decide)
+        with m.FSM(name="lookup_fsm") as wfsm:
             with m.State("IDLE"):
-                with m.If(kv.valid & intake & ~read_hold):
-                    m.d.sync += [tag.eq(kv.payload.user), beat.eq(0), bad_frame.eq(0)]
+                with m.If(tag_queue.o.valid & intake & ~read_hold):
+                    m.d.sync += tag.eq(tag_queue.o.payload)
                     m.next = "LOOKUP"
             with m.State("LOOKUP"):
                 m.next = "CLASS"
@@ -309,51 +354,57 @@ class KVEngine(wiring.Component):
                 m.d.sync += addr.eq(base + slot * row_bytes)
                 m.next = "ISSUE"
             with m.State("ISSUE"):
-                with m.If(writer.cmd.ready):
-                    m.next = "DATA"
-            with m.State("DATA"):
-                with m.If(vector_end):
+                with m.If(writer.cmd.ready & decisions.i.ready):
                     m.next = "IDLE"
             with m.State("DROP"):
-                with m.If(vector_end):
+                with m.If(decisions.i.ready):
                     m.next = "IDLE"
 
         # Strobes as expressions of the state rather than assignments under the FSM, so that
         # event-driven simulators evaluate them from time 0 (counters add them).
-        in_data, in_drop = wfsm.ongoing("DATA"), wfsm.ongoing("DROP")
+        in_issue, in_drop = wfsm.ongoing("ISSUE"), wfsm.ongoing("DROP")
         issued = Signal()
         m.d.comb += [
-            writer.cmd.valid.eq(wfsm.ongoing("ISSUE")),
+            tag_queue.o.ready.eq(wfsm.ongoing("IDLE") & intake & ~read_hold),
+            # The row's command and its decision go together (both readies are registers).
+            writer.cmd.valid.eq(in_issue & decisions.i.ready),
             writer.cmd.payload.addr.eq(addr),
             writer.cmd.payload.length.eq(row_bytes),
             issued.eq(writer.cmd.valid & writer.cmd.ready),
+            decisions.i.valid.eq(issued | in_drop),
+            decide.write.eq(in_issue),
+            decide.tag.eq(tag),
             self.bytes_written.eq(issued.replicate(len(row_bytes)) & row_bytes),
-            quant.i.valid.eq(in_data & kv.valid & intake),
-            kv.ready.eq(((in_data & quant.i.ready) | in_drop) & intake),
-            self.vector_dropped.eq(in_drop & vector_end),
         ]
+
+        # Data side: the beat queue's beats, with the decision of the vector they belong to (the
+        # decision leaves with the vector's last beat), to the quantizer or dropped.
+        dec = decision_layout(decisions.o.payload)
+        beat_data, beat_end = beat_queue.o.payload[:elem_width], beat_queue.o.payload[elem_width]
+        vector_end = Signal()
+        beat = Signal(range(c.max_head_dim + 1))   # beat of the vector at the head of the queue
+        go = decisions.o.valid & intake & (~dec.write | quant.i.ready)
+        m.d.comb += [
+            quant.i.valid.eq(beat_queue.o.valid & decisions.o.valid & dec.write & intake),
+            beat_queue.o.ready.eq(go),
+            decisions.o.ready.eq(go & beat_queue.o.valid & beat_end),
+            vector_end.eq(go & beat_queue.o.valid & beat_end),
+            self.kv_fire.eq(quant.i.valid & quant.i.ready),
+            self.vector_dropped.eq(vector_end & ~dec.write),
+        ]
+        with m.If(go & beat_queue.o.valid):
+            m.d.sync += beat.eq(Mux(beat_end, 0, beat + 1))
 
         if self.static:
             # The beat's context: the vector's tag, and the channel of lane 0.
             ctx = quant.i.payload.ctx
             m.d.comb += [
-                quant.i.payload.elems.eq(kv.payload.data),
-                ctx.layer.eq(tag.layer), ctx.head.eq(tag.head), ctx.kv.eq(tag.kv),
+                quant.i.payload.elems.eq(beat_data),
+                ctx.layer.eq(dec.tag.layer), ctx.head.eq(dec.tag.head), ctx.kv.eq(dec.tag.kv),
                 ctx.channel.eq(beat << log2(c.quant_lanes)),
             ]
         else:
-            m.d.comb += quant.i.payload.eq(kv.payload.data)
-
-        # Framing: count beats; TLAST only checked, once per vector.
-        taken = kv.valid & kv.ready
-        last_beat = beat + 1 == beats_per_vec
-        m.d.comb += [vector_end.eq(taken & last_beat), self.kv_fire.eq(taken & wfsm.ongoing("DATA"))]
-        mismatch = kv.payload.last != last_beat
-        m.d.comb += self.frame_error.eq(vector_end & (bad_frame | mismatch))
-        with m.If(taken):
-            m.d.sync += beat.eq(beat + 1)
-            with m.If(~last_beat):
-                m.d.sync += bad_frame.eq(bad_frame | mismatch)
+            m.d.comb += quant.i.payload.eq(beat_data)
 
         # Quantized blocks (static: beats of codes): the vector's last one ends the packer's group
         # (a row's final beat). BLOCKS_WRITTEN counts 32-element blocks: for a static format one per
@@ -366,10 +417,15 @@ class KVEngine(wiring.Component):
             block_done = q_fire & block[:per_block].all()
         else:
             block_done = q_fire
+        # The skid buffer lets the quantizer finish its next block while the packer still cuts
+        # the previous one into bus beats (2 or 3 of them): without it the quantizer's pipeline,
+        # and with it the input, stops for every cycle the packer holds a block.
+        m.submodules.quant_skid = skid = SkidBuffer(chunk_layout(self.chunk_bytes))
+        connect(m, skid.o, packer.i)
         m.d.comb += [
-            packer.i.valid.eq(quant.o.valid), quant.o.ready.eq(packer.i.ready),
-            packer.i.payload.data.eq(quant_out),
-            packer.i.payload.last.eq(block + 1 == units_per_vec),
+            skid.i.valid.eq(quant.o.valid), quant.o.ready.eq(skid.i.ready),
+            skid.i.payload.data.eq(quant_out),
+            skid.i.payload.last.eq(block + 1 == units_per_vec),
             self.block_fire.eq(block_done),
             writer.data.valid.eq(packer.o.valid), packer.o.ready.eq(writer.data.ready),
             writer.data.payload.data.eq(packer.o.payload.data),
@@ -381,7 +437,8 @@ class KVEngine(wiring.Component):
         m.d.comb += [self.vector_written.eq(done & ~writer.done.payload.error),
                      self.write_error.eq(done & writer.done.payload.error)]
         m.d.sync += outstanding.eq(outstanding + issued - done)
-        write_quiet = wfsm.ongoing("IDLE") & (outstanding == 0)
+        # Every vector looked up has left the data side and every row write has its response.
+        write_quiet = wfsm.ongoing("IDLE") & (decisions.level == 0) & (outstanding == 0)
 
         # ------------------------------------------------------------------ command unit
         cmd = Signal(layout.command(c))
@@ -534,7 +591,9 @@ class KVEngine(wiring.Component):
         m.d.comb += self.cmds_done.eq(completed_now + sum(dones))
 
         m.d.comb += [
-            self.busy.eq(~wfsm.ongoing("IDLE") | (outstanding != 0) | ~cfsm.ongoing("IDLE") | read_hold),
+            self.busy.eq(~wfsm.ongoing("IDLE") | (outstanding != 0) | ~cfsm.ongoing("IDLE") | read_hold
+                         | (beat_queue.level != 0) | (tag_queue.level != 0) | (decisions.level != 0)
+                         | (in_beat != 0)),
             self.idle.eq(writer.idle),
         ]
         return m

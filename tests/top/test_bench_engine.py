@@ -1,6 +1,6 @@
 """``kvpath bench engine`` still runs, moves every byte once, and keeps the no-pause write and read
-figures within what the bus allows and above floors a little under the figures measured in
-docs/benchmarks.md ("KV cache engine: bytes per cycle and area"). Cycle counts, not timings:
+figures within what the bus allows and at or above issue 10's target (the measured figures in
+docs/benchmarks.md are 100 % for both paths) ("KV cache engine: bytes per cycle and area"). Cycle counts, not timings:
 deterministic for a seed. Long: one Verilator build of the KV cache top (read_ports = 2, ~2 min)."""
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ from kvpath.tools.bench_engine import measure, read_table, write_table
 
 BUS = 16             # bytes per beat of the 128-bit port
 TARGET = 0.90        # issue 10: each path at >= 90 % of the port's bytes per cycle, no pauses
-# Regression floors (fractions of 16 B/cycle), under the measured 58-59 % (write) and 99 % (read).
-WRITE_FLOOR = 0.55
-READ_FLOOR = TARGET
+WRITE_FLOOR = READ_FLOOR = TARGET
 
 pytestmark = [pytest.mark.long, pytest.mark.verilator]
 
@@ -42,10 +40,3 @@ def test_read_path_within_the_bus(records):
         assert p["r_beats"] * BUS == r["bytes_per_port"] and p["r_beats"] <= p["r_cycles"], (p, r)
         bpc = p["r_beats"] * BUS / p["r_cycles"]
         assert bpc >= READ_FLOOR * BUS, f"read port {p['port']}: {bpc:.2f} B/cycle"
-
-
-@pytest.mark.xfail(strict=True, reason="issue 10 target missed: one idle W cycle per block (quantizer -> "
-                                       "BytePacker back-pressure) and ~5 per row (write FSM); docs/benchmarks.md")
-def test_write_path_meets_the_target(records):
-    w = records["write"]
-    assert w["w_bytes"] / w["cycles"] >= TARGET * BUS
