@@ -69,14 +69,15 @@ def forward(model: Model, tokens, kv: KVHook | None = None, rotation: str = "non
 
     ``kv(layer, k, v)``: what attention reads of the chunk's K and V (float32 ``[T, n_kv_heads,
     head_dim]``, after rope and rotation); None keeps the float32 values (the FP32 reference).
-    ``rotation``: ``none`` or ``hadamard``.
+    ``rotation``: ``none``, ``hadamard`` (float32, as llama.cpp) or ``hadamard_rtl`` (K and V through
+    kvpath's bit-exact rotation unit, ``rotation.rotate_fp16_exact``; Q and the output in float32).
     """
-    if rotation not in ("none", "hadamard"):
-        raise ValueError(f"rotation must be none or hadamard, got {rotation!r}")
+    if rotation not in ("none", "hadamard", "hadamard_rtl"):
+        raise ValueError(f"rotation must be none, hadamard or hadamard_rtl, got {rotation!r}")
     hp = model.hp
     tokens = np.asarray(tokens, dtype=np.int64)
     T, D = len(tokens), hp.head_dim
-    if rotation == "hadamard":
+    if rotation != "none":
         nk, nv = rot.k_size(D), rot.v_size(D)
         if not nk or not nv:
             raise ValueError(f"head_dim {D} admits no Hadamard rotation")
@@ -89,10 +90,12 @@ def forward(model: Model, tokens, kv: KVHook | None = None, rotation: str = "non
         v = (h @ layer.wv.T).reshape(T, hp.n_kv_heads, D)
         if rotation == "hadamard":
             q, k, v = rot.rotate(q, nk), rot.rotate(k, nk), rot.rotate(v, nv)
+        elif rotation == "hadamard_rtl":
+            q, k, v = rot.rotate(q, nk), rot.rotate_fp16_exact(k, nk), rot.rotate_fp16_exact(v, nv)
         if kv is not None:
             k, v = kv(i, k, v)
         o = attention(q, k, v)
-        if rotation == "hadamard":
+        if rotation != "none":
             o = rot.unrotate(o, nv)
         x = x + o.reshape(T, hp.n_heads * D) @ layer.wo.T
         h = rmsnorm(x, layer.ffn_norm, hp.rms_eps)

@@ -62,3 +62,13 @@ def unrotate(x: np.ndarray, n: int) -> np.ndarray:
     shape = x.shape
     y = x.reshape(*shape[:-1], shape[-1] // n, n) @ h
     return y.reshape(shape).astype(np.float32, copy=False)
+
+
+def rotate_fp16_exact(x: np.ndarray, n: int) -> np.ndarray:
+    """What kvpath's rotation unit does to K or V: x rounded to FP16 (the hardware's input), then
+    ``kvpath.golden.hadamard.ref_hadamard`` (exact sums, one rounding to FP16), back as float32.
+    ``n`` must be a power of 4 (64, 256)."""
+    from kvpath.golden.hadamard import ref_hadamard
+
+    bits = np.ascontiguousarray(x, dtype=np.float32).astype(np.float16).view(np.uint16)
+    return ref_hadamard(bits, n)[0].view(np.float16).astype(np.float32)

@@ -20,7 +20,7 @@ import numpy as np
 from kvpath.eval import forward as fw
 from kvpath.eval import kvio, metrics, model as model_mod, tokenizer as tok_mod
 
-ROTATIONS = ("none", "hadamard")
+ROTATIONS = ("none", "hadamard", "hadamard_rtl")
 DEFAULT_TEXT = Path("/usr/share/common-licenses/GPL-3")
 
 

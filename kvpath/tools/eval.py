@@ -9,7 +9,7 @@ configuration, the last of them
 
     eval text=NAME tokens=N k=F v=F rotation=R bits=B ppl=P kl=K top1=A
 
-Configurations: ``--k F --v F [--rotation none|hadamard|both]``, and/or ``--config K/V[/ROTATION]``
+Configurations: ``--k F --v F [--rotation none|hadamard|hadamard_rtl|both]``, and/or ``--config K/V[/ROTATION]``
 (repeatable), or ``--table`` (the set of docs/accuracy.md). Formats: f32, f16 and the block-scaled
 formats (q8_0, q4_0, q4_1, mxfp4, mxint8, mxfp8_e4m3).
 """
@@ -35,7 +35,8 @@ def parse(argv, prog):
     ap.add_argument("--k", choices=kvio.EVAL_FORMATS, help="K cache format")
     ap.add_argument("--v", choices=kvio.EVAL_FORMATS, help="V cache format (default: --k's)")
     ap.add_argument("--rotation", choices=(*ROTATIONS, "both"), default="none",
-                    help="Hadamard rotation of Q/K/V as llama.cpp does (both: one configuration each)")
+                    help="Hadamard rotation of Q/K/V as llama.cpp does, in float32 (hadamard) or with K and V through "
+                         "kvpath's bit-exact FP16 unit (hadamard_rtl); both: none and hadamard")
     ap.add_argument("--config", action="append", default=[], metavar="K/V[/ROT]",
                     help="a configuration, e.g. q4_0/q4_0/hadamard (repeatable)")
     ap.add_argument("--table", action="store_true", help="the configurations of docs/accuracy.md's table")
@@ -52,7 +53,7 @@ def parse(argv, prog):
     if args.k or args.v or not configs:
         k = args.k or args.v or "q8_0"
         v = args.v or k
-        rots = ROTATIONS if args.rotation == "both" else (args.rotation,)
+        rots = ("none", "hadamard") if args.rotation == "both" else (args.rotation,)
         configs += [EvalConfig(k, v, r) for r in rots]
     args.configs = list(dict.fromkeys(configs))
     return args
@@ -97,10 +98,11 @@ def plot(report: dict, path: Path) -> None:
         pts = [(r["bits"], r["kl_mean"]) for r in rows]
         front = pareto(pts)
         for r in rows:
-            marker = "s" if r["rotation"] == "hadamard" else "o"
-            ax.scatter(r["bits"], r["kl_mean"], marker=marker, color="C1" if r["rotation"] == "hadamard" else "C0",
+            rotated = r["rotation"] != "none"
+            marker = "s" if rotated else "o"
+            ax.scatter(r["bits"], r["kl_mean"], marker=marker, color="C1" if rotated else "C0",
                        zorder=3)
-            ax.annotate(f"{r['k']}/{r['v']}" + (" H" if r["rotation"] == "hadamard" else ""),
+            ax.annotate(f"{r['k']}/{r['v']}" + {"none": "", "hadamard": " H", "hadamard_rtl": " Hx"}[r["rotation"]],
                         (r["bits"], r["kl_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front", zorder=2)
         ax.scatter([], [], marker="o", color="C0", label="no rotation")

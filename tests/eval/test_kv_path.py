@@ -87,3 +87,20 @@ def test_hadamard_is_llama_cpp_construction():
     assert rotation.k_size(64) == 64 and rotation.k_size(256) == 256 and rotation.k_size(96) == 0
     x = np.random.default_rng(SEED).standard_normal((5, 3, 128)).astype(np.float32)
     assert np.allclose(rotation.unrotate(rotation.rotate(x, 64), 64), x, atol=1e-5), f"seed={SEED}"
+
+
+def test_rtl_rotation_is_the_golden_unit_on_fp16_inputs():
+    """``hadamard_rtl``: K/V rounded to FP16, then the bit-exact unit; the same FP16 bits as the float32
+    rotation of the FP16 values rounded once more, except where float32's extra rounding moved an
+    ulp (it sums in float32 first): at most 1 ulp apart, and exactly H x rounded once (float64 holds
+    the sums exactly)."""
+    rng = np.random.default_rng(SEED)
+    x = kv_like(rng, 40)
+    got = rotation.rotate_fp16_exact(x, 64).astype(np.float16).view(np.uint16)
+    x16 = x.astype(np.float16).astype(np.float64)
+    exact = rotation.rotate(x16, 64)   # float32 result of a float64 product: compare via float64 below
+    h = rotation.hadamard(64).astype(np.float64) * 8   # +-1 exactly
+    want = ((x16.reshape(-1, 64) @ h.T) / 8).astype(np.float16).view(np.uint16).reshape(got.shape)
+    assert np.array_equal(got, want), f"seed={SEED}"
+    ulps = np.abs(got.astype(np.int32) - exact.astype(np.float16).view(np.uint16).astype(np.int32))
+    assert ulps.max() <= 1, f"seed={SEED}"
