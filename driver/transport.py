@@ -10,6 +10,8 @@ is about.
   around it).
 * ``send_kv(beats)``: ``s_axis_kv`` beats ``(tdata, tuser, tlast)``; returns once every beat was
   accepted. A transport that cannot get them accepted (TREADY stays low) raises ``TimeoutError``.
+  Accepted is not processed: the engine queues beats ahead of its lookup, so what became of a
+  vector shows in the counters later (``KVCache.flush`` waits for them).
 * ``receive_kv(port, n_beats)``: exactly ``n_beats`` beats of ``m_axis_kv{port}``; ``TimeoutError``
   when they do not come.
 * ``mem_write`` / ``mem_read``: the DDR window the engine's regions live in, as the processor sees

@@ -384,6 +384,16 @@ def test_bad_api_input_raises_value_error(backend):
         cache.configure(layers=3, kv_heads=2, head_dim=48)
 
 
+def settle(cache, vectors: int) -> None:
+    """Wait until ``vectors`` hand-sent vectors are written or dropped: the engine takes K/V beats into
+    its queue ahead of looking them up, so ``send_kv`` returning says nothing about what became of them
+    (docs/kvcache.md, section 3); the driver's own ``flush`` waits the same way."""
+    def done():
+        c = cache.counters()
+        return c["vectors_written"] + c["vectors_dropped"] >= vectors
+    cache._poll(f"{vectors} hand-sent vector(s) settled", done)
+
+
 def raw_vector(config, head_dim, *, append=1, kv=0, head=0, layer=0, seq=0, tlast_at=None):
     """One vector's beats built by hand (zeros), for what the driver's API never sends."""
     per_vector = head_dim // config.quant_lanes
@@ -398,6 +408,7 @@ def test_vectors_before_a_clear_are_dropped_and_flagged(backend):
     cache = KVCache(transport, config)
     cache.regs.write_field("CTRL", "enable", 1)
     transport.send_kv(raw_vector(config, 64) * 3)  # HEAD_DIM resets to max_head_dim = 64
+    settle(cache, 3)
     assert cache.status()["vector_dropped"] == 1
     assert cache.counters()["vectors_dropped"] == 3 and cache.counters()["vectors_written"] == 0
 
@@ -408,6 +419,7 @@ def test_tags_beyond_the_model_or_build_are_dropped(backend):
     cache.flush()
     # Layer 3 exists in the build (max_layers 4) but not in the model: its class is n_classes.
     transport.send_kv(raw_vector(cache.config, 64, layer=3) + raw_vector(cache.config, 64, seq=1))
+    settle(cache, 3 * 2 * 2 + 2)
     assert cache.status()["vector_dropped"] == 1 and cache.counters()["vectors_dropped"] == 2
     with pytest.raises(VectorsDropped, match="dropped 2 vector"):
         cache.flush()
@@ -418,6 +430,7 @@ def test_tags_beyond_the_model_or_build_are_dropped(backend):
 def test_frame_error_counts_once_per_vector_and_still_writes(backend):
     transport, cache = configured(backend)
     transport.send_kv(raw_vector(cache.config, 64, tlast_at=0) + raw_vector(cache.config, 64, append=0, kv=1))
+    settle(cache, 2)
     counts = cache.counters()
     assert cache.status()["frame_error"] == 1 and counts["frame_errors"] == 1
     assert counts["vectors_written"] == 2
@@ -484,6 +497,7 @@ def test_bad_head_dim_drops_vectors_and_fails_reads(backend):
     cache.regs.write("HEAD_DIM", 40)
     assert cache.status()["head_dim_err"] == 1
     transport.send_kv([(0, 0, False), (0, 0, False), (0, 0, True)])  # ceil(40 / 16) beats frame a vector
+    settle(cache, 1)
     cache.regs.write("CMD", layout.pack(layout.command_word(cache.config), op=Op.READ))
     counts, status = cache.counters(), cache.status()
     assert counts["vectors_dropped"] == 1 and counts["frame_errors"] == 0 and counts["cmd_errors"] == 1
@@ -494,6 +508,7 @@ def test_bad_head_dim_drops_vectors_and_fails_reads(backend):
 def test_irq_follows_enabled_sticky_bits(backend):
     transport, cache = configured(backend)
     transport.send_kv(raw_vector(cache.config, 64, layer=3))
+    settle(cache, 1)
     assert not transport.irq
     cache.regs.write("IRQ_ENABLE", 1 << cache.regs.field("STATUS", "vector_dropped")["lsb"])
     assert transport.irq
