@@ -73,3 +73,27 @@ def float_hadamard(x: np.ndarray, n: int) -> np.ndarray:
     i = np.arange(n)
     h = np.where(np.bitwise_count(i[:, None] & i[None, :]) & 1, -1.0, 1.0).astype(np.float32) / np.float32(np.sqrt(n))
     return (x.reshape(-1, n) @ h).reshape(x.shape)
+
+
+def compare_with_float32(rows: int = 2000, n: int = 64, seed: int = 20261205) -> dict[str, object]:
+    """kvpath's rotation against llama.cpp's float32 one on standard-normal FP16 data: elements that
+    differ once rounded to FP16 (and by how many ulps at most), and the fraction of ggml blocks whose
+    bytes differ between ``gguf.quantize`` of the two (docs/numerics.md, "Hadamard rotation")."""
+    import gguf
+
+    x = np.random.default_rng(seed).standard_normal((rows, n)).astype(np.float16)
+    ours = ref_hadamard(x.view(np.uint16), n)[0]
+    theirs32 = float_hadamard(x.astype(np.float32), n)
+    ulps = np.abs(ours.astype(np.int32) - theirs32.astype(np.float16).view(np.uint16).astype(np.int32))
+    out = {"elements": ours.size, "differ": int(np.count_nonzero(ulps)), "max_ulp": int(ulps.max())}
+    for name in ("Q4_0", "Q4_1", "Q8_0"):
+        t = gguf.GGMLQuantizationType[name]
+        a = gguf.quantize(ours.view(np.float16).astype(np.float32).reshape(-1, 32), t)
+        b = gguf.quantize(theirs32.reshape(-1, 32), t)
+        out[name.lower()] = f"{np.count_nonzero((a != b).any(axis=1))} of {len(a)} blocks"
+    return out
+
+
+if __name__ == "__main__":
+    for key, value in compare_with_float32().items():
+        print(f"{key}: {value}")

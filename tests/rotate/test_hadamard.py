@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kvpath.golden.hadamard import float_hadamard, fwht_int, ref_hadamard, size_exponent
+from kvpath.golden.hadamard import compare_with_float32, fwht_int, ref_hadamard, size_exponent
 from kvpath.sim.rotate import regression
 
 SEED = 20261205
@@ -46,10 +46,8 @@ def test_golden_is_h_x_correctly_rounded(n):
 
 def test_close_to_llama_cpp_float32():
     """llama.cpp multiplies in float32 and rounds once more when it stores FP16: at most 1 ulp apart."""
-    x = np.random.default_rng(SEED).standard_normal((2000, 64)).astype(np.float16)
-    ours = ref_hadamard(x.view(np.uint16), 64)[0].astype(np.int32)
-    theirs = float_hadamard(x.astype(np.float32), 64).astype(np.float16).view(np.uint16).astype(np.int32)
-    assert np.abs(ours - theirs).max() <= 1, f"seed {SEED}"
+    r = compare_with_float32(2000, 64, SEED)   # what docs/numerics.md quotes
+    assert r["elements"] == 128000 and r["max_ulp"] <= 1, f"seed {SEED}: {r}"
 
 
 def test_sizes_that_are_not_powers_of_four_are_refused():
