@@ -43,24 +43,42 @@ def rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return out
 
 
-def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+def attention(q: np.ndarray, k, v) -> np.ndarray:
     """Causal grouped-query attention: ``q [T, H, D]``, ``k``/``v [T, Hkv, D]`` (position t of the cache
-    is token t of the chunk) -> ``[T, H, D]``. Query t sees cache positions 0..t only."""
+    is token t of the chunk) -> ``[T, H, D]``. Query t sees cache positions 0..t only.
+
+    ``k`` and ``v`` may be ``kvio.TieredRows`` (both or neither): query t then reads position j from the
+    hot rows where ``hot_mask[t, j]``, from the cold rows elsewhere."""
+    tiered = hasattr(k, "cold")
+    if tiered != hasattr(v, "cold"):
+        raise ValueError("K and V must both be tiered or both plain")
     T, H, D = q.shape
-    Hkv = k.shape[1]
+    k_rows = k.cold if tiered else k
+    Hkv = k_rows.shape[1]
     rep = H // Hkv
     mask = np.triu(np.full((T, T), -np.inf, dtype=np.float32), 1)  # -inf above the diagonal: the future
+    hot = k.hot_mask(T) if tiered else None
+    if tiered and not np.array_equal(hot, v.hot_mask(T)):
+        raise ValueError("K and V tiers differ")
     scale = np.float32(1.0 / np.sqrt(D))
     out = np.empty((T, H, D), dtype=np.float32)
     for g in range(Hkv):  # one 2-D product per KV head: its query heads stacked as rows
         qg = q[:, g * rep:(g + 1) * rep].transpose(1, 0, 2).reshape(rep * T, D)
-        s = (qg @ k[:, g].T) * scale  # [rep*T, T]
-        s = s.reshape(rep, T, T)
+        s = (qg @ k_rows[:, g].T).reshape(rep, T, T)  # [rep, T, T]
+        if tiered:
+            s = np.where(hot[None], (qg @ k.hot[:, g].T).reshape(rep, T, T), s)
+        s *= scale
         s += mask
         s -= s.max(axis=-1, keepdims=True)
         np.exp(s, out=s)
         s /= s.sum(axis=-1, keepdims=True)
-        out[:, g * rep:(g + 1) * rep] = (s.reshape(rep * T, T) @ v[:, g]).reshape(rep, T, D).transpose(1, 0, 2)
+        if tiered:
+            p_hot = np.where(hot[None], s, np.float32(0))
+            s -= p_hot
+            o = p_hot.reshape(rep * T, T) @ v.hot[:, g] + s.reshape(rep * T, T) @ v.cold[:, g]
+        else:
+            o = s.reshape(rep * T, T) @ v[:, g]
+        out[:, g * rep:(g + 1) * rep] = o.reshape(rep, T, D).transpose(1, 0, 2)
     return out
 
 

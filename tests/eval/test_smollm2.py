@@ -87,9 +87,10 @@ def test_fp32_perplexity_full_protocol():
 
 @needs_text
 def test_short_eval_through_driver(tmp_path):
-    """`kvpath eval` on 256 tokens (one chunk), three configurations through the driver's model backend."""
+    """`kvpath eval` on 256 tokens (one chunk), three configurations and the recommended tiered mode
+    through the driver's model backend."""
     out = subprocess.run([sys.executable, "-m", "kvpath.cli", "eval", "--text", str(GPL3), "--tokens", "256",
-                          "--config", "q8_0/q8_0", "--config", "q4_0/q4_0/none", "--config", "q4_0/q4_0/hadamard",
+                          "--config", "mxfp4/mxfp4/hadamard_rtl/q8_0@56+4", "--config", "q8_0/q8_0", "--config", "q4_0/q4_0/none", "--config", "q4_0/q4_0/hadamard",
                           "--out", str(tmp_path / "out"), "--no-progress"],
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, f"{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -110,3 +111,13 @@ def test_short_eval_through_driver(tmp_path):
     assert min(q8["k_sqnr_db"]) > 35 and len(q8["k_sqnr_db"]) == 30
     for r in (q8, q4, q4h):
         assert f"k={r['k']} v={r['v']} rotation={r['rotation']} bits={r['bits']:.2f} ppl={r['ppl']:.4f}" in out.stdout
+    # The recommended mode (docs/formats.md): at most q4_0's bits at 2048 tokens, and at least half of
+    # rotated q4_0's KL gone (on 2048 tokens it is an eighth: docs/accuracy.md). At 256 tokens its
+    # 60 hot rows are a large part of the context, so it reads more than 4.5 bits per element here:
+    # mean_read_bits says how much.
+    tier = rows["mxfp4", "mxfp4", "hadamard_rtl"]
+    assert tier["through_driver"] and (tier["hot"], tier["window"], tier["sinks"]) == ("q8_0", 56, 4)
+    assert tier["bits"] <= 4.5 and tier["mean_read_bits"] > 4.5
+    assert tier["kl_mean"] < 0.5 * q4h["kl_mean"], (tier["kl_mean"], q4h["kl_mean"])
+    assert (f"k=mxfp4 v=mxfp4 rotation=hadamard_rtl bits=4.50 ppl={tier['ppl']:.4f} kl={tier['kl_mean']:.5f} "
+            f"top1={tier['top1']:.4f} hot=q8_0 window=56 sinks=4") in out.stdout
