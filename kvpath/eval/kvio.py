@@ -47,7 +47,10 @@ class DriverKV:
     """One engine model behind one driver, configured as one KV layer of ``kv_heads`` x ``head_dim``
     with a ring of ``max_tokens`` (full context)."""
 
-    def __init__(self, fmt: str, kv_heads: int, head_dim: int, max_tokens: int, elem: str = "fp16"):
+    def __init__(self, fmt: str, kv_heads: int, head_dim: int, max_tokens: int, elem: str = "fp16",
+                 transport=None):
+        """``transport(config, mem_bytes)`` makes the driver's backend (default: the engine model;
+        tests/eval passes the simulated top)."""
         from kvpath.driver.kvcache import KVCache
         from kvpath.golden.kvcache import KVCacheModel
 
@@ -58,7 +61,9 @@ class DriverKV:
                                    max_kv_heads=kv_heads, max_head_dim=head_dim, kv_max_tokens=max_tokens)
         row = layout.row_bytes(self.config, head_dim)
         mem = -(-2 * kv_heads * max_tokens * row // 4096) * 4096
-        self.cache = KVCache(KVCacheModel(self.config, mem_bytes=mem), self.config)
+        make = transport or (lambda config, mem_bytes: KVCacheModel(config, mem_bytes=mem_bytes))
+        self.transport = make(self.config, mem)
+        self.cache = KVCache(self.transport, self.config)
         self.cache.configure(None, layers=1, kv_heads=kv_heads, head_dim=head_dim, kv_max_tokens=max_tokens)
         self.dtype = self.cache.dtype
 
