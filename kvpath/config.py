@@ -170,6 +170,10 @@ class KVPathConfig:
     max_outstanding: int = 4
     axi_cache: int = 0b0011
     axi_prot: int = 0
+    # Walsh-Hadamard rotation of every K/V vector on the write path before the quantizer, in groups
+    # of this many elements (0: none; 16, 64 or 256; FP16, block-scaled formats): hdl/rotate/hadamard.py,
+    # bit-exact with kvpath.golden.hadamard.ref_hadamard. HEAD_DIM must then be a multiple of it.
+    rotation: int = 0
 
     def __post_init__(self):
         get_format(self.fmt)
@@ -188,6 +192,13 @@ class KVPathConfig:
             raise ValueError(f"bus_bytes must be 4, 8, 16, 32 or 64, got {self.bus_bytes}")
         if self.max_burst not in (1, 2, 4, 8, 16, 32, 64, 128, 256):
             raise ValueError(f"max_burst must be a power of two up to 256, got {self.max_burst}")
+        if self.rotation:
+            if self.rotation not in (16, 64, 256) or self.rotation > self.max_head_dim:
+                raise ValueError(f"rotation must be 0, 16, 64 or 256 (n = 4**k, at most max_head_dim "
+                                 f"{self.max_head_dim}), got {self.rotation}")
+            if self.elem != "fp16" or self.fmt not in BLOCK_SCALED_FORMATS:
+                raise ValueError(f"the write-path rotation takes FP16 elements and a block-scaled format, "
+                                 f"got {self.elem} and {self.fmt}")
 
     @property
     def format(self) -> BlockFormat:

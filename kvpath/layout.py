@@ -75,9 +75,11 @@ def row_bytes(c: KVPathConfig, head_dim: int) -> int:
 
 
 def head_dim_ok(c: KVPathConfig, head_dim: int) -> bool:
-    """What HEAD_DIM may be: a multiple of the block and of both lane counts, within the build."""
+    """What HEAD_DIM may be: a multiple of the block, of both lane counts and of the rotation's size,
+    within the build."""
     return (0 < head_dim <= c.max_head_dim and head_dim % BLOCK_ELEMS == 0
-            and head_dim % c.quant_lanes == 0 and head_dim % c.dequant_lanes == 0)
+            and head_dim % c.quant_lanes == 0 and head_dim % c.dequant_lanes == 0
+            and head_dim % max(c.rotation, 1) == 0)
 
 
 def pack(layout: data.StructLayout, **values) -> int:

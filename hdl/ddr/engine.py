@@ -58,6 +58,7 @@ from kvpath.hdl.ddr.tables import READERS, class_shape
 from kvpath.hdl.ddr.writer import BurstWriter
 from kvpath.hdl.quant.frame import Quantizer
 from kvpath.hdl.ring.tracker import Op as RingOp, RingTracker
+from kvpath.hdl.rotate.hadamard import Hadamard
 from kvpath.hdl.static.cache import read_signature
 from kvpath.hdl.static.quant import StaticQuantizer
 
@@ -82,7 +83,7 @@ def log2(n: int) -> int:
 
 def head_dim_valid(c: KVPathConfig, head_dim) -> object:
     """``layout.head_dim_ok`` in hardware: every unit it must divide by is a power of two."""
-    unit = max(BLOCK_ELEMS, c.quant_lanes, c.dequant_lanes)
+    unit = max(BLOCK_ELEMS, c.quant_lanes, c.dequant_lanes, c.rotation)
     return (head_dim != 0) & (head_dim <= c.max_head_dim) & (head_dim[:log2(unit)] == 0)
 
 
@@ -383,13 +384,21 @@ class KVEngine(wiring.Component):
         beat_data, beat_end = beat_queue.o.payload[:elem_width], beat_queue.o.payload[elem_width]
         vector_end = Signal()
         beat = Signal(range(c.max_head_dim + 1))   # beat of the vector at the head of the queue
-        go = decisions.o.valid & intake & (~dec.write | quant.i.ready)
+        if c.rotation:
+            # Only written vectors reach the rotation, each HEAD_DIM elements (a multiple of its
+            # size: head_dim_valid), so its groups, counted from reset, never straddle two vectors.
+            m.submodules.rotation = rotation = Hadamard(c.rotation, c.quant_lanes)
+            connect(m, rotation.o, quant.i)
+            quant_in = rotation.i
+        else:
+            quant_in = quant.i
+        go = decisions.o.valid & intake & (~dec.write | quant_in.ready)
         m.d.comb += [
-            quant.i.valid.eq(beat_queue.o.valid & decisions.o.valid & dec.write & intake),
+            quant_in.valid.eq(beat_queue.o.valid & decisions.o.valid & dec.write & intake),
             beat_queue.o.ready.eq(go),
             decisions.o.ready.eq(go & beat_queue.o.valid & beat_end),
             vector_end.eq(go & beat_queue.o.valid & beat_end),
-            self.kv_fire.eq(quant.i.valid & quant.i.ready),
+            self.kv_fire.eq(quant_in.valid & quant_in.ready),
             self.vector_dropped.eq(vector_end & ~dec.write),
         ]
         with m.If(go & beat_queue.o.valid):
@@ -404,7 +413,7 @@ class KVEngine(wiring.Component):
                 ctx.channel.eq(beat << log2(c.quant_lanes)),
             ]
         else:
-            m.d.comb += quant.i.payload.eq(beat_data)
+            m.d.comb += quant_in.payload.eq(beat_data)
 
         # Quantized blocks (static: beats of codes): the vector's last one ends the packer's group
         # (a row's final beat). BLOCKS_WRITTEN counts 32-element blocks: for a static format one per

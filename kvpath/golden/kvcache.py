@@ -29,6 +29,7 @@ from kvpath import layout
 from kvpath.config import BLOCK_ELEMS, DEFAULT, KVPathConfig
 from kvpath.elements import stream_element
 from kvpath.golden import frame, static
+from kvpath.golden.hadamard import ref_hadamard
 from kvpath.golden.ring import RingConfigError, RingModel
 from kvpath.layout import Op
 from kvpath.regmap import build_map, json_map
@@ -343,7 +344,10 @@ class KVCacheModel:
         elif ring.slot is None or ring.refused:
             self._drop()
             return
-        row = self._quantize(bits[: self.head_dim], tag)
+        vector = bits[: self.head_dim]
+        if self.config.rotation:  # the write path's rotation unit, before the quantizer
+            vector = ref_hadamard(vector, self.config.rotation)[0].astype(np.uint16)
+        row = self._quantize(vector, tag)
         base = self.region_table[layout.region_index(self.config, tag["seq"], tag["layer"], tag["head"], tag["kv"])]
         self._count("elems_quantized", self.head_dim)
         self._count("blocks_written", self.head_dim // BLOCK_ELEMS)

@@ -44,6 +44,7 @@ from kvpath import golden, layout
 from kvpath.config import ELEM_BITS, KVPathConfig
 from kvpath.elements import element
 from kvpath.golden import static
+from kvpath.golden.hadamard import ref_hadamard
 from kvpath.golden.kvcache import POS_LIMIT, KVCacheModel
 from kvpath.golden.ring import RingConfigError, RingFullError, RingModel
 from kvpath.layout import Op
@@ -136,6 +137,9 @@ class TB:
         c = self.config
         if self.static:
             return static.quantize(vec[None, :], c.fmt, self.table, layer, head, kv, config=c).reshape(-1).tobytes()
+        if c.rotation:  # the engine rotates before it quantizes
+            bits = ref_hadamard(vec.view(np.uint16), c.rotation)[0].astype(np.uint16)
+            vec = bits.view(vec.dtype)
         return golden.quantize(vec[None, :], c.fmt).reshape(-1).tobytes()
 
     def dequantize_row(self, row: np.ndarray, layer: int, head: int, kv: int) -> np.ndarray:

@@ -11,27 +11,31 @@ import pytest
 from kvpath import golden, layout
 from kvpath.driver.kvcache import KVCache
 from kvpath.driver.tiered import TieredKVCache, read_bits
+from kvpath.golden.hadamard import ref_hadamard
 from tests.driver.test_kvcache import SEED, backend, sim_default, small, tokens  # noqa: F401 (fixture)
 
 DIMS = dict(layers=2, kv_heads=2, head_dim=64)
 SINKS, WINDOW, COLD_CAP = 2, 3, 16
 
 
-def tiered(backend, hot="q8_0", cold="mxfp4", cap=COLD_CAP):
+def tiered(backend, hot="q8_0", cold="mxfp4", cap=COLD_CAP, rotation=0):
     caches = []
     for fmt in (hot, cold):
-        config = small(fmt)
+        config = small(fmt, rotation=rotation)
         caches.append(KVCache(backend(config), config))
     cache = TieredKVCache(*caches)
     cache.configure(n_sink=SINKS, window=WINDOW, kv_max_tokens=cap, **DIMS)
     return cache
 
 
-def want_bits(x: np.ndarray, fmt: str) -> np.ndarray:
+def want_bits(x: np.ndarray, fmt: str, rotation: int = 0) -> np.ndarray:
+    if rotation:
+        x = ref_hadamard(x.view(np.uint16), rotation)[0].astype(np.uint16).view(x.dtype)
     return golden.dequantize(golden.quantize(x, fmt), fmt, x.dtype).view(np.uint16)
 
 
-def check_step(cache: TieredKVCache, toks, t: int, hot_fmt: str, cold_fmt: str, layer: int, head: int, kv: int):
+def check_step(cache: TieredKVCache, toks, t: int, hot_fmt: str, cold_fmt: str, layer: int, head: int, kv: int,
+               rotation: int = 0):
     values, positions, hot = cache.read(0, layer, head, kv)
     oldest_cold = max(0, t + 1 - COLD_CAP)
     want_pos = sorted(set(range(oldest_cold, t + 1)) | set(range(min(SINKS, t + 1))))
@@ -39,7 +43,7 @@ def check_step(cache: TieredKVCache, toks, t: int, hot_fmt: str, cold_fmt: str, 
     want_hot = (positions < SINKS) | (t - positions < WINDOW)
     assert hot.tolist() == want_hot.tolist(), f"after token {t}: hot flags (seed={SEED})"
     x = np.stack([toks[p][kv][layer, head] for p in positions])
-    want = np.where(want_hot[:, None], want_bits(x, hot_fmt), want_bits(x, cold_fmt))
+    want = np.where(want_hot[:, None], want_bits(x, hot_fmt, rotation), want_bits(x, cold_fmt, rotation))
     got = values.view(np.uint16)
     bad = np.argwhere(got != want)
     assert bad.size == 0, (f"after token {t}: layer {layer} head {head} {'KV'[kv]}: {len(bad)} elements differ, "
@@ -47,17 +51,19 @@ def check_step(cache: TieredKVCache, toks, t: int, hot_fmt: str, cold_fmt: str, 
 
 
 @sim_default
-def test_reads_take_sinks_and_window_hot_the_rest_cold(backend):
+@pytest.mark.parametrize("rotation", [64, pytest.param(0, marks=pytest.mark.long)])
+def test_reads_take_sinks_and_window_hot_the_rest_cold(backend, rotation):
+    """The recommended mode (docs/formats.md) with rotation=64: both engines rotate on their write path."""
     rng = np.random.default_rng([SEED, 31])
-    cache = tiered(backend)
+    cache = tiered(backend, rotation=rotation)
     toks = tokens(rng, 20, 2, 2, 64)  # past the cold ring's 16: it evicts 0..3, the hot ring keeps 0, 1
     for t, (k, v) in enumerate(toks):
         cache.append(0, k, v)
-        check_step(cache, toks, t, "q8_0", "mxfp4", t % 2, (t // 2) % 2, t % 2)
+        check_step(cache, toks, t, "q8_0", "mxfp4", t % 2, (t // 2) % 2, t % 2, rotation)
     for layer in range(2):
         for head in range(2):
             for kv in (0, 1):
-                check_step(cache, toks, len(toks) - 1, "q8_0", "mxfp4", layer, head, kv)
+                check_step(cache, toks, len(toks) - 1, "q8_0", "mxfp4", layer, head, kv, rotation)
 
 
 def test_read_costs_what_read_bits_says(backend):

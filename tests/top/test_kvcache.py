@@ -47,6 +47,13 @@ def test_q8_0_icarus_pauses(build_root):
     run_kvcache(KVPathConfig(fmt="q8_0", **SMALL), "icarus", build_root / "kvc_q8_0_icarus", tests=FUNCTIONAL)
 
 
+def test_q4_0_rotation_icarus(build_root):
+    """The write path's Hadamard rotation (64-point, in front of the quantizer) with pauses: DDR image
+    and READs against the golden rotation, then golden quantize."""
+    run_kvcache(KVPathConfig(fmt="q4_0", rotation=64, **SMALL), "icarus", build_root / "kvc_q4_0_rot_icarus",
+                tests=["write_and_read"])
+
+
 def test_mxfp4_icarus_no_pauses(build_root):
     run_kvcache(KVPathConfig(fmt="mxfp4", elem="bf16", **SMALL), "icarus", build_root / "kvc_mxfp4_icarus",
                 pauses="none", seed=SEED + 1, tests=FUNCTIONAL)
