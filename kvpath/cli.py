@@ -44,13 +44,11 @@ def cmd_generate(args) -> int:
     map (SystemRDL, C header, JSON for the driver, markdown); one line per file written."""
     from kvpath.hdl.generate import generate
 
-    config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes,
-                          max_layers=args.max_layers, max_kv_heads=args.max_kv_heads,
-                          max_head_dim=args.max_head_dim, kv_max_tokens=args.kv_max_tokens)
-    if args.rotation and args.elem != "fp16":
-        print("kvpath generate: error: the Hadamard rotation unit takes FP16 elements only", file=sys.stderr)
-        return 2
     try:
+        config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes,
+                              max_layers=args.max_layers, max_kv_heads=args.max_kv_heads,
+                              max_head_dim=args.max_head_dim, kv_max_tokens=args.kv_max_tokens,
+                              rotation=args.rotation)
         written = generate(config, Path(args.output), rotation=args.rotation)
     except ValueError as e:
         print(f"kvpath generate: error: {e}", file=sys.stderr)
@@ -163,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--kv-max-tokens", type=_positive, default=DEFAULT.kv_max_tokens,
                      help="largest KV_MAX_TOKENS of the ring tracker")
     gen.add_argument("--rotation", type=_positive, default=0, metavar="N",
-                     help="also write the N-point Hadamard rotation unit kvpath_hadamard (N = 16, 64 or 256; "
-                          "FP16; --lanes lanes), for K/V before s_axis_kv and for Q and the output")
+                     help="rotate K/V on the engine's write path with the N-point Hadamard unit (N = 16, 64 "
+                          "or 256; FP16, block-scaled formats), and also write the unit alone (kvpath_hadamard, "
+                          "--lanes lanes) for Q and the output on the attention side")
     gen.set_defaults(func=cmd_generate)
 
     sim = sub.add_parser("sim", help="bit-exact regression of the RTL against the golden model")

@@ -82,15 +82,17 @@ def test_rtl_verilator_long(build_root, n, lanes):
 
 
 def test_generate_writes_the_rotation_unit(tmp_path, capsys):
-    """`kvpath generate --rotation N` adds kvpath_hadamard (the unit these tests hold to the golden model)
-    to the generated files; a size the unit does not implement is a clear error."""
+    """`kvpath generate --rotation N` builds the engine with the rotation on its write path and adds
+    kvpath_hadamard (the unit these tests hold to the golden model) for the attention side; a size the
+    unit does not implement is a clear error."""
     from kvpath.cli import main
 
     assert main(["generate", "-o", str(tmp_path / "ok"), "--rotation", "64", "--lanes", "16"]) == 0
     text = (tmp_path / "ok" / "kvpath_hadamard.v").read_text()
     assert "module kvpath_hadamard(" in text and "input [255:0] i__payload;" in text
+    assert "module \\kvpath_axi_top.kvcache.engine.rotation " in (tmp_path / "ok" / "kvpath_axi_top.v").read_text()
     assert "wrote " + str(tmp_path / "ok" / "kvpath_hadamard.v") in capsys.readouterr().out
     assert main(["generate", "-o", str(tmp_path / "bad"), "--rotation", "32"]) == 2
-    assert "n = 4**k" in capsys.readouterr().err
+    assert "rotation must be 0, 16, 64 or 256" in capsys.readouterr().err
     assert not (tmp_path / "bad" / "kvpath_hadamard.v").exists()
     assert main(["generate", "-o", str(tmp_path / "bf16"), "--rotation", "64", "--input", "bf16"]) == 2
