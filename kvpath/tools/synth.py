@@ -42,6 +42,9 @@ class SynthReport:
     uram: int
     lut_levels: int
     cells: dict
+    fanout: int = 0          # the most cell inputs any one net drives
+    fanout_net: str = ""     # that net's name
+    path: tuple = ()         # the deepest path: named nets from its start register to its end
 
     def percent(self, key: str) -> float:
         return 100.0 * getattr(self, key) / XCK26[key]
@@ -51,8 +54,44 @@ class SynthReport:
                 f"({self.percent('dsps'):.2f} %) | {self.bram36:g} | {self.uram} | {self.lut_levels}")
 
 
+def _net_names(module: dict) -> dict[int, str]:
+    """Bit -> the most readable name of a net carrying it (a user name over a generated ``$`` one)."""
+    names: dict[int, str] = {}
+    for name, net in module.get("netnames", {}).items():
+        for i, bit in enumerate(net["bits"]):
+            if not isinstance(bit, int):
+                continue
+            label = name if len(net["bits"]) == 1 else f"{name}[{i}]"
+            old = names.get(bit)
+            if old is None or (old.startswith("$") and not name.startswith("$")) or (
+                    old.startswith("$") == name.startswith("$") and len(label) < len(old)):
+                names[bit] = label
+    return names
+
+
+def max_fanout(module: dict) -> tuple[int, str]:
+    """The net bit that drives the most cell input bits, and its name."""
+    loads: dict[int, int] = {}
+    for cell in module["cells"].values():
+        for port, direction in cell.get("port_directions", {}).items():
+            if direction == "input":
+                for bit in cell["connections"][port]:
+                    if isinstance(bit, int):
+                        loads[bit] = loads.get(bit, 0) + 1
+    if not loads:
+        return 0, ""
+    bit = max(loads, key=loads.get)
+    return loads[bit], _net_names(module).get(bit, f"bit {bit}")
+
+
 def lut_levels(module: dict) -> int:
     """Largest number of LUT cells on a path between sequential elements or ports."""
+    return deepest_path(module)[0]
+
+
+def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
+    """Largest number of LUT cells on a path between sequential elements or ports, and that path as
+    the names of the nets its cells drive, from the start register's output to the last LUT's."""
     driver: dict[int, str] = {}
     cells = module["cells"]
     for name, cell in cells.items():
@@ -62,6 +101,7 @@ def lut_levels(module: dict) -> int:
                     if isinstance(bit, int):
                         driver[bit] = name
     level: dict[str, int] = {}
+    via: dict[str, str] = {}   # a cell's deepest predecessor
 
     def weight(cell_type: str) -> int:
         if _LUT.match(cell_type) or _LUTRAM.match(cell_type):
@@ -95,10 +135,30 @@ def lut_levels(module: dict) -> int:
                 stack.append((name, True))
                 stack.extend((d, False) for d in inputs(name) if d not in level)
                 continue
-            preds = [level[d] for d in inputs(name) if d in level]
-            level[name] = weight(cells[name]["type"]) + max(preds, default=0)
+            preds = [d for d in inputs(name) if d in level]
+            best = max(preds, key=level.get, default=None)
+            if best is not None:
+                via[name] = best
+            level[name] = weight(cells[name]["type"]) + (level[best] if best is not None else 0)
     # A path ends at a sequential cell's input or an output port: both are read off their drivers.
-    return max(level.values(), default=0)
+    if not level:
+        return 0, ()
+    end = max(level, key=level.get)
+    chain = [end]
+    while chain[-1] in via:
+        chain.append(via[chain[-1]])
+    names = _net_names(module)
+
+    def output_name(cell: str) -> str:
+        for port, direction in cells[cell].get("port_directions", {}).items():
+            if direction == "output":
+                for bit in cells[cell]["connections"][port]:
+                    if isinstance(bit, int):
+                        return names.get(bit, cell)
+        return cell
+
+    path = [output_name(c) for c in reversed(chain)]
+    return level[end], tuple(dict.fromkeys(path))  # a cell with several outputs names one
 
 
 def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
@@ -127,6 +187,8 @@ def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
     lutram = (total(r"^(RAM32M16|RAM64M8)$") * 8 + total(r"^(RAM32M|RAM64M)$") * 4
               + total(r"^RAM(32|64)X1D$") * 2 + total(r"^RAM(32|64)X1S$") + total(r"^RAM128X1D$") * 4
               + total(r"^RAM(128|256)X1S$") * 2)
+    levels, path = deepest_path(module)
+    fanout, fanout_net = max_fanout(module)
     return SynthReport(
         top=top,
         luts=total(r"^(LUT\d|INV)$") + lutram + total(r"^SRL"),
@@ -134,8 +196,11 @@ def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
         dsps=total(r"^DSP48E2$"),
         bram36=total(r"^RAMB36") + total(r"^RAMB18") / 2,
         uram=total(r"^URAM"),
-        lut_levels=lut_levels(module),
+        lut_levels=levels,
         cells=dict(sorted(counts.items())),
+        fanout=fanout,
+        fanout_net=fanout_net,
+        path=path,
     )
 
 
@@ -187,6 +252,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if not args.json:
         print("| block | format | lanes | LUTs | FFs | DSP48E2 | BRAM36 | URAM | LUT levels |")
         print("|---|---|---|---|---|---|---|---|---|")
+    reports = []
     for lanes in args.lanes:
         top = f"kvpath_{args.target}_{args.fmt}{'' if args.elem == 'fp16' else '_' + args.elem}_l{lanes}"
         report = synthesize(block(args.target, args.fmt, lanes, args.elem), top, args.workdir / top)
@@ -194,7 +260,19 @@ def main(argv=None, prog: str | None = None) -> int:
             print(json.dumps(asdict(report)))
         else:
             print(f"| {args.target} | {args.fmt} | {lanes} | {report.row()} |", flush=True)
+        reports.append((lanes, report))
+    if not args.json:
+        for lanes, report in reports:
+            print(f"{report.top}: deepest path ({report.lut_levels} LUT levels): {' -> '.join(report.path)}")
+            print(f"{report.top}: largest fan-out: {report.fanout} cell inputs on {report.fanout_net}")
+    for lanes, report in reports:
+        print(contract_line(args.target, args.fmt, args.elem, lanes, report))
     return 0
+
+
+def contract_line(target: str, fmt: str, elem: str, lanes: int, r: SynthReport) -> str:
+    return (f"synth target={target} format={fmt} input={elem} lanes={lanes} luts={r.luts} ffs={r.ffs} "
+            f"dsp={r.dsps} bram={r.bram36:g} levels={r.lut_levels} fanout={r.fanout}")
 
 
 if __name__ == "__main__":

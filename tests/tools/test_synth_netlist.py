@@ -1,0 +1,44 @@
+"""The netlist walks of kvpath/tools/synth.py on hand-made netlists (no yosys): LUT levels, the deepest
+path's named nets, the largest fan-out, and the contract line."""
+
+from kvpath.tools.synth import SynthReport, contract_line, deepest_path, lut_levels, max_fanout
+
+
+def cell(kind, inputs, outputs):
+    ports = {**{p: "input" for p in inputs}, **{p: "output" for p in outputs}}
+    return {"type": kind, "port_directions": ports, "connections": {**inputs, **outputs}}
+
+
+def netlist():
+    """q0 (FF) -> a (LUT) -> b (LUT) -> c (CARRY8, zero delay) -> d (LUT) -> q1 (FF); q0 also feeds
+    e and x0..x2 (its fan-out: 7 cell inputs, a's two counted apart), and e feeds d."""
+    cells = {
+        "ff0": cell("FDRE", {"D": [20]}, {"Q": [2]}),
+        "a": cell("LUT2", {"I0": [2], "I1": [2]}, {"O": [3]}),
+        "b": cell("LUT1", {"I0": [3]}, {"O": [4]}),
+        "c": cell("CARRY8", {"S": [4]}, {"O": [5]}),
+        "d": cell("LUT3", {"I0": [5], "I1": [6], "I2": [2]}, {"O": [7]}),
+        "e": cell("LUT1", {"I0": [2]}, {"O": [6]}),
+        "ff1": cell("FDRE", {"D": [7]}, {"Q": [20]}),
+        **{f"x{i}": cell("LUT1", {"I0": [2]}, {"O": [30 + i]}) for i in range(3)},
+    }
+    netnames = {"state": {"bits": [2]}, "$abc$1": {"bits": [3]}, "sum": {"bits": [4]}, "carry": {"bits": [5]},
+                "ready": {"bits": [7]}, "$auto$x": {"bits": [6]}, "q": {"bits": [20]}}
+    return {"cells": cells, "netnames": netnames}
+
+
+def test_deepest_path_counts_luts_and_names_the_nets():
+    levels, path = deepest_path(netlist())
+    assert levels == 3 == lut_levels(netlist())  # a, b, d: the carry is free
+    assert path == ("state", "$abc$1", "sum", "carry", "ready")
+
+
+def test_max_fanout_names_the_net():
+    count, name = max_fanout(netlist())
+    assert (count, name) == (7, "state")  # a's two inputs, d, e, x0..x2
+
+
+def test_contract_line():
+    r = SynthReport("t", 10, 20, 1, 1.5, 0, 4, {}, 7, "en", ("a", "b"))
+    assert contract_line("kvcache", "q8_0", "fp16", 16, r) == (
+        "synth target=kvcache format=q8_0 input=fp16 lanes=16 luts=10 ffs=20 dsp=1 bram=1.5 levels=4 fanout=7")
