@@ -36,8 +36,7 @@ def write_verilog(component, name: str, path: Path) -> Path:
 
 
 def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
-             engine_only: bool = False, dma_bridge: bool = False, rotation: int = 0,
-             rotation_lanes: int | None = None) -> list[tuple[Path, str]]:
+             engine_only: bool = False, dma_bridge: bool = False) -> list[tuple[Path, str]]:
     """Write every block of ``config`` and the register map into ``out``; returns (path, what) pairs.
 
     The KV cache engine's Vivado top (``KVPathAxiTop``, ``kvpath_axi_top``) is written for every
@@ -49,10 +48,9 @@ def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
     reads (``kvpath build``).
     ``dma_bridge=True`` builds that top with its AXI DMA stream bridge (``KVPathAxiTop(dma_bridge=True)``,
     what ``kvpath build`` uses); the default is the plain top.
-    ``rotation=n`` (a power of 4: 16, 64, 256) also writes the Hadamard rotation unit
-    (``kvpath_hadamard``, ``hdl/rotate/hadamard.py``) at ``rotation_lanes`` (default: the write path's
-    lanes): one block for both places it goes, in front of ``s_axis_kv`` (K and V) and on the attention
-    side (Q, and the output back).
+    With ``config.rotation`` set, the engine rotates K/V on its write path, and the Hadamard unit is
+    also written alone (``kvpath_hadamard``, ``hdl/rotate/hadamard.py``, the write path's lanes) for the
+    attention side: Q by the same matrix, and the output back.
     """
     from kvpath.hdl.ctrl.csr import CSRBlock
     from kvpath.hdl.top.axi_top import KVPathAxiTop
@@ -60,12 +58,6 @@ def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
     from kvpath.regmap import write_all
 
     out = Path(out)
-    rotation_block = None
-    if rotation:  # first: a size the unit does not implement fails before anything is built
-        from kvpath.hdl.rotate.hadamard import Hadamard
-
-        lanes = rotation_lanes or config.quant_lanes
-        rotation_block = (Hadamard(rotation, lanes), "hadamard", f"Hadamard rotation, n {rotation}, {lanes} FP16 lanes")
     engine = None
     engine_top = True if engine_only else engine_top
     if engine_top is not False:
@@ -89,8 +81,11 @@ def generate(config: KVPathConfig, out: Path, *, engine_top: bool | None = None,
     if engine is not None:
         blocks.append((engine, "axi_top", f"KV cache engine, flat AXI top for Vivado, {described}, "
                                           f"{config.read_ports} read port(s)"))
-    if rotation:
-        blocks.append(rotation_block)
+    if config.rotation:
+        from kvpath.hdl.rotate.hadamard import Hadamard
+
+        blocks.append((Hadamard(config.rotation, config.quant_lanes), "hadamard",
+                       f"Hadamard rotation, n {config.rotation}, {config.quant_lanes} FP16 lanes"))
     written = []
     for component, block, what in blocks:
         written.append((write_verilog(component, MODULES[block], out / f"{MODULES[block]}.v"), what))

@@ -49,7 +49,7 @@ def cmd_generate(args) -> int:
                               max_layers=args.max_layers, max_kv_heads=args.max_kv_heads,
                               max_head_dim=args.max_head_dim, kv_max_tokens=args.kv_max_tokens,
                               rotation=args.rotation)
-        written = generate(config, Path(args.output), rotation=args.rotation)
+        written = generate(config, Path(args.output))
     except ValueError as e:
         print(f"kvpath generate: error: {e}", file=sys.stderr)
         return 2

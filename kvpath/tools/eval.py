@@ -7,7 +7,9 @@ top-1 agreement, K and V SQNR per layer and bits per element (scales included); 
 report and a PNG of KL against bits per element with the Pareto front, and ends with one line per
 configuration, the last of them
 
-    eval text=NAME tokens=N k=F v=F rotation=R bits=B ppl=P kl=K top1=A [hot=F window=W sinks=S]
+    eval text=NAME tokens=N k=F v=F rotation=R bits=B ppl=P kl=K top1=A
+
+(a tiered configuration's hot format, window and sinks are on its own lines above and in the report)
 
 Configurations: ``--k F --v F [--rotation none|hadamard|hadamard_rtl|both] [--hot F --window W --sinks S]``,
 and/or ``--config K/V[/ROTATION[/HOT@WINDOW+SINKS]]`` (repeatable), or ``--table`` (the set of docs/accuracy.md). Formats: f32, f16 and the block-scaled
@@ -97,8 +99,7 @@ def config_lines(r: dict, report: dict) -> list[str]:
 
 def last_line(r: dict, report: dict) -> str:
     return (f"eval text={report['text']} tokens={report['tokens']} k={r['k']} v={r['v']} rotation={r['rotation']} "
-            f"bits={r['bits']:.2f} ppl={r['ppl']:.4f} kl={r['kl_mean']:.5f} top1={r['top1']:.4f}"
-            + (f" hot={r['hot']} window={r['window']} sinks={r['sinks']}" if r.get("hot") else ""))
+            f"bits={r['bits']:.2f} ppl={r['ppl']:.4f} kl={r['kl_mean']:.5f} top1={r['top1']:.4f}")
 
 
 def plot(report: dict, path: Path) -> None:
