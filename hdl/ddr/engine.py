@@ -240,12 +240,23 @@ class KVEngine(wiring.Component):
         cur_slot = Array(Signal(slot_bits, name=f"cur_slot{k}") for k in range(self.n_rings))
         has_token = Array(Signal(name=f"has_token{k}") for k in range(self.n_rings))
 
-        # Tracker command port, shared by the write path (APPEND) and the command unit.
-        trk_valid, trk_index = Signal(), Signal(ring_bits)
-        trk_payload = Signal(self.tracker_template.cmd_layout)
+        # Tracker command port, shared by the write path (APPEND) and the command unit. A skid
+        # buffer sits between the FSMs' choice of command and the trackers: the choice and a
+        # tracker's command decode were one combinational path (11 LUT levels in KVCacheTop). A
+        # command reaches its tracker one clock after it is taken; the write path waits for the
+        # tracker's answer anyway, and the command unit's next READ samples the tracker state
+        # no sooner than three clocks after an EVICT_UPTO or CLEAR is taken.
+        trk_cmd = data.StructLayout({"index": unsigned(ring_bits), "cmd": self.tracker_template.cmd_layout})
+        m.submodules.trk_skid = trk_skid = SkidBuffer(trk_cmd)
+        trk_valid, trk_index = trk_skid.i.valid, trk_skid.i.payload.index
+        trk_payload = trk_skid.i.payload.cmd
+        trk_ready = trk_skid.i.ready
+        trk_out = trk_skid.o
         for k, t in enumerate(trackers):
-            m.d.comb += [t.cmd.valid.eq(trk_valid & (trk_index == k)), t.cmd.payload.eq(trk_payload)]
-        trk_ready = Cat(t.cmd.ready & (trk_index == k) for k, t in enumerate(trackers)).any()
+            m.d.comb += [t.cmd.valid.eq(trk_out.valid & (trk_out.payload.index == k)),
+                         t.cmd.payload.eq(trk_out.payload.cmd)]
+        m.d.comb += trk_out.ready.eq(Cat(t.cmd.ready & (trk_out.payload.index == k)
+                                         for k, t in enumerate(trackers)).any())
 
         # ------------------------------------------------------------------ write path
         if self.static:
@@ -602,7 +613,7 @@ class KVEngine(wiring.Component):
         m.d.comb += [
             self.busy.eq(~wfsm.ongoing("IDLE") | (outstanding != 0) | ~cfsm.ongoing("IDLE") | read_hold
                          | (beat_queue.level != 0) | (tag_queue.level != 0) | (decisions.level != 0)
-                         | (in_beat != 0)),
+                         | (in_beat != 0) | trk_skid.o.valid),
             self.idle.eq(writer.idle),
         ]
         return m

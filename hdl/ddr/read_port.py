@@ -7,9 +7,14 @@ and the READ's error flag.
 
 ::
 
-    run ─► intake ─► BurstReader ─► ByteUnpacker ─► Dequantizer ─► tagger ─► skid ─► o
-              │            └ error of each run's last beat ─► err FIFO ──┘
-              └──── run info (rows, pos, final) ─► info FIFO ───────────┘
+    run ─► intake ─► BurstReader ─► skid ─► ByteUnpacker ─► skid ─► Dequantizer ─► skid ─► tagger ─► skid ─► o
+              │            └ error of each run's last beat ─► err FIFO ─────────────────────┘
+              └──── run info (rows, pos, final) ─► info FIFO ──────────────────────────────┘
+
+Every skid buffer's ``i.ready`` is a register, so no ready path runs from one unit into the next
+(issue 12: the chain from the tagger through the dequantizer and unpacker into the reader was
+11 LUT levels in KVCacheTop); static formats whose beats of codes are narrower than the bus cut
+them out of the bus beat directly, without the first two.
 
 Ports
 =====
@@ -175,6 +180,7 @@ class ReadPort(wiring.Component):
             "pos": unsigned(POS_BITS),
             "final": unsigned(1),               # the run's last beat is the READ's TLAST
             "marker": unsigned(1),              # an empty READ: no beat, only its done
+            "single": unsigned(1),              # slots == 1: the first row is the last
         })
         m.submodules.info = info = Queue(info_layout.size, 16)
         run = Signal(self.run_layout)
@@ -223,7 +229,7 @@ class ReadPort(wiring.Component):
         pend_v = Signal()
         cur_info = Signal(info_layout)
         m.d.comb += [cur_info.last_row.eq(run.slots - 1), cur_info.pos.eq(run.pos), cur_info.final.eq(1),
-                     cur_info.marker.eq(~nz)]
+                     cur_info.marker.eq(~nz), cur_info.single.eq(run.slots == 1)]
         push = Signal(info_layout)
         m.d.comb += info.i.payload.eq(push)
         pushed = info.i.valid & info.i.ready
@@ -248,7 +254,11 @@ class ReadPort(wiring.Component):
                 m.d.sync += handled.eq(1)
 
         # ---- reader -> unpacker (or splitter), tapping each run's error as its last beat passes
-        m.submodules.errs = errs = Queue(1, 16)
+        # One entry per run whose last beat has passed and whose info the tagger has not yet
+        # consumed: such a run's info is in `info` (at most 17), in `pend` or at the intake, so
+        # at most 19 entries; with room for 33 the queue is never full, and the block path does
+        # not wait on its ready (which put its pointer compare in front of the reader).
+        m.submodules.errs = errs = Queue(1, 32)
         rd = reader.data
         run_end = rd.payload.last
         # `src`: the dequantizer's input chunks, `last` on each run's final one.
@@ -271,13 +281,22 @@ class ReadPort(wiring.Component):
             with m.If(src.valid & src.ready):
                 m.d.sync += k.eq(Mux(beat_done, 0, k + 1))
         else:
+            # The skid buffer ends the ready path from the dequantizer and the tagger at the
+            # reader: without it that path ran through the unpacker into the reader's buffer
+            # read enables (11 LUT levels in KVCacheTop).
+            m.submodules.beat_skid = beat_skid = SkidBuffer(chunk_layout(c.bus_bytes))
             m.d.comb += [
-                unpack.i.payload.data.eq(rd.payload.data),
-                unpack.i.payload.last.eq(run_end),
-                unpack.i.valid.eq(rd.valid & (~run_end | errs.i.ready)),
-                rd.ready.eq(unpack.i.ready & (~run_end | errs.i.ready)),
+                beat_skid.i.payload.data.eq(rd.payload.data),
+                beat_skid.i.payload.last.eq(run_end),
+                beat_skid.i.valid.eq(rd.valid),
+                rd.ready.eq(beat_skid.i.ready),
             ]
-            src = unpack.o
+            connect(m, beat_skid.o, unpack.i)
+            # And one between the unpacker and the dequantizer: the dequantizer's i.ready and the
+            # unpacker's fill logic made one 10-level path.
+            m.submodules.chunk_skid = chunk_skid = SkidBuffer(chunk_layout(self.chunk_bytes))
+            connect(m, unpack.o, chunk_skid.i)
+            src = chunk_skid.o
         m.d.comb += [
             errs.i.valid.eq(rd.valid & rd.ready & run_end),
             errs.i.payload.eq(rd.payload.error),
@@ -323,35 +342,51 @@ class ReadPort(wiring.Component):
         if self.static:
             connect(m, dq.scales, flipped(self.scales))
 
-        # ---- tagger: position from the row count, TLAST and error from the run info
+        # ---- tagger: position from the row count, TLAST and error from the run info. The
+        # dequantizer's output goes through a skid buffer first, so that the tagger's row compare
+        # does not reach the dequantizer's stage enables and, through them, the unpacker.
+        m.submodules.elem_skid = elem_skid = SkidBuffer(dq.o.signature.members["payload"].shape)
+        connect(m, dq.o, elem_skid.i)
+        dq_o = elem_skid.o
         m.submodules.skid = skid = SkidBuffer(self.out_layout)
         head = data.View(info_layout, info.o.payload)
         beat = Signal(range(max(2, self.max_beats_per_row)))
         row = Signal(SLOT_BITS)
         acc_err = Signal()      # errors of the READ's earlier runs
-        end_row = beat == self.beats_per_row - 1
-        end_run = end_row & (row == head.last_row)
-        formable = info.o.valid & ~head.marker & dq.o.valid & (~end_run | errs.o.valid) & ~draining
+        # The row and beat compares are registered flags, computed when the counters step: as
+        # compares on the counters they led the ready path into the dequantizer and the queues
+        # (10 LUT levels in KVCacheTop). beats_per_row is static while the port is busy.
+        beat_zero = Signal(init=1)   # beat == 0
+        beat_last = Signal()         # beat == beats_per_row - 1, while beat != 0
+        one_beat = Signal()          # beats_per_row <= 1: every beat ends its row
+        row_fresh = Signal(init=1)   # row == 0 of the current run (its info at the queue head)
+        row_last = Signal()          # row == head.last_row, while row != 0
+        m.d.sync += one_beat.eq(self.beats_per_row <= 1)
+        end_row = Mux(beat_zero, one_beat, beat_last)
+        end_run = end_row & Mux(row_fresh, head.single, row_last)
+        formable = info.o.valid & ~head.marker & dq_o.valid & (~end_run | errs.o.valid) & ~draining
         fire = formable & skid.i.ready
         final = end_run & head.final
         out = skid.i.payload
         m.d.comb += [
             skid.i.valid.eq(formable),
-            out.data.eq(dq.o.payload.elems if self.static else dq.o.payload),
+            out.data.eq(dq_o.payload.elems if self.static else dq_o.payload),
             out.user.pos.eq(head.pos + row),
             out.user.error.eq(final & (acc_err | errs.o.payload)),
             out.last.eq(final),
-            dq.o.ready.eq(fire),
+            dq_o.ready.eq(fire),
         ]
         with m.If(fire):
             with m.If(end_row):
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), beat_zero.eq(1), beat_last.eq(0)]
                 with m.If(end_run):
-                    m.d.sync += [row.eq(0), acc_err.eq(Mux(head.final, 0, acc_err | errs.o.payload))]
+                    m.d.sync += [row.eq(0), row_fresh.eq(1), row_last.eq(0),
+                                 acc_err.eq(Mux(head.final, 0, acc_err | errs.o.payload))]
                 with m.Else():
-                    m.d.sync += row.eq(row + 1)
+                    m.d.sync += [row.eq(row + 1), row_fresh.eq(0), row_last.eq(row + 1 == head.last_row)]
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.sync += [beat.eq(beat + 1), beat_zero.eq(0),
+                             beat_last.eq(beat + 1 == self.beats_per_row - 1)]
         # An empty READ completes when everything before it has left, so dones stay in order
         # and never coincide with a TLAST's.
         out_empty = ~skid.o.valid & skid.i.ready

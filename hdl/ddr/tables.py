@@ -9,7 +9,7 @@ the register bus.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,21 +46,30 @@ class Tables(wiring.Component):
         m.submodules.regions = regions = Memory(shape=c.addr_width, depth=self.n_regions, init=[])
         m.submodules.layers = layers = Memory(shape=class_shape(c), depth=c.max_layers, init=[])
 
+        # Writes are registered before they reach the memories: the register block's address
+        # decode then ends at these registers instead of running on into the memories' write
+        # enables and read registers (11 LUT levels in KVCacheTop). A write lands one clock later,
+        # long before the AXI4-Lite response that lets the driver issue a command reading it.
         rw, lw = self.region_write, self.layer_write
+        m.d.comb += [rw.ready.eq(1), lw.ready.eq(1)]
+        region_en = Signal()
+        region_addr = Signal(range(self.n_regions))
+        region_data = Signal(c.addr_width)
+        layer_en = Signal()
+        layer_addr = Signal(range(c.max_layers))
+        layer_data = Signal(class_shape(c))
+        m.d.sync += [
+            region_en.eq(rw.valid & (rw.payload.index < self.n_regions)),
+            region_addr.eq(rw.payload.index),
+            region_data.eq((rw.payload.high[:c.addr_width - 32] << 32) | rw.payload.value),
+            layer_en.eq(lw.valid & (lw.payload.index < c.max_layers)),
+            layer_addr.eq(lw.payload.index),
+            layer_data.eq(Mux(lw.payload.value < c.n_classes, lw.payload.value, c.n_classes)),
+        ]
         wp = regions.write_port()
-        m.d.comb += [
-            rw.ready.eq(1),
-            wp.addr.eq(rw.payload.index),
-            wp.data.eq((rw.payload.high[:c.addr_width - 32] << 32) | rw.payload.value),
-            wp.en.eq(rw.valid & (rw.payload.index < self.n_regions)),
-        ]
+        m.d.comb += [wp.addr.eq(region_addr), wp.data.eq(region_data), wp.en.eq(region_en)]
         wp = layers.write_port()
-        m.d.comb += [
-            lw.ready.eq(1),
-            wp.addr.eq(lw.payload.index),
-            wp.data.eq(Mux(lw.payload.value < c.n_classes, lw.payload.value, c.n_classes)),
-            wp.en.eq(lw.valid & (lw.payload.index < c.max_layers)),
-        ]
+        m.d.comb += [wp.addr.eq(layer_addr), wp.data.eq(layer_data), wp.en.eq(layer_en)]
         for r in READERS:
             for mem, name in ((regions, "region"), (layers, "layer")):
                 rp = mem.read_port(transparent_for=())
