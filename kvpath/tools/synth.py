@@ -97,7 +97,7 @@ def max_fanout(module: dict) -> tuple[int, str]:
             outs = [b for p, d in cell["port_directions"].items() if d == "output"
                     for b in cell["connections"][p] if isinstance(b, int)]
             if pins and outs:
-                name = f"{name}, the {pins[0]} of {names.get(outs[0], 'a register')} and others"
+                name = f"the {pins[0]} of {names.get(outs[0], 'a register')} and others"
                 break
     return loads[bit], name
 
@@ -457,12 +457,33 @@ def record_entry(verilog: Path, r: SynthReport | None, flow: str) -> dict:
     return entry
 
 
-def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None) -> int:
+def _reused(b: Block, workdir: Path, recorded: dict) -> tuple | None:
+    """``b``'s reports read back from an earlier ``--all`` in ``workdir``, if its Verilog is the one
+    the record was made from (else None)."""
+    import hashlib
+
+    entry = recorded.get(b.top)
+    netlist = Path(workdir) / b.top / f"{b.top}.json"
+    if entry is None or "levels" not in entry or not netlist.exists():
+        return None
+    verilog = verilog_for(b, Path(workdir) / b.top / "reuse")
+    if hashlib.sha256(verilog.read_bytes()).hexdigest() != entry["verilog_sha256"]:
+        return None
+    r = report_from_netlist(netlist, b.top)
+    abc = Path(workdir) / b.top / "abc" / f"{b.top}.json"
+    depth = report_from_netlist(abc, b.top) if "levels_abc" in entry and abc.exists() else None
+    return r, entry["mapper"], depth
+
+
+def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None, reuse: bool = False) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     blocks = default_blocks()
+    recorded = json.loads(record.read_text())["blocks"] if reuse and record is not None and record.exists() else {}
 
     def one(b: Block):
+        if reuse and (old := _reused(b, workdir, recorded)) is not None:
+            return old
         try:
             r, flow = synthesize_block(b, workdir)
         except subprocess.CalledProcessError:
@@ -533,10 +554,13 @@ def main(argv=None, prog: str | None = None) -> int:
                              "default suite's depth test re-synthesizes only where the hash changed (skipped if "
                              "its directory does not exist)")
     parser.add_argument("--jobs", type=int, default=2, help="yosys processes at once with --all")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --all: read back the netlists an earlier --all left in --workdir for blocks "
+                             "whose Verilog still has the recorded hash, instead of synthesizing them again")
     args = parser.parse_args(argv)
     if args.all:
         return run_all(args.workdir, args.jobs, args.doc if args.doc.exists() else None,
-                       args.record if args.record.parent.is_dir() else None)
+                       args.record if args.record.parent.is_dir() else None, args.reuse)
     allowed = QUANT_LANES if args.target == "quantizer" else DEQUANT_LANES
     for lanes in args.lanes:
         if lanes not in allowed:
