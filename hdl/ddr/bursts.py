@@ -112,20 +112,27 @@ def command_intake(m, mover, p: MoverParams):
     draining = Signal()
     with m.If(mover.drain):
         m.d.sync += draining.eq(1)
-    m.submodules.cmd_q = cmd_q = SkidBuffer(mover.cmd_layout.size + 1)
+    # The decode is done in front of the skid buffer and held in it: from its output, the two
+    # adders led into the splitter's first-burst compare (7 LUT levels in KVCacheTop).
+    c = mover.cmd.payload
+    in_last_byte = Signal(p.len_bits + 1)
+    in_bus_beats = Signal(p.count_shape)
+    m.d.comb += [in_last_byte.eq(c.addr[:s] + c.length - 1), in_bus_beats.eq((in_last_byte >> s) + 1)]
+    intake = data.StructLayout({"cmd": mover.cmd_layout, "zero": 1, "last_byte": len(in_last_byte),
+                                "bus_beats": p.count_shape})
+    m.submodules.cmd_q = cmd_q = SkidBuffer(intake)
     m.d.comb += [
-        cmd_q.i.payload.eq(Cat(mover.cmd.payload.as_value(), mover.cmd.payload.length == 0)),
+        cmd_q.i.payload.cmd.eq(c),
+        cmd_q.i.payload.zero.eq(c.length == 0),
+        cmd_q.i.payload.last_byte.eq(in_last_byte),
+        cmd_q.i.payload.bus_beats.eq(in_bus_beats),
         cmd_q.i.valid.eq(mover.cmd.valid & ~draining),
         mover.cmd.ready.eq(cmd_q.i.ready & ~draining),
     ]
-    cmd = data.View(mover.cmd_layout, cmd_q.o.payload[:-1])
-    zero = cmd_q.o.payload[-1]
+    q = cmd_q.o.payload
+    cmd = q.cmd
     off = cmd.addr[:s]
-    last_byte = Signal(p.len_bits + 1)
-    m.d.comb += last_byte.eq(off + cmd.length - 1)
-    bus_beats = Signal(p.count_shape)
-    m.d.comb += bus_beats.eq((last_byte >> s) + 1)
-    return draining, cmd_q, cmd, zero, off, last_byte, bus_beats
+    return draining, cmd_q, cmd, q.zero, off, q.last_byte, q.bus_beats
 
 
 def address_channel(axi, ch: str, split, p: MoverParams) -> list:

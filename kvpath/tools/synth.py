@@ -490,8 +490,8 @@ def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None, reu
             return None, NOT_MAPPED, None
         depth = None
         if r.lut_levels > 6 and flow == "abc9":
-            # ABC9 maps for delay with DSP48E2 and carry delays and recovers area on every path
-            # faster than its critical one, so paths beside a DSP can map to long LUT chains. The
+            # ABC9 maps for delay with DSP48E2 and carry delays and recovers area on every path it
+            # times as faster than its critical one, which can leave long LUT chains there. The
             # older ABC maps for LUT depth: its figure says what a depth-driven mapping reaches.
             d = Path(workdir) / b.top / "abc"
             d.mkdir(parents=True, exist_ok=True)
