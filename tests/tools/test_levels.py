@@ -9,13 +9,12 @@ synthesized here, all in one yosys process. ``KVPATH_LONG=1`` re-synthesizes eve
 the record against the fresh figures.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
-from kvpath.tools.synth import default_blocks, synthesize_many, verilog_for, yosys_version
+from kvpath.tools.synth import default_blocks, synthesize_many, verilog_for, verilog_sha256, yosys_version
 
 RECORD = Path(__file__).parent / "data" / "synth_levels.json"
 MAX_LUT_LEVELS = 6
@@ -40,7 +39,7 @@ def _levels(tmp_path, fresh_all: bool) -> tuple[dict, list]:
     levels, stale = {}, []
     for b in default_blocks():
         verilog = verilog_for(b, tmp_path)
-        digest = hashlib.sha256(verilog.read_bytes()).hexdigest()
+        digest = verilog_sha256(verilog)
         entry = record["blocks"].get(b.top)
         if fresh_all or not same_yosys or entry is None or entry["verilog_sha256"] != digest:
             stale.append((verilog, b.top))

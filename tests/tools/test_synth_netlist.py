@@ -1,7 +1,7 @@
 """The netlist walks of kvpath/tools/synth.py on hand-made netlists (no yosys): LUT levels, the deepest
 path's named nets, the largest fan-out, and the contract line."""
 
-from kvpath.tools.synth import SynthReport, contract_line, deepest_path, lut_levels, max_fanout
+from kvpath.tools.synth import SynthReport, contract_line, deepest_path, lut_levels, max_fanout, paths_over
 
 
 def cell(kind, inputs, outputs):
@@ -35,6 +35,15 @@ def test_deepest_path_counts_luts_and_names_the_nets():
     assert levels == 3 == lut_levels(netlist())  # a, b, d: the carry is free
     # $abc$1 is hidden as one LUT; the path ends at ff1's D pin, named by its output net.
     assert path == ("state", "[1 LUTs]", "sum", "carry", "ready", "q (D)")
+
+
+def test_paths_over_lists_start_and_end_pins():
+    # state reaches ff1's D over a-b-c-d (3 LUTs), e-d (2) and d (1): one pair, at its deepest.
+    assert paths_over(netlist(), 3) == ([(3, 1, "state", "q (D)")], True)
+    assert paths_over(netlist(), 2) == ([(3, 1, "state", "q (D)")], True)
+    assert paths_over(netlist(), 4) == ([], True)
+    # With no slack a cell keeps only its deepest start; the list is then complete up to k.
+    assert paths_over(netlist(), 2, slack=0)[1] is False
 
 
 def test_max_fanout_names_the_net():
