@@ -9,8 +9,9 @@
    enter the format's block unit, which yields the block header and the per-block constants.
 3. Serialize: when the block leaves the block unit, its beats are read back from the beat store one
    per cycle and presented, with the block's constants, to ``lanes`` lane units. The store is a
-   small memory, so serializing costs no per-element multiplexer; with ``lanes == 32`` a block is a
-   single beat and a register delay line takes the store's place.
+   small memory, so serializing costs no per-element multiplexer. With ``lanes == 32`` a block is a
+   single beat and the store only bridges the block unit's latency; a register delay line would cost
+   ``latency x 512`` flip-flops there, the store a few LUT-RAMs.
 4. Pack: each beat's codes are written straight into the output payload register at their ggml byte
    positions; the block's last beat also writes the header and raises ``o.valid``.
 
@@ -132,7 +133,7 @@ class Quantizer(wiring.Component):
         ser_const = Signal.like(bu.const)
         with m.If(en & bu_valid):
             m.d.sync += [ser_header.eq(bu.header), ser_const.eq(bu.const)]
-        ser_x = self._beat_source(m, en, accept, san, blk, bu_valid, bu.latency, ser_valid,
+        ser_x = self._beat_source(m, en, accept, san, bu_valid, bu.latency, ser_valid,
                                   ser_beat)
 
         lane_units = []
@@ -161,15 +162,9 @@ class Quantizer(wiring.Component):
                         m.d.sync += payload[at:at + code_bits].eq(lu.code)
         return m
 
-    def _beat_source(self, m, en, accept, san, blk, bu_valid, bu_latency, ser_valid, ser_beat):
+    def _beat_source(self, m, en, accept, san, bu_valid, bu_latency, ser_valid, ser_beat):
         """Drive ``ser_valid``/``ser_beat`` and return the lane inputs (a registered beat)."""
         beats = self.beats_per_block
-        if beats == 1:
-            with m.If(en):
-                m.d.sync += ser_valid.eq(bu_valid)
-            return delay(m, en, blk, bu_latency + 1, "beat_line", reset=True, names="{name}{k1}",
-                         shape=blk.shape())
-
         # Beat k of a block is read bu_latency + 1 + k enabled cycles after the block's last beat
         # was written, so at most beats + bu_latency + 1 writes (its own block's from beat k on,
         # one per cycle after) can land before it is read: a deeper store never overwrites an
