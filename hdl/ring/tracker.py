@@ -134,18 +134,21 @@ class RingTracker(wiring.Component):
         )
 
     # Small pieces kept as methods so the formal tests can break exactly one of them (mutants).
-    def _next_window_slot(self, slot, n_sink, cap):
-        return Mux(slot + 1 == cap, n_sink, slot + 1)
+    def _next_window_slot(self, slot, at_last, n_sink):
+        """The ring step after ``slot``. ``at_last`` compares ``slot`` with the cached ``last_slot``
+        (cap - 1): comparing ``slot + 1`` with ``cap`` would chain the increment into the compare."""
+        return Mux(at_last, n_sink, slot + 1)
 
     def _window_full(self, win_len, n_window):
         return win_len == n_window
 
-    def _read_next(self, cur, idx, n_sink_valid, lo_slot, win_lo, n_sink, cap):
+    def _read_next(self, cur, idx, n_sink_valid, lo_slot, win_lo, n_sink, last_slot):
         """Slot and position of read entry ``idx``, given entry ``idx - 1`` in ``cur``."""
         in_sinks = idx < n_sink_valid
         at_window = idx == n_sink_valid
         slot = Mux(in_sinks, cur.slot + 1,
-                   Mux(at_window, lo_slot, self._next_window_slot(cur.slot, n_sink, cap)))
+                   Mux(at_window, lo_slot,
+                       self._next_window_slot(cur.slot, cur.slot == last_slot, n_sink)))
         pos = Mux(at_window, win_lo, cur.pos + 1)
         return slot, pos
 
@@ -198,6 +201,7 @@ class RingTracker(wiring.Component):
         m.d.comb += [self.state.ok.eq(ok), self.state.caches_agree.eq(caches_agree)]
 
         in_sinks = c.in_sinks
+        wr_at_last = wr_slot == c.last_slot
         m.d.comb += [
             self.configured.eq(ok),
             self.n_valid.eq(n_valid),
@@ -241,20 +245,19 @@ class RingTracker(wiring.Component):
                         with m.Else():
                             m.d.sync += [
                                 wr.payload.slot.eq(wr_slot),
-                                wr_slot.eq(self._next_window_slot(wr_slot, n_sink, cap)),
+                                wr_slot.eq(self._next_window_slot(wr_slot, wr_at_last, n_sink)),
                             ]
                             # wr_slot and count both advance, except when wr_slot wraps back
                             # ring_len slots.
-                            with m.If(wr_slot + 1 == cap):
+                            with m.If(wr_at_last):
                                 m.d.sync += c.slot_minus_count.eq(c.slot_minus_count - c.ring_len)
                             with m.If(c.window_full):
                                 m.d.sync += [
                                     wr.payload.evict.eq(1),
                                     wr.payload.evict_slot.eq(lo_slot),
                                     wr.payload.evict_pos.eq(win_lo),
-                                    # _next_window_slot with the compare against a constant
-                                    # register instead of an incremented slot.
-                                    lo_slot.eq(Mux(lo_slot == c.last_slot, n_sink, lo_slot + 1)),
+                                    lo_slot.eq(self._next_window_slot(
+                                        lo_slot, lo_slot == c.last_slot, n_sink)),
                                     win_lo.eq(win_lo + 1),
                                 ]
                             with m.Else():
@@ -334,7 +337,8 @@ class RingTracker(wiring.Component):
                 rd.payload.cache_pos.eq(idx),
                 rd.payload.last.eq(is_last),
             ]
-            slot, pos = self._read_next(rd.payload, idx, n_sink_valid, lo_slot, win_lo, n_sink, cap)
+            slot, pos = self._read_next(rd.payload, idx, n_sink_valid, lo_slot, win_lo, n_sink,
+                                        c.last_slot)
             m.d.sync += [rd.payload.slot.eq(slot), rd.payload.pos.eq(pos)]
             with m.If(is_last):
                 m.d.sync += reading.eq(0)

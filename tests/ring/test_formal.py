@@ -11,8 +11,8 @@ from kvpath.hdl.ring.tracker import RingTracker
 class WrapToZero(RingTracker):
     """The window ring wraps onto the sinks."""
 
-    def _next_window_slot(self, slot, n_sink, cap):
-        return Mux(slot + 1 == cap, 0, slot + 1)
+    def _next_window_slot(self, slot, at_last, n_sink):
+        return Mux(at_last, 0, slot + 1)
 
 
 class WindowTooBig(RingTracker):
@@ -25,15 +25,15 @@ class WindowTooBig(RingTracker):
 class StuckSlot(RingTracker):
     """Never advances the write slot."""
 
-    def _next_window_slot(self, slot, n_sink, cap):
+    def _next_window_slot(self, slot, at_last, n_sink):
         return slot
 
 
 class ReadSkipsTransition(RingTracker):
     """Misses the step from the last sink to the oldest window token when reading."""
 
-    def _read_next(self, cur, idx, n_sink_valid, lo_slot, win_lo, n_sink, cap):
-        return super()._read_next(cur, idx, n_sink_valid + 1, lo_slot, win_lo, n_sink, cap)
+    def _read_next(self, cur, idx, n_sink_valid, lo_slot, win_lo, n_sink, last_slot):
+        return super()._read_next(cur, idx, n_sink_valid + 1, lo_slot, win_lo, n_sink, last_slot)
 
 
 class LaxConfig(RingTracker):

@@ -45,8 +45,8 @@ def test_long_random_operations(build_root, simulator, ops, seeds):
 
 
 class WrapToZero(RingTracker):
-    def _next_window_slot(self, slot, n_sink, cap):
-        return Mux(slot + 1 == cap, 0, slot + 1)
+    def _next_window_slot(self, slot, at_last, n_sink):
+        return Mux(at_last, 0, slot + 1)
 
 
 def test_a_broken_tracker_is_caught(build_root):
