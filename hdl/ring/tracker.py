@@ -123,6 +123,11 @@ class RingTracker(wiring.Component):
             n_sink_valid=Signal(self.count_bits, name="n_sink_valid_q"),  # min(count, n_sink)
             n_valid=Signal(self.count_bits, name="n_valid_q"),  # n_sink_valid + win_len
             window_full=Signal(name="window_full_q"),  # _window_full(win_len, n_window)
+            # n_window - 1; n_window resets to 0
+            last_win=Signal(self.count_bits, name="last_win_q", init=2 ** self.count_bits - 1),
+            # n_valid - 2 while reading: the read iterator's last-but-one entry (n_valid does not
+            # change while reading, commands wait)
+            read_last=Signal(self.count_bits, name="read_last_q"),
             in_sinks=Signal(name="in_sinks_q"),  # count < n_sink: the next append is a sink
             at_limit=Signal(name="at_limit_q"),  # count == 2**pos_bits - 1: appends are refused
             ring_len=Signal(self.slot_bits + 1, name="ring_len_q"),  # cap - n_sink
@@ -141,6 +146,11 @@ class RingTracker(wiring.Component):
 
     def _window_full(self, win_len, n_window):
         return win_len == n_window
+
+    def _fills_window(self, win_len, last_win):
+        """Whether one more token fills the window: ``_window_full(win_len + 1, n_window)`` against
+        the cached ``n_window - 1``, without an increment in front of the compare."""
+        return win_len == last_win
 
     def _read_next(self, cur, idx, n_sink_valid, lo_slot, win_lo, n_sink, last_slot):
         """Slot and position of read entry ``idx``, given entry ``idx - 1`` in ``cur``."""
@@ -195,6 +205,8 @@ class RingTracker(wiring.Component):
                         & (n_valid == n_valid_expected)
                         & (c.ring_len == ring_len_expected)
                         & (c.last_slot == (cap - 1)[:self.count_bits])
+                        & (c.last_win == (n_window - 1)[:self.count_bits])
+                        & (~reading | (c.read_last == (n_valid - 2)[:self.count_bits]))
                         & (c.in_sinks == (count < n_sink))
                         & (c.at_limit == (count == 2 ** self.pos_bits - 1))
                         & (c.slot_minus_count == slot_minus_count_expected))
@@ -264,7 +276,7 @@ class RingTracker(wiring.Component):
                                 m.d.sync += [
                                     win_len.eq(win_len + 1),
                                     n_valid.eq(n_valid + 1),
-                                    c.window_full.eq(self._window_full(win_len + 1, n_window)),
+                                    c.window_full.eq(self._fills_window(win_len, c.last_win)),
                                 ]
 
                 with m.Case(Op.READ):
@@ -278,6 +290,7 @@ class RingTracker(wiring.Component):
                             rd.payload.pos.eq(Mux(first_is_sink, 0, win_lo)),
                             rd.payload.last.eq(n_valid == 1),
                             reading.eq(n_valid != 1),
+                            c.read_last.eq(n_valid - 2),
                         ]
 
                 with m.Case(Op.EVICT_UPTO):
@@ -321,6 +334,7 @@ class RingTracker(wiring.Component):
                         n_sink_valid.eq(0),
                         n_valid.eq(0),
                         c.window_full.eq(self._window_full(0, self.n_window)),
+                        c.last_win.eq(self.n_window - 1),
                         c.in_sinks.eq(self.n_sink != 0),
                         c.at_limit.eq(0),
                         c.ring_len.eq(self.kv_max_tokens - self.n_sink),
@@ -331,7 +345,7 @@ class RingTracker(wiring.Component):
         # The rd register is the read iterator: the next entry follows from the current one.
         with m.If(reading & (~rd.valid | rd.ready)):
             idx = rd.payload.cache_pos + 1
-            is_last = rd.payload.cache_pos + 2 == n_valid
+            is_last = rd.payload.cache_pos == c.read_last
             m.d.sync += [
                 rd.valid.eq(1),
                 rd.payload.cache_pos.eq(idx),

@@ -21,6 +21,9 @@ class WindowTooBig(RingTracker):
     def _window_full(self, win_len, n_window):
         return win_len == n_window + 1
 
+    def _fills_window(self, win_len, last_win):
+        return win_len == last_win + 1
+
 
 class StuckSlot(RingTracker):
     """Never advances the write slot."""
