@@ -27,6 +27,12 @@ XCK26 = {"luts": 117_120, "ffs": 234_240, "dsps": 1_248, "bram36": 144, "uram": 
 _ZERO_DELAY = re.compile(r"^(CARRY\d|MUXF\d)$")
 _LUT = re.compile(r"^(LUT\d|INV)$")
 _LUTRAM = re.compile(r"^RAM\d+[MSXD]")
+# Distributed RAM is a LUT on its read side and a register on its write side (UG574): read data
+# follows the read address inside the cell, one LUT level; write data, write enable and the write
+# address are sampled at WCLK, so a path into them ends there, as a path into a D pin does. The
+# address pins that also write (ADDRH of RAM32M16, A of RAM64X1D) count as read pins: a path into
+# them is then counted one LUT too deep where their read data is unused, never too shallow.
+_LUTRAM_READ_PINS = re.compile(r"^(ADDR[A-H]|A\d*|DPRA\d*)$")
 # yosys folds no registers into DSP48E2 for UltraScale+, so a DSP is a combinational cell here: paths
 # run through it (at zero LUT levels), and a LUT -> DSP -> LUT chain is counted in full.
 _SEQUENTIAL = re.compile(r"^(FD[A-Z]*|RAMB\d+E2|URAM288.*|SRL.*|RAM\d+.*)$")
@@ -126,11 +132,21 @@ def _drivers(cells: dict) -> dict[int, str]:
     return driver
 
 
+def _endpoint_pins(cell: dict) -> list[str]:
+    """The input pins of ``cell`` where paths end: a register's, and a distributed RAM's write side."""
+    inputs = [p for p, d in cell.get("port_directions", {}).items() if d == "input" and p not in _CLOCK_PINS]
+    if _LUTRAM.match(cell["type"]):
+        return [p for p in inputs if not _LUTRAM_READ_PINS.match(p)]
+    return inputs if _is_source(cell["type"]) else []
+
+
 def _fanin(cells: dict, driver: dict, name: str):
-    """The cells driving ``name``'s inputs (clock pins included: only registers have them)."""
+    """The cells driving ``name``'s inputs (clock pins included: only registers have them); for a
+    distributed RAM only its read addresses."""
     cell = cells[name]
+    lutram = _LUTRAM.match(cell["type"])
     for port, direction in cell.get("port_directions", {}).items():
-        if direction == "input":
+        if direction == "input" and (not lutram or _LUTRAM_READ_PINS.match(port)):
             for bit in cell["connections"][port]:
                 if isinstance(bit, int) and bit in driver:
                     yield driver[bit]
@@ -188,11 +204,8 @@ def deepest_path(module: dict) -> tuple[int, tuple[str, ...]]:
     end = max(level, key=lambda c: (level[c], not _is_source(cells[c]["type"])))
     sink = ""
     for name, cell in cells.items():
-        if not _is_source(cell["type"]):
-            continue
-        for port, direction in cell.get("port_directions", {}).items():
-            if direction == "input" and port not in _CLOCK_PINS and any(
-                    driver.get(bit) == end for bit in cell["connections"][port] if isinstance(bit, int)):
+        for port in _endpoint_pins(cell):
+            if any(driver.get(bit) == end for bit in cell["connections"][port] if isinstance(bit, int)):
                 sink = f"{output_name(name)} ({port})"
                 break
         if sink:
@@ -252,11 +265,7 @@ def paths_over(module: dict, k: int, slack: int = 3) -> tuple[list[tuple[int, in
         starts[name] = {st: lv for st, lv in reach.items() if lv >= best - slack}
     pairs: dict[tuple[str, str], list[int]] = {}
     for name, cell in cells.items():
-        if not _is_source(cell["type"]):
-            continue
-        for port, direction in cell.get("port_directions", {}).items():
-            if direction != "input" or port in _CLOCK_PINS:
-                continue
+        for port in _endpoint_pins(cell):
             for bit in cell["connections"][port]:
                 if isinstance(bit, int) and bit in driver and not _is_source(cells[driver[bit]]["type"]):
                     for start, lv in starts[driver[bit]].items():

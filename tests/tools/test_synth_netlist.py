@@ -46,6 +46,30 @@ def test_paths_over_lists_start_and_end_pins():
     assert paths_over(netlist(), 2, slack=0)[1] is False
 
 
+def lutram_netlist():
+    """A distributed RAM between two register stages: wq (FF) -> w0, w1, w2 (LUTs) -> the RAM's write
+    data DIA; aq (FF) -> the RAM's read address ADDRA; its read data DOA -> r0 (LUT) -> oq (FF)."""
+    cells = {
+        "wff": cell("FDRE", {"D": [1], "C": [40]}, {"Q": [2]}),
+        "w0": cell("LUT1", {"I0": [2]}, {"O": [3]}),
+        "w1": cell("LUT1", {"I0": [3]}, {"O": [4]}),
+        "w2": cell("LUT1", {"I0": [4]}, {"O": [5]}),
+        "aff": cell("FDRE", {"D": [1], "C": [40]}, {"Q": [6]}),
+        "ram": cell("RAM32M16", {"ADDRA": [6], "ADDRH": [6], "DIA": [5], "WE": [2], "WCLK": [40]}, {"DOA": [7]}),
+        "r0": cell("LUT1", {"I0": [7]}, {"O": [8]}),
+        "off": cell("FDRE", {"D": [8], "C": [40]}, {"Q": [9]}),
+    }
+    netnames = {"wdata": {"bits": [2]}, "rd_addr": {"bits": [6]}, "rd_data": {"bits": [7]}, "out": {"bits": [9]}}
+    return {"cells": cells, "netnames": netnames}
+
+
+def test_distributed_ram_cuts_paths_at_its_write_side():
+    # Through the RAM the write data would reach `out` over w0-w2, the RAM and r0 (5); it is written
+    # at WCLK, so that path ends at DIA (3 LUTs) and the read path is rd_addr -> RAM -> r0 (2).
+    assert deepest_path(lutram_netlist()) == (3, ("wdata", "[3 LUTs]", "rd_data (DIA)"))
+    assert paths_over(lutram_netlist(), 2) == ([(3, 1, "wdata", "rd_data (DIA)"), (2, 1, "rd_addr", "out (D)")], True)
+
+
 def test_max_fanout_names_the_net():
     count, name = max_fanout(netlist())
     assert (count, name) == (7, "state")  # a's two inputs, d, e, x0..x2; not the clock's 10
