@@ -219,22 +219,28 @@ class KVEngine(wiring.Component):
             self.ring_appended.eq(Mux(sel_ok, pick("appended", sel), 0)),
         ]
 
-        # Geometry of a vector from HEAD_DIM.
-        hd_ok = Signal()
-        row_bytes = Signal(24)
-        beats_per_vec = Signal(range(c.max_head_dim + 1))
-        blocks_per_vec = Signal(range(c.max_head_dim + 1))
-        m.d.comb += [
-            hd_ok.eq(head_dim_valid(c, self.head_dim)),
-            self.head_dim_err.eq(~hd_ok),
-            blocks_per_vec.eq(self.head_dim >> log2(BLOCK_ELEMS)),
-            row_bytes.eq(blocks_per_vec * f.block_bytes),
-            self.row_bytes.eq(row_bytes),
-        ]
+        # Geometry of a vector from HEAD_DIM, registered: HEAD_DIM's validity decode reached the
+        # command FSM's next state (9 LUT levels in KVCacheTop). All four change together, one
+        # clock after HEAD_DIM; B rises with HEAD_DIM, so nothing sent after the write's B
+        # handshake sees the old ones. Not reset: they follow HEAD_DIM (which a soft reset keeps)
+        # every clock, and start as its reset value's, max_head_dim (regmap), so no clock sees a
+        # geometry HEAD_DIM never had.
+        hd_reset = c.max_head_dim
+        beats_reset = max(1, -(-hd_reset // c.quant_lanes))
+        hd_ok = Signal(init=layout.head_dim_ok(c, hd_reset), reset_less=True)
+        row_bytes = Signal(24, init=(hd_reset // BLOCK_ELEMS) * f.block_bytes, reset_less=True)
+        beats_per_vec = Signal(range(c.max_head_dim + 1), init=beats_reset, reset_less=True)
+        blocks_per_vec = Signal(range(c.max_head_dim + 1), init=hd_reset // BLOCK_ELEMS, reset_less=True)
         # An invalid HEAD_DIM still frames vectors (docs/kvcache.md: max(1, ceil(HEAD_DIM / lanes))
         # beats), so a bad value drops whole vectors instead of never ending one.
         ceil_beats = (self.head_dim + (c.quant_lanes - 1)) >> log2(c.quant_lanes)
-        m.d.comb += beats_per_vec.eq(Mux(ceil_beats == 0, 1, ceil_beats))
+        m.d.sync += [
+            hd_ok.eq(head_dim_valid(c, self.head_dim)),
+            blocks_per_vec.eq(self.head_dim >> log2(BLOCK_ELEMS)),
+            row_bytes.eq((self.head_dim >> log2(BLOCK_ELEMS)) * f.block_bytes),
+            beats_per_vec.eq(Mux(ceil_beats == 0, 1, ceil_beats)),
+        ]
+        m.d.comb += [self.head_dim_err.eq(~hd_ok), self.row_bytes.eq(row_bytes)]
 
         # Per ring: the slot the current token's vectors go to, and whether there is one.
         cur_slot = Array(Signal(slot_bits, name=f"cur_slot{k}") for k in range(self.n_rings))
@@ -442,13 +448,18 @@ class KVEngine(wiring.Component):
         # and with it the input, stops for every cycle the packer holds a block.
         m.submodules.quant_skid = skid = SkidBuffer(chunk_layout(self.chunk_bytes))
         connect(m, skid.o, packer.i)
+        # And one between the packer and the writer: the writer's data.ready follows WREADY, and
+        # through the packer's ready it reached this skid buffer's enables (7 LUT levels in the
+        # engine); now it ends at the next one's.
+        m.submodules.bus_skid = bus_skid = SkidBuffer(writer.data_layout)
+        connect(m, bus_skid.o, writer.data)
         m.d.comb += [
             skid.i.valid.eq(quant.o.valid), quant.o.ready.eq(skid.i.ready),
             skid.i.payload.data.eq(quant_out),
             skid.i.payload.last.eq(block + 1 == units_per_vec),
             self.block_fire.eq(block_done),
-            writer.data.valid.eq(packer.o.valid), packer.o.ready.eq(writer.data.ready),
-            writer.data.payload.data.eq(packer.o.payload.data),
+            bus_skid.i.valid.eq(packer.o.valid), packer.o.ready.eq(bus_skid.i.ready),
+            bus_skid.i.payload.data.eq(packer.o.payload.data),
             writer.done.ready.eq(1),
         ]
         with m.If(quant.o.valid & quant.o.ready):
@@ -602,7 +613,15 @@ class KVEngine(wiring.Component):
         planning = Signal()
         m.d.comb += planning.eq(Cat(cfsm.ongoing(s) for s in read_states).any()
                                 | (cfsm.ongoing("DECODE") & (word.op == Op.READ)))
-        m.d.comb += read_hold.eq(planning | Cat(n != 0 for n in in_flight).any())
+        # The hold as the lookup FSM sees it: DECODE (any command: one clock, so that DECODE's op
+        # compare stays out of it) or the full condition one clock late, a register. It covers the
+        # full condition: a READ is planned only after DECODE, and a read is in flight only after
+        # a READ state issued it; it outlasts it by one clock after the last read's completion.
+        # Decoded combinationally, the command FSM's state and the in-flight counts reached the tag
+        # queue's read enables (7 LUT levels in the engine).
+        hold_q = Signal()
+        m.d.sync += hold_q.eq(planning | Cat(n != 0 for n in in_flight).any())
+        m.d.comb += read_hold.eq(cfsm.ongoing("DECODE") | hold_q)
         dones = []
         for p, n in enumerate(in_flight):
             done_p = getattr(self, f"read_done{p}")
