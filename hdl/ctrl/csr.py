@@ -14,8 +14,10 @@ Ports (besides the flat ``s_axil_*`` slave, see ``hdl/ctrl/axil.py``), named by 
 
 Write path: AW and W are captured in holding registers, in either order; once both are held and no
 response is pending the write executes (a write-stream register first waits for its stream's
-``ready``) and B is raised. Read path: AR is decoded on acceptance and R is registered. One transaction of
-each kind at a time: simple, deadlock-free, and far faster than any driver issues them.
+``ready``) and B is raised. Both addresses are decoded as they are captured (one bit per register).
+Read path: the clock after AR is accepted, R is loaded from the register it selected. One
+transaction of each kind at a time: simple, deadlock-free, and far faster than any driver issues
+them.
 """
 
 from __future__ import annotations
@@ -108,90 +110,103 @@ class CSRBlock(wiring.Component):
                 next_lsb = f.lsb + f.width
             return Cat(*parts, Const(0, DATA_BITS - next_lsb))
 
-        # --- read path
+        def decode(addr, registers) -> Signal:
+            """One bit per register of ``registers``, set where ``addr`` is its word: decoded as the
+            address is captured, so that no address compare sits in front of the read multiplexer
+            or of a write's effects (ARADDR, an input, reached RDATA over 8 LUT levels in
+            KVPathTop; the held AWADDR reached the tables' write enable over 8 in KVCacheTop)."""
+            return Cat(addr[word] == r.offset // WORD_BYTES for r in registers)
+
+        # --- read path: AR is captured (its register decoded), the next clock loads R
+        registers = regmap.registers
+        ar_full, ar_sel = Signal(name="ar_full"), Signal(len(registers), name="ar_sel")
         r_valid, r_data, r_resp = Signal(), Signal(DATA_BITS), Signal(2)
-        read_error = Signal()
-        m.d.comb += [bus.arready.eq(~r_valid), bus.rvalid.eq(r_valid), bus.rdata.eq(r_data),
+        # An expression, not an assignment under the If below: event-driven simulators would leave
+        # such a signal unknown until its If's condition first changes.
+        read_error = ar_full & ~ar_sel.any()
+        m.d.comb += [bus.arready.eq(~ar_full & ~r_valid), bus.rvalid.eq(r_valid), bus.rdata.eq(r_data),
                      bus.rresp.eq(r_resp)]
         with m.If(r_valid & bus.rready):
             m.d.sync += r_valid.eq(0)
-        with m.If(bus.arvalid & ~r_valid):
-            m.d.sync += r_valid.eq(1)
-            with m.Switch(bus.araddr[word]):
-                for r in regmap.registers:
-                    with m.Case(r.offset // WORD_BYTES):
-                        m.d.sync += [r_data.eq(read_value(r)), r_resp.eq(OKAY)]
-                        if r.part == "lo":
-                            m.d.sync += snapshot[r.wide].eq(getattr(self, r.wide)[DATA_BITS:])
-                with m.Default():
-                    m.d.sync += [r_data.eq(0), r_resp.eq(SLVERR)]
-                    m.d.comb += read_error.eq(1)
+        with m.If(bus.arvalid & bus.arready):
+            m.d.sync += [ar_full.eq(1), ar_sel.eq(decode(bus.araddr, registers))]
+        with m.If(ar_full):
+            # One-hot (or zero: unmapped), so the read data is an OR of the selected register's value.
+            value = 0
+            for k, r in enumerate(registers):
+                value = value | (read_value(r) & ar_sel[k].replicate(DATA_BITS))
+                if r.part == "lo":
+                    with m.If(ar_sel[k]):
+                        m.d.sync += snapshot[r.wide].eq(getattr(self, r.wide)[DATA_BITS:])
+            m.d.sync += [ar_full.eq(0), r_valid.eq(1), r_data.eq(value),
+                         r_resp.eq(Mux(ar_sel.any(), OKAY, SLVERR))]
 
         # --- write path
-        aw_full, aw_addr = Signal(), Signal(regmap.addr_width)
+        writable = [r for r in registers if r.writable]
+        aw_full, aw_sel = Signal(name="aw_full"), Signal(max(1, len(writable)), name="aw_sel")
         w_full, w_data, w_strb = Signal(), Signal(DATA_BITS), Signal(DATA_BITS // 8)
         b_valid, b_resp = Signal(), Signal(2)
         m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full), bus.bvalid.eq(b_valid),
                      bus.bresp.eq(b_resp)]
         with m.If(bus.awvalid & ~aw_full):
-            m.d.sync += [aw_full.eq(1), aw_addr.eq(bus.awaddr)]
+            m.d.sync += [aw_full.eq(1), aw_sel.eq(decode(bus.awaddr, writable))]
         with m.If(bus.wvalid & ~w_full):
             m.d.sync += [w_full.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
         with m.If(b_valid & bus.bready):
             m.d.sync += b_valid.eq(0)
 
         ready_to_write = aw_full & w_full & ~b_valid
-        done, resp = Signal(), Signal(2)  # the held write completes this cycle, with this response
-        m.d.comb += resp.eq(SLVERR)
-        with m.If(done):
-            m.d.sync += [aw_full.eq(0), w_full.eq(0), b_valid.eq(1), b_resp.eq(resp)]
 
         def lane_bits(f) -> Signal:
             """1 where the written data bit is in an enabled byte lane."""
             return Cat(w_strb[(f.lsb + i) // 8] for i in range(f.width))
 
-        clear = {port: Signal(s.shape(), name=f"clear_{port}") for port, s in sticky.items()}
-        for port in (f.port for _, f in regmap.fields() if f.access == W1P):
-            m.d.sync += getattr(self, port).eq(0)
-
         def rw_port(name):
             return getattr(self, regmap.register(name).fields[0].port)
 
-        with m.If(ready_to_write):
-            with m.Switch(aw_addr[word]):
-                for r in regmap.registers:
-                    if not r.writable:
-                        continue
-                    with m.Case(r.offset // WORD_BYTES):
-                        if r.stream is not None:
-                            out = getattr(self, r.stream.port)
-                            m.d.comb += out.payload.value.eq(w_data)
-                            if r.stream.high:
-                                m.d.comb += out.payload.high.eq(rw_port(r.stream.high))
-                            if r.stream.index:
-                                m.d.comb += out.payload.index.eq(rw_port(r.stream.index))
-                            with m.If(w_strb != ALL_LANES):
-                                m.d.comb += done.eq(1)
-                            with m.Else():
-                                m.d.comb += out.valid.eq(1)
-                                with m.If(out.ready):
-                                    m.d.comb += [done.eq(1), resp.eq(OKAY)]
-                                    if r.stream.index:
-                                        m.d.sync += rw_port(r.stream.index).eq(rw_port(r.stream.index) + 1)
-                            continue
-                        m.d.comb += [done.eq(1), resp.eq(OKAY)]
-                        for f in r.fields:
-                            data, lanes = w_data[f.lsb:f.lsb + f.width], lane_bits(f)
-                            port = getattr(self, f.port, None)
-                            if f.access == RW:
-                                m.d.sync += port.eq(Cat(Mux(lanes[i], data[i], port[i])
-                                                        for i in range(f.width)))
-                            elif f.access == W1P:
-                                m.d.sync += port.eq(data & lanes)
-                            elif f.access == W1C:
-                                m.d.comb += clear[f.port].eq(data & lanes)
-                with m.Default():
-                    m.d.comb += done.eq(1)
+        for port in (f.port for _, f in regmap.fields() if f.access == W1P):
+            m.d.sync += getattr(self, port).eq(0)
+
+        # One term per writable register, enabled by its decoded bit (at most one is set). Every
+        # combinational output is an expression of the held write, not an assignment under an If:
+        # event-driven simulators would leave such a signal unknown until its If's condition first
+        # changes (a W1C clear unknown until its register's first write made STATUS unknown).
+        clear = {port: Const(0, s.shape()) for port, s in sticky.items()}
+        completes, okays = [ready_to_write & ~aw_sel[:len(writable)].any()], []  # unmapped: SLVERR
+        for k, r in enumerate(writable):
+            selected = ready_to_write & aw_sel[k]
+            if r.stream is not None:
+                out = getattr(self, r.stream.port)
+                whole = w_strb == ALL_LANES      # a partial write is refused: SLVERR, no beat
+                m.d.comb += [out.valid.eq(selected & whole), out.payload.value.eq(w_data)]
+                if r.stream.high:
+                    m.d.comb += out.payload.high.eq(rw_port(r.stream.high))
+                if r.stream.index:
+                    m.d.comb += out.payload.index.eq(rw_port(r.stream.index))
+                completes.append(selected & (~whole | out.ready))
+                okays.append(selected & whole & out.ready)
+                if r.stream.index:
+                    with m.If(selected & whole & out.ready):
+                        m.d.sync += rw_port(r.stream.index).eq(rw_port(r.stream.index) + 1)
+                continue
+            completes.append(selected)
+            okays.append(selected)
+            for f in r.fields:
+                data, lanes = w_data[f.lsb:f.lsb + f.width], lane_bits(f)
+                port = getattr(self, f.port, None)
+                if f.access == RW:
+                    with m.If(selected):
+                        m.d.sync += port.eq(Cat(Mux(lanes[i], data[i], port[i]) for i in range(f.width)))
+                elif f.access == W1P:
+                    with m.If(selected):
+                        m.d.sync += port.eq(data & lanes)
+                elif f.access == W1C:
+                    clear[f.port] = Mux(selected, data & lanes, 0)
+
+        done = Cat(completes).any()         # the held write completes this cycle
+        resp = Mux(Cat(okays).any(), OKAY, SLVERR) if okays else Const(SLVERR, 2)
+        with m.If(done):
+            m.d.sync += [aw_full.eq(0), w_full.eq(0), b_valid.eq(1), b_resp.eq(resp)]
 
         # Sticky bits: a set in the same cycle as a clear wins, so no event is lost.
         for port, bit in sticky.items():

@@ -14,9 +14,10 @@ BUS = f"""\
   is not used). Top-level ports are flat, `s_axil_awaddr`, `s_axil_wdata`, ... (the names Vivado's
   interface inference and cocotbext-axi's `AxiLiteBus.from_prefix(dut, "s_axil")` expect).
 * AW and W may arrive in either order or together. One write executes at a time: the next write's
-  AW and W are captured while B is pending and execute after its handshake. The next AR is accepted
-  after the R handshake. Reads and writes proceed independently; B and R are held until
-  `BREADY`/`RREADY`.
+  AW and W are captured while B is pending and execute after its handshake. A read's address is
+  decoded at the AR handshake's clock edge and the register is read at the next one, where RVALID
+  rises; the next AR is accepted after the R handshake. Reads and writes proceed independently; B
+  and R are held until `BREADY`/`RREADY`.
 * Responses: OKAY ({RESP['okay']}) or SLVERR ({RESP['slverr']}). A refused access has no side effect
   on any register or port and sets `STATUS.axi_error`:
   * write to an unmapped address or to a register with no writable field (ID, VERSION, CFG_*,
