@@ -120,7 +120,8 @@ class CSRBlock(wiring.Component):
         # --- read path: AR is captured (its register decoded), the next clock loads R
         registers = regmap.registers
         ar_full, ar_sel = Signal(name="ar_full"), Signal(len(registers), name="ar_sel")
-        r_valid, r_data, r_resp = Signal(), Signal(DATA_BITS), Signal(2)
+        r_valid, r_resp = Signal(name="r_valid"), Signal(2, name="r_resp")
+        r_data = Signal(DATA_BITS, name="r_data")
         # An expression, not an assignment under the If below: event-driven simulators would leave
         # such a signal unknown until its If's condition first changes.
         read_error = ar_full & ~ar_sel.any()
@@ -144,8 +145,9 @@ class CSRBlock(wiring.Component):
         # --- write path
         writable = [r for r in registers if r.writable]
         aw_full, aw_sel = Signal(name="aw_full"), Signal(max(1, len(writable)), name="aw_sel")
-        w_full, w_data, w_strb = Signal(), Signal(DATA_BITS), Signal(DATA_BITS // 8)
-        b_valid, b_resp = Signal(), Signal(2)
+        w_full, w_data = Signal(name="w_full"), Signal(DATA_BITS, name="w_data")
+        w_strb = Signal(DATA_BITS // 8, name="w_strb")
+        b_valid, b_resp = Signal(name="b_valid"), Signal(2, name="b_resp")
         m.d.comb += [bus.awready.eq(~aw_full), bus.wready.eq(~w_full), bus.bvalid.eq(b_valid),
                      bus.bresp.eq(b_resp)]
         with m.If(bus.awvalid & ~aw_full):
