@@ -37,8 +37,12 @@ waits a clock); READ holds the write path (no new vector is looked up; beats sti
 every vector looked up has left the data side and every row write has its response, looks the layer's class and the region base up,
 takes the tracker's state and emits at most three runs (sinks, window, window after the wrap) on
 ``run{port}``; it completes when that port reports it done. While any READ is planned or in flight
-the write path starts no vector: stricter than the spec's "an append waits", and what keeps a
-non-append vector from overwriting a slot being read.
+(and during any command's DECODE, and for one clock after the last read completes) the write path
+starts no vector: stricter than the spec's "an append waits", and what keeps a non-append vector
+from overwriting a slot being read.
+
+HEAD_DIM's geometry (validity, row bytes, beats and blocks per vector) is registered: it follows a
+HEAD_DIM write one clock later, i.e. before anything sent after that write's B response arrives.
 """
 
 from __future__ import annotations
