@@ -22,7 +22,7 @@ them.
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -110,7 +110,7 @@ class CSRBlock(wiring.Component):
                 next_lsb = f.lsb + f.width
             return Cat(*parts, Const(0, DATA_BITS - next_lsb))
 
-        def decode(addr, registers) -> Signal:
+        def decode(addr, registers) -> Value:
             """One bit per register of ``registers``, set where ``addr`` is its word: decoded as the
             address is captured, so that no address compare sits in front of the read multiplexer
             or of a write's effects (ARADDR, an input, reached RDATA over 8 LUT levels in
