@@ -55,7 +55,7 @@ from kvpath import layout
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig
 from kvpath.layout import Op, POS_BITS
 from kvpath.hdl.ddr.axi4 import AXI4Signature
-from kvpath.hdl.ddr.bursts import Queue, SkidBuffer
+from kvpath.hdl.lib.streams import Queue, SkidBuffer
 from kvpath.hdl.ddr.read_port import run_layout
 from kvpath.hdl.ddr.repack import BytePacker, chunk_layout
 from kvpath.hdl.ddr.tables import READERS, class_shape

@@ -73,7 +73,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
 from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig, load
-from kvpath.hdl.ddr.bursts import Queue, SkidBuffer
+from kvpath.hdl.lib.streams import Queue, SkidBuffer
 from kvpath.hdl.ddr.reader import BurstReader
 from kvpath.hdl.ddr.repack import ByteUnpacker, chunk_layout
 from kvpath.hdl.static.cache import read_signature

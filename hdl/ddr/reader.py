@@ -56,8 +56,9 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream
 from amaranth.lib.wiring import Out
 
-from kvpath.hdl.ddr.bursts import (BurstSplitter, Mover, MoverParams, Queue, address_channel, byte_rotate_right,
+from kvpath.hdl.ddr.bursts import (BurstSplitter, Mover, MoverParams, address_channel, byte_rotate_right,
                                    command_intake, lanes_at_or_below, lanes_below, up_down)
+from kvpath.hdl.lib.streams import Queue
 
 __all__ = ["BurstReader"]
 
