@@ -287,9 +287,23 @@ ABC_MAP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean
                 "opt_lut_ins -tech xilinx")
 
 
-def _synth_command(top: str, abc9: bool) -> str:
+# ABC9's wire delay, in the picoseconds of the LUT pin delays yosys takes from prjxray's Artix-7
+# data (share/xilinx/cells_sim.v: 127 ps on I5 to 642 ps on I0). yosys' own 300 ps is set to choose
+# a LUT6 over a LUT5 + LUT2 (synth_xilinx's source); with it a level through a fast pin costs a third
+# of one through a slow pin, so ABC9 leaves long chains of fast pins on paths it times as having
+# slack, and a block's level count moved by 1-3 with unrelated changes. After place and route a
+# level's routing is most of its delay, whichever pin it enters (UG949). At 2000 ps the slowest
+# level costs 1.24 times the fastest, so ABC9 minimizes levels; a sweep over 1000, 2000 and 4000 ps
+# (docs/benchmarks.md, issue 12) shows 1000 still leaving pin-delay chains and 4000 buying depth
+# with LUTs. Passed through synth_xilinx's scratchpad key; ``--wire-delay`` overrides it.
+ABC9_WIRE_DELAY_PS = 2000
+
+
+def _synth_command(top: str, abc9: bool, wire_delay: int = ABC9_WIRE_DELAY_PS) -> str:
     synth = f"synth_xilinx -family xcup -flatten -noiopad -noclkbuf -top {top}"
-    return synth if abc9 else f"{synth} -run :map_luts; {ABC_MAP_LUTS}; {synth} -run finalize:"
+    if abc9:
+        return f"scratchpad -set synth_xilinx.abc9.W {int(wire_delay)}; {synth}"
+    return f"{synth} -run :map_luts; {ABC_MAP_LUTS}; {synth} -run finalize:"
 
 
 def _yosys(script: str, workdir: Path, log: Path) -> None:
@@ -305,24 +319,26 @@ def yosys_version() -> str:
     return subprocess.run([str(yosys), "-V"], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def synthesize_verilog(verilog: Path, top: str, workdir: Path, *, abc9: bool = True) -> SynthReport:
+def synthesize_verilog(verilog: Path, top: str, workdir: Path, *, abc9: bool = True,
+                       wire_delay: int = ABC9_WIRE_DELAY_PS) -> SynthReport:
     """Synthesize ``verilog``, which must sit in ``workdir``; ``abc9=False`` maps LUTs with the
     older ABC instead (``ABC_MAP_LUTS``)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     netlist = workdir / f"{top}.json"
-    script = f"read_verilog {Path(verilog).name}; {_synth_command(top, abc9)}; stat; write_json {netlist.name}"
+    script = f"read_verilog {Path(verilog).name}; {_synth_command(top, abc9, wire_delay)}; stat; write_json {netlist.name}"
     _yosys(script, workdir, workdir / f"{top}.yosys.log")
     return report_from_netlist(netlist, top)
 
 
-def synthesize_many(designs: list[tuple[Path, str]], workdir: Path) -> dict[str, tuple[SynthReport, str]]:
+def synthesize_many(designs: list[tuple[Path, str]], workdir: Path,
+                    wire_delay: int = ABC9_WIRE_DELAY_PS) -> dict[str, tuple[SynthReport, str]]:
     """Several designs (Verilog files in ``workdir``, with their tops) in one yosys process, each
     from a clean design; a design that run did not finish (yowasp exits with status 1 and no
     message on some) is redone alone, with the ABC fallback of ``synthesize_block``. Returns
     top -> (report, mapper)."""
     workdir = Path(workdir)
-    script = "; ".join(f"design -reset; read_verilog {Path(v).name}; {_synth_command(t, True)}; write_json {t}.json"
+    script = "; ".join(f"design -reset; read_verilog {Path(v).name}; {_synth_command(t, True, wire_delay)}; write_json {t}.json"
                        for v, t in designs)
     try:
         _yosys(script, workdir, workdir / "many.yosys.log")
@@ -333,7 +349,7 @@ def synthesize_many(designs: list[tuple[Path, str]], workdir: Path) -> dict[str,
         try:
             results[top] = report_from_netlist(workdir / f"{top}.json", top), "abc9"
         except (OSError, ValueError, KeyError):
-            results[top] = _with_fallback(Path(verilog), top, workdir)
+            results[top] = _with_fallback(Path(verilog), top, workdir, wire_delay)
     return results
 
 
@@ -475,18 +491,19 @@ def verilog_for(b: Block, workdir: Path) -> Path:
     return write_verilog(b.build(), b.top, Path(workdir) / f"{b.top}.v")
 
 
-def _with_fallback(verilog: Path, top: str, workdir: Path) -> tuple[SynthReport, str]:
+def _with_fallback(verilog: Path, top: str, workdir: Path,
+                   wire_delay: int = ABC9_WIRE_DELAY_PS) -> tuple[SynthReport, str]:
     try:
-        return synthesize_verilog(verilog, top, workdir), "abc9"
+        return synthesize_verilog(verilog, top, workdir, wire_delay=wire_delay), "abc9"
     except subprocess.CalledProcessError:
         return synthesize_verilog(verilog, top, workdir, abc9=False), "abc"
 
 
-def synthesize_block(b: Block, workdir: Path) -> tuple[SynthReport, str]:
+def synthesize_block(b: Block, workdir: Path, wire_delay: int = ABC9_WIRE_DELAY_PS) -> tuple[SynthReport, str]:
     """``b`` with ABC9 (yosys' default for xcup), or with the older ABC mapper (``ABC_MAP_LUTS``)
     where yowasp's ABC9 exits with an error; returns the report and the mapper that made it."""
     workdir = Path(workdir) / b.top
-    return _with_fallback(verilog_for(b, workdir), b.top, workdir)
+    return _with_fallback(verilog_for(b, workdir), b.top, workdir, wire_delay)
 
 
 ALL_BEGIN = "<!-- kvpath synth --all: begin (generated; do not edit by hand) -->"
@@ -548,17 +565,23 @@ def _reused(b: Block, workdir: Path, recorded: dict) -> tuple | None:
     return r, entry["mapper"], depth
 
 
-def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None, reuse: bool = False) -> int:
+def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None, reuse: bool = False,
+            wire_delay: int = ABC9_WIRE_DELAY_PS) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     blocks = default_blocks()
-    recorded = json.loads(record.read_text())["blocks"] if reuse and record is not None and record.exists() else {}
+    recorded = {}
+    if reuse and record is not None and record.exists():
+        old = json.loads(record.read_text())
+        # Netlists mapped with another wire delay are not this run's.
+        if old.get("abc9_wire_delay_ps") == wire_delay:
+            recorded = old["blocks"]
 
     def one(b: Block):
         if reuse and (old := _reused(b, workdir, recorded)) is not None:
             return old
         try:
-            r, flow = synthesize_block(b, workdir)
+            r, flow = synthesize_block(b, workdir, wire_delay)
         except subprocess.CalledProcessError:
             return None, NOT_MAPPED, None
         depth = None
@@ -598,6 +621,9 @@ def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None, reu
             if b.top in depth_mapped:
                 d = depth_mapped[b.top]
                 print(f"{b.top}: with abc, {d.lut_levels} LUT levels: {' -> '.join(d.path)}")
+    if wire_delay != ABC9_WIRE_DELAY_PS and (doc is not None or record is not None):
+        print(f"--wire-delay {wire_delay} is not the default {ABC9_WIRE_DELAY_PS}: {doc} and {record} are left as they are")
+        doc = record = None
     if doc is not None:
         replace_all_table(doc, table)
         print(f"wrote the table into {doc}")
@@ -605,7 +631,8 @@ def run_all(workdir: Path, jobs: int, doc: Path | None, record: Path | None, reu
         entries = {b.top: record_entry(Path(workdir) / b.top / f"{b.top}.v", r, flow) for b, r, flow in rows}
         for top, d in depth_mapped.items():
             entries[top].update(levels_abc=d.lut_levels, path_abc=list(d.path))
-        record.write_text(json.dumps({"yosys": yosys_version(), "blocks": entries}, indent=1) + "\n")
+        record.write_text(json.dumps({"yosys": yosys_version(), "abc9_wire_delay_ps": wire_delay,
+                                      "blocks": entries}, indent=1) + "\n")
         print(f"wrote the record into {record}")
     return 0
 
@@ -634,6 +661,8 @@ def main(argv=None, prog: str | None = None) -> int:
                         help="read this yosys JSON netlist (one kvpath synth left in --workdir; its top is the "
                              "file's stem) instead of synthesizing, and list its paths of --paths-over LUTs or more")
     parser.add_argument("--paths-over", type=int, default=7, help="with --netlist: the LUT levels to list from")
+    parser.add_argument("--wire-delay", type=int, default=ABC9_WIRE_DELAY_PS, metavar="PS",
+                        help=f"ABC9's wire delay in ps (default {ABC9_WIRE_DELAY_PS}; yosys' own is 300)")
     args = parser.parse_args(argv)
     if args.netlist is not None:
         module = json.loads(args.netlist.read_text())["modules"][args.netlist.stem]
@@ -649,7 +678,7 @@ def main(argv=None, prog: str | None = None) -> int:
         return 0
     if args.all:
         return run_all(args.workdir, args.jobs, args.doc if args.doc.exists() else None,
-                       args.record if args.record.parent.is_dir() else None, args.reuse)
+                       args.record if args.record.parent.is_dir() else None, args.reuse, args.wire_delay)
     allowed = QUANT_LANES if args.target == "quantizer" else DEQUANT_LANES
     for lanes in args.lanes:
         if lanes not in allowed:
@@ -660,7 +689,7 @@ def main(argv=None, prog: str | None = None) -> int:
     reports = []
     for lanes in args.lanes:
         b = Block(args.target, args.fmt, lanes, args.elem)
-        report, flow = synthesize_block(b, args.workdir)
+        report, flow = synthesize_block(b, args.workdir, args.wire_delay)
         if args.json:
             print(json.dumps({**asdict(report), "mapper": flow}))
         else:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from kvpath.tools.synth import default_blocks, synthesize_many, verilog_for, verilog_sha256, yosys_version
+from kvpath.tools.synth import (ABC9_WIRE_DELAY_PS, default_blocks, synthesize_many, verilog_for, verilog_sha256,
+                                yosys_version)
 
 RECORD = Path(__file__).parent / "data" / "synth_levels.json"
 MAX_LUT_LEVELS = 6
@@ -22,14 +23,6 @@ MAX_LUT_LEVELS = 6
 # Blocks that do not meet the limit yet, with the path that limits them (issue 12 is open for them).
 # A block here that meets the limit fails the test: take it off the list.
 OVER_THE_LIMIT = {
-    # ABC9 recovers area on paths it times as faster than its critical one and leaves LUT chains
-    # there; mapped for depth (abc) these four are at 6 or fewer: docs/benchmarks.md, issue 12.
-    # KVPathTop met 6 with an earlier netlist of the same ring tracker (the register block's write
-    # decode written differently); its path lies in the tracker's read iterator, 6 alone.
-    "kvpath_readport_q8_0_l16": "unpack.fill -> [7 LUTs] -> unpack.fill (CE)",
-    "kvpath_top_q8_0_l16": "rd__payload -> [7 LUTs] -> rd__payload (D)",
-    "kvpath_engine_q8_0_l16": "cmd_fsm_state -> [3 LUTs] -> cmd_reg__ready -> [3 LUTs] -> cmd_fsm_state (CE)",
-    "kvpath_kvcache_q8_0_l16": "read_port0.unpack.fill -> [10 LUTs] -> read_port0.unpack.fill (CE)",
     # Mapped with abc (ABC9 exits on it); its deepest path ends at an output port.
     "kvpath_hadamard_q8_0_l16": "$2906 -> [3 LUTs] -> $2940 -> [5 LUTs] -> output port",
 }
@@ -37,7 +30,7 @@ OVER_THE_LIMIT = {
 
 def _levels(tmp_path, fresh_all: bool) -> tuple[dict, list]:
     record = json.loads(RECORD.read_text())
-    same_yosys = record["yosys"] == yosys_version()
+    same_yosys = record["yosys"] == yosys_version() and record.get("abc9_wire_delay_ps") == ABC9_WIRE_DELAY_PS
     levels, stale = {}, []
     for b in default_blocks():
         verilog = verilog_for(b, tmp_path)
