@@ -50,6 +50,7 @@ class SynthReport:
     cells: dict
     fanout: int = 0          # the most cell inputs any one net drives
     fanout_net: str = ""     # that net's name
+    enable_fanout: int = 0   # the most flip-flop clock enables (CE) any one net drives
     path: tuple = ()         # the deepest path: named nets from its start register to its end
 
     def percent(self, key: str) -> float:
@@ -106,6 +107,18 @@ def max_fanout(module: dict) -> tuple[int, str]:
                 name = f"the {pins[0]} of {names.get(outs[0], 'a register')} and others"
                 break
     return loads[bit], name
+
+
+def max_enable_fanout(module: dict) -> int:
+    """The most flip-flop clock-enable pins (CE of FD* cells) that one net bit drives: a stalling
+    pipeline's enable shows here, next to the reset, which the largest fan-out usually names."""
+    loads: dict[int, int] = {}
+    for cell in module["cells"].values():
+        if cell["type"].startswith("FD"):
+            for bit in cell["connections"].get("CE", []):
+                if isinstance(bit, int):
+                    loads[bit] = loads.get(bit, 0) + 1
+    return max(loads.values(), default=0)
 
 
 def lut_levels(module: dict) -> int:
@@ -381,6 +394,7 @@ def report_from_netlist(netlist: Path, top: str) -> SynthReport:
         cells=dict(sorted(counts.items())),
         fanout=fanout,
         fanout_net=fanout_net,
+        enable_fanout=max_enable_fanout(module),
         path=path,
     )
 
@@ -666,6 +680,9 @@ def main(argv=None, prog: str | None = None) -> int:
     args = parser.parse_args(argv)
     if args.netlist is not None:
         module = json.loads(args.netlist.read_text())["modules"][args.netlist.stem]
+        fanout, fanout_net = max_fanout(module)
+        print(f"largest fan-out: {fanout} cell inputs on {fanout_net}; "
+              f"largest clock-enable net: {max_enable_fanout(module)} flip-flops")
         rows, complete = paths_over(module, args.paths_over)
         for lv, n, start, end in rows:
             print(f"{lv} levels, {n} bit pairs: {start} -> {end}")
@@ -700,6 +717,7 @@ def main(argv=None, prog: str | None = None) -> int:
             print(f"{report.top}: mapped with {flow}")
             print(f"{report.top}: deepest path ({report.lut_levels} LUT levels): {' -> '.join(report.path)}")
             print(f"{report.top}: largest fan-out: {report.fanout} cell inputs on {report.fanout_net}")
+            print(f"{report.top}: largest clock-enable net: {report.enable_fanout} flip-flops")
     for lanes, report, _ in reports:
         print(contract_line(args.target, args.fmt, args.elem, lanes, report))
     return 0

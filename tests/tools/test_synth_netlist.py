@@ -1,7 +1,8 @@
 """The netlist walks of kvpath/tools/synth.py on hand-made netlists (no yosys): LUT levels, the deepest
-path's named nets, the largest fan-out, and the contract line."""
+path's named nets, the largest fan-out and clock-enable net, and the contract line."""
 
-from kvpath.tools.synth import SynthReport, contract_line, deepest_path, lut_levels, max_fanout, paths_over
+from kvpath.tools.synth import (SynthReport, contract_line, deepest_path, lut_levels, max_enable_fanout, max_fanout,
+                                paths_over)
 
 
 def cell(kind, inputs, outputs):
@@ -73,6 +74,20 @@ def test_distributed_ram_cuts_paths_at_its_write_side():
 def test_max_fanout_names_the_net():
     count, name = max_fanout(netlist())
     assert (count, name) == (7, "state")  # a's two inputs, d, e, x0..x2; not the clock's 10
+
+
+def test_max_enable_fanout_counts_flip_flop_enables_only():
+    """Three registers share one enable and two another; a LUT input on the first net and the
+    clock (on every register) are not enables."""
+    cells = {
+        **{f"a{i}": cell("FDRE", {"D": [10 + i], "C": [40], "CE": [1]}, {"Q": [20 + i]}) for i in range(3)},
+        **{f"b{i}": cell("FDRE", {"D": [13 + i], "C": [40], "CE": [2]}, {"Q": [23 + i]}) for i in range(2)},
+        "l": cell("LUT2", {"I0": [1], "I1": [1]}, {"O": [30]}),
+        "m": cell("LUT1", {"I0": [1]}, {"O": [31]}),
+    }
+    module = {"cells": cells, "netnames": {"en": {"bits": [1]}, "clk": {"bits": [40]}}}
+    assert max_enable_fanout(module) == 3
+    assert max_fanout(module) == (6, "en")  # all its loads: three enables and three LUT inputs
 
 
 def test_contract_line():
