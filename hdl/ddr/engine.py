@@ -447,20 +447,17 @@ class KVEngine(wiring.Component):
             block_done = q_fire & block[:per_block].all()
         else:
             block_done = q_fire
-        # The skid buffer lets the quantizer finish its next block while the packer still cuts
-        # the previous one into bus beats (2 or 3 of them): without it the quantizer's pipeline,
-        # and with it the input, stops for every cycle the packer holds a block.
-        m.submodules.quant_skid = skid = SkidBuffer(chunk_layout(self.chunk_bytes))
-        connect(m, skid.o, packer.i)
-        # And one between the packer and the writer: the writer's data.ready follows WREADY, and
-        # through the packer's ready it reached this skid buffer's enables (7 LUT levels in the
-        # engine); now it ends at the next one's.
+        # The quantizer's output queue holds its next blocks while the packer still cuts one into
+        # bus beats (2 or 3 of them); its pipeline never stalls, so the packer feeds on it directly.
+        # A skid buffer between the packer and the writer: the writer's data.ready follows
+        # WREADY, and through the packer's ready it reached the quantizer's output (7 LUT levels
+        # in the engine, when that was a skid buffer); now it ends at the skid buffer.
         m.submodules.bus_skid = bus_skid = SkidBuffer(writer.data_layout)
         connect(m, bus_skid.o, writer.data)
         m.d.comb += [
-            skid.i.valid.eq(quant.o.valid), quant.o.ready.eq(skid.i.ready),
-            skid.i.payload.data.eq(quant_out),
-            skid.i.payload.last.eq(block + 1 == units_per_vec),
+            packer.i.valid.eq(quant.o.valid), quant.o.ready.eq(packer.i.ready),
+            packer.i.payload.data.eq(quant_out),
+            packer.i.payload.last.eq(block + 1 == units_per_vec),
             self.block_fire.eq(block_done),
             bus_skid.i.valid.eq(packer.o.valid), packer.o.ready.eq(bus_skid.i.ready),
             bus_skid.i.payload.data.eq(packer.o.payload.data),

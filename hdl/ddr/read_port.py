@@ -7,14 +7,15 @@ and the READ's error flag.
 
 ::
 
-    run ─► intake ─► BurstReader ─► skid ─► ByteUnpacker ─► skid ─► Dequantizer ─► skid ─► tagger ─► skid ─► o
+    run ─► intake ─► BurstReader ─► skid ─► ByteUnpacker ─► Dequantizer (output queue) ─► tagger ─► skid ─► o
               │            └ error of each run's last beat ─► err FIFO ─────────────────────┘
               └──── run info (rows, pos, final) ─► info FIFO ──────────────────────────────┘
 
-Every skid buffer's ``i.ready`` is a register, so no ready path runs from one unit into the next
+Every skid buffer's ``i.ready`` is a register, and so is the dequantizer's (its pipeline never
+stalls; its output queue takes back-pressure), so no ready path runs from one unit into the next
 (issue 12: the chain from the tagger through the dequantizer and unpacker into the reader was
 11 LUT levels in KVCacheTop); static formats whose beats of codes are narrower than the bus cut
-them out of the bus beat directly, without the first two.
+them out of the bus beat directly, without the skid buffer and the unpacker.
 
 Ports
 =====
@@ -292,11 +293,9 @@ class ReadPort(wiring.Component):
                 rd.ready.eq(beat_skid.i.ready),
             ]
             connect(m, beat_skid.o, unpack.i)
-            # And one between the unpacker and the dequantizer: the dequantizer's i.ready and the
-            # unpacker's fill logic made one 10-level path.
-            m.submodules.chunk_skid = chunk_skid = SkidBuffer(chunk_layout(self.chunk_bytes))
-            connect(m, unpack.o, chunk_skid.i)
-            src = chunk_skid.o
+            # The dequantizer's i.ready is a register (its output queue takes back-pressure), so
+            # the unpacker feeds it directly.
+            src = unpack.o
         m.d.comb += [
             errs.i.valid.eq(rd.valid & rd.ready & run_end),
             errs.i.payload.eq(rd.payload.error),
@@ -343,11 +342,8 @@ class ReadPort(wiring.Component):
             connect(m, dq.scales, flipped(self.scales))
 
         # ---- tagger: position from the row count, TLAST and error from the run info. The
-        # dequantizer's output goes through a skid buffer first, so that the tagger's row compare
-        # does not reach the dequantizer's stage enables and, through them, the unpacker.
-        m.submodules.elem_skid = elem_skid = SkidBuffer(dq.o.signature.members["payload"].shape)
-        connect(m, dq.o, elem_skid.i)
-        dq_o = elem_skid.o
+        # dequantizer's output is its queue's registers, and its ready reaches only that queue.
+        dq_o = dq.o
         m.submodules.skid = skid = SkidBuffer(self.out_layout)
         head = data.View(info_layout, info.o.payload)
         beat = Signal(range(max(2, self.max_beats_per_row)))

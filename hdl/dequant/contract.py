@@ -3,8 +3,9 @@
 The frame takes one input beat (one or more blocks), hands it out ``lanes`` elements at a time,
 and in stage 1 registers every block's scale fields -- read by the engine's ``field_rule``, which
 also flags the non-finite ones -- and the beat's codes. The engine turns them into output elements
-in ``latency`` enabled cycles; its last register is the output payload. Engines hold no handshake
-logic: every register loads on ``en``, the frame owns valid bits, stalls and counters.
+in ``latency`` enabled cycles; its last register is the output value. Engines hold no handshake
+logic: every register loads on ``en``, which the frame ties high (its pipeline never stalls and an
+output queue takes back-pressure); the frame owns valid bits, the queue and counters.
 
 An engine is a ``wiring.Component`` built as ``Engine(fmt, lanes, elem)`` (the registry's
 ``BlockFormat.engine``) with:

@@ -11,22 +11,24 @@ Pipeline. A holding register takes an input beat and hands it out one output bea
 reads the scale fields by the engine's rule (counting non-finite ones) and picks the beat's codes; the
 format's engine (``config.FORMATS[fmt].engine``: ``mul.MulEngine`` for q8_0 / q4_0,
 ``q4_1.Q41Engine``, ``mx.MXEngine``; the contract is ``contract.py``) computes the values in a fixed
-number of stages, its last register being the output payload. Every
-datapath register loads on ``en = ~o.valid | o.ready``: back-pressure freezes the whole pipeline
-and bubbles travel as cleared valid bits, so the output sustains one beat per clock while input
-is available and the output is ready.
+number of stages, its last register feeding the output queue. The pipeline never stalls: every
+register loads on every clock (no clock enable, so no enable net fans out to the datapath) and
+bubbles travel as cleared valid bits. Back-pressure is taken by the output queue (a LUT-RAM FIFO,
+``lib.streams.CreditQueue``), in which an input beat reserves a place for each of its output beats
+as it is accepted; the queue holds every beat that can be in flight (``queue_depth``), so the output
+sustains one beat per clock while input is available and the output is ready.
 
 Latency: an input beat accepted in cycle t shows its first output beat in cycle t + ``latency``
-(with the output ready throughout): 7 clocks for q8_0, 6 for q4_0, 14 for q4_1 with 8 lanes and 15
-with 16 or more, 5 for the MX formats (``Dequantizer.latency``); BF16 output adds one clock to q8_0
-and q4_0 (d is normalized first) and none to the others.
-``i.ready = ~held | (en & last beat of the held block)``: it depends combinationally on
-``o.ready`` (through ``en``) whenever the holding register is full; ``o.valid`` and ``o.payload``
-come straight from registers.
+(with the output ready throughout): 9 clocks for q8_0, 8 for q4_0, 16 for q4_1 with 8 lanes and 17
+with 16 or more, 7 for the MX formats (``Dequantizer.latency``: the holding register, stage 1, the
+engine's stages and the queue's two); BF16 output adds one clock to q8_0 and q4_0 (d is normalized
+first) and none to the others.
+``i.ready = (~held | last beat of the held block) & room``: registers only, no path from
+``o.ready``; ``o.valid`` and ``o.payload`` are the queue's output registers.
 
 Counters (32 bits, wrapping): ``saturated_count`` counts output elements saturated to the largest
-finite value; an element is counted two clocks after its beat enters the output register, so the
-count is complete one clock after the beat is taken at the latest. Engines whose results cannot
+finite value; an element is counted two clocks after its beat enters the output queue, so the
+count is complete by the time the beat can be taken. Engines whose results cannot
 saturate build no counter (ggml scales into BF16: results from finite FP16 scales stay below 2**21,
 docs/numerics.md, "BF16 output"), and the count stays 0. ``nonfinite_count`` counts non-finite
 scale fields replaced before use (ggml Inf/NaN ``d`` and ``m``, two per block when both are; MX
@@ -41,6 +43,7 @@ from amaranth.lib.wiring import In, Out
 from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format, load
 from kvpath.hdl.lib.counter import EventCounter
 from kvpath.hdl.lib.pipe import reg
+from kvpath.hdl.lib.streams import CreditQueue
 from kvpath.packing import code_offset
 
 
@@ -64,14 +67,25 @@ class Dequantizer(wiring.Component):
         self.blocks_per_beat = max(1, lanes // BLOCK_ELEMS)
         self.beats_per_block = max(1, BLOCK_ELEMS // lanes)
         self._engine = load(self.format.engine)(self.format.name, lanes, elem)
-        # Holding register, stage 1, then the engine's stages.
-        self.latency = 2 + self._engine.latency
+        # Holding register, stage 1, the engine's stages, then the output queue's write and read.
+        self.latency = 2 + self._engine.latency + 2
+        self.out_queue_depth = self.queue_depth(self.beats_per_block, self.latency)  # holds depth + 1 beats
         super().__init__({
             "i": In(stream.Signature(unsigned(8 * self.format.block_bytes * self.blocks_per_beat))),
             "o": Out(stream.Signature(data.ArrayLayout(unsigned(ELEM_BITS), lanes))),
             "saturated_count": Out(32),
             "nonfinite_count": Out(32),
         })
+
+    @staticmethod
+    def queue_depth(beats: int, latency: int) -> int:
+        """Output queue entries: an input beat reserves its ``beats`` places when it is accepted,
+        and each is freed when its output beat leaves the queue; the last of them leaves
+        ``latency + beats - 1`` cycles later at the earliest, and the credit count shows it one
+        clock after that. At one output beat per clock that many cycles hold as many beats, plus
+        the input being accepted. The queue holds ``depth + 1`` (its output register)."""
+        beats_in_flight = latency + beats + 1 + beats
+        return 1 << (beats_in_flight - 2).bit_length()
 
     def _block_codes(self, block) -> list:
         """The block's 32 stored codes, element order."""
@@ -93,16 +107,20 @@ class Dequantizer(wiring.Component):
             m.d.comb += self.saturated_count.eq(sat_ctr.count)
         m.d.comb += self.nonfinite_count.eq(nf_ctr.count)
 
-        en = Signal()
-        m.d.comb += en.eq(~self.o.valid | self.o.ready)
+        en = None  # every register loads on every clock (see the module docstring)
+        beats = self.beats_per_block
+        m.submodules.out_queue = out = CreditQueue(self.o.payload.shape(), self.out_queue_depth,
+                                                   per_take=beats)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
 
-        # Holding register: one input beat, handed out as beats_per_block output beats.
+        # Holding register: one input beat, handed out as beats_per_block output beats, one a clock.
         hold = Signal.like(self.i.payload, reset_less=True)
         held = Signal()
-        beat = Signal(range(self.beats_per_block))
-        last = beat == self.beats_per_block - 1
-        take = held & en
-        m.d.comb += self.i.ready.eq(~held | (en & last))
+        beat = Signal(range(beats))
+        last = beat == beats - 1
+        take = held
+        m.d.comb += [self.i.ready.eq((~held | last) & out.room),
+                     out.take.eq(self.i.valid & self.i.ready)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [hold.eq(self.i.payload), held.eq(1), beat.eq(0)]
         with m.Elif(take):
@@ -130,28 +148,27 @@ class Dequantizer(wiring.Component):
                     m.d.comb += eng.codes[e].eq(reg(m, en, pick, name=f"c{e}", reset=False))
         first = Signal()  # stage 1 holds the first beat of a block: count its fields once
         valid = Signal()
-        with m.If(en):
-            m.d.sync += [valid.eq(held), first.eq(take & (beat == 0))]
+        m.d.sync += [valid.eq(held), first.eq(take & (beat == 0))]
         if code_nan is None:  # fields only: a block's count once, when its first beat moves on
-            m.d.comb += [nf_ctr.events.eq(Cat(*flags)), nf_ctr.fire.eq(first & en)]
+            m.d.comb += [nf_ctr.events.eq(Cat(*flags)), nf_ctr.fire.eq(first)]
         else:  # NaN codes count on every beat, the fields still once per block
             m.d.comb += [nf_ctr.events.eq(Cat(*(flag & first for flag in flags), flat(code_nan))),
-                         nf_ctr.fire.eq(valid & en)]
+                         nf_ctr.fire.eq(valid)]
 
-        # The engine's stages; its last register is the output payload.
-        m.d.comb += eng.en.eq(en)
+        # The engine's stages; its last register enters the output queue.
+        m.d.comb += eng.en.eq(1)
         chain = [valid]
         for k in range(eng.latency):
             chain.append(reg(m, en, chain[-1], f"valid_{k + 2}", reset=True))
         m.d.comb += [
-            self.o.valid.eq(chain[-1]),
-            self.o.payload.eq(flat(eng.value)),
+            out.i.valid.eq(chain[-1]),
+            out.i.payload.eq(flat(eng.value)),
         ]
 
-        # Saturations count when their beat enters the output register, so that the count is
-        # complete no later than one clock after the beat is taken.
+        # Saturations count when their beat enters the output queue, so that the count is
+        # complete before the beat can be taken.
         if saturating:
             entered = Signal()
-            m.d.sync += entered.eq(en & chain[-2])
+            m.d.sync += entered.eq(chain[-2])
             m.d.comb += [sat_ctr.events.eq(flat(eng.sat)), sat_ctr.fire.eq(entered)]
         return m

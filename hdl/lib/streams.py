@@ -1,13 +1,13 @@
-"""Stream building blocks shared by the datapaths: a skid buffer and a memory FIFO, both with
-every ready and valid a register or one compare of registers, so they end the combinational
-paths of the units they join."""
+"""Stream building blocks shared by the datapaths: a skid buffer, a memory FIFO and the credit-counted
+output queue of a pipeline that never stalls; every ready and valid here is a register or a compare
+of registers, so they end the combinational paths of the units they join."""
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer", "Queue"]
+__all__ = ["SkidBuffer", "Queue", "CreditQueue"]
 
 
 class SkidBuffer(wiring.Component):
@@ -81,4 +81,42 @@ class Queue(wiring.Component):
             m.d.sync += rp.eq(rp + 1)
         with m.If(~self.o.valid | self.o.ready):
             m.d.sync += self.o.valid.eq(~empty)
+        return m
+
+
+class CreditQueue(wiring.Component):
+    """The output of a pipeline that never stalls: a ``Queue`` and a count of its places that no
+    accepted input has reserved yet (credits).
+
+    The pipeline takes an input only while ``room`` says ``per_take`` places are unreserved, and
+    reserves them with ``take`` in the cycle it takes it; an item leaving the queue frees its
+    place. So every item the pipeline pushes finds a place (``i.ready`` can be ignored), and the
+    pipeline's input ready needs no path from ``o.ready``: ``room`` is a register. The queue holds
+    ``depth + 1`` items (its memory and its output register); at one take per clock it does not
+    throttle the input while ``depth + 1`` covers every item between ``take`` and leaving.
+    """
+
+    def __init__(self, shape, depth: int, per_take: int = 1):
+        if not 1 <= per_take <= depth + 1:
+            raise ValueError(f"CreditQueue: per_take {per_take} does not fit depth {depth} + 1")
+        self.depth, self.per_take = depth, per_take
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+            "take": In(1),
+            "room": Out(1, init=1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.queue = queue = Queue(Shape.cast(self.i.payload.shape()).width, self.depth)
+        m.d.comb += [
+            queue.i.valid.eq(self.i.valid), queue.i.payload.eq(self.i.payload), self.i.ready.eq(queue.i.ready),
+            self.o.valid.eq(queue.o.valid), self.o.payload.eq(queue.o.payload), queue.o.ready.eq(self.o.ready),
+        ]
+        places = self.depth + 1
+        credits = Signal(range(places + 1), init=places)
+        freed = queue.o.valid & queue.o.ready
+        credits_next = credits - Mux(self.take, self.per_take, 0) + freed
+        m.d.sync += [credits.eq(credits_next), self.room.eq(credits_next >= self.per_take)]
         return m

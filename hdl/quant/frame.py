@@ -12,18 +12,22 @@
    small memory, so serializing costs no per-element multiplexer. With ``lanes == 32`` a block is a
    single beat and the store only bridges the block unit's latency; a register delay line would cost
    ``latency x 512`` flip-flops there, the store a few LUT-RAMs.
-4. Pack: each beat's codes are written straight into the output payload register at their ggml byte
-   positions; the block's last beat also writes the header and raises ``o.valid``.
+4. Pack: each beat's codes are written straight into the block register at their ggml byte
+   positions; the block's last beat also writes the header, and on the next clock the block
+   enters the output queue.
 
-Flow control: every pipeline register, in the framework and in the units, advances only when
-``en = ~o.valid | o.ready``; stage valid bits carry bubbles. ``i.ready`` is ``en``, so **i.ready
-depends combinationally on o.ready** (through one gate); ``o.valid`` and ``o.payload`` are
-registers, held while ``o.valid & ~o.ready``. With ``o.ready`` high the quantizer accepts a beat on
-every cycle. A block needs 32/lanes input beats, so block tokens leave the block unit at least that
-many enabled cycles apart and the serializer is always free when the next one arrives.
+Flow control: the pipeline never stalls. Every register, in the framework and in the units,
+loads on every clock (no clock enable, so no enable net fans out to them), and stage valid bits
+carry bubbles. Back-pressure is taken by the *output queue* (a LUT-RAM FIFO),
+which has a place reserved for each block as its first beat is accepted (``lib.streams.CreditQueue``):
+``i.ready`` is high inside a block and, at a block's first beat, while a place is free. So
+``i.ready`` is a function of registers only, and no ready path enters the pipeline; ``o`` is the
+queue's output register, held while ``o.valid & ~o.ready``. The queue holds every block that can
+be in flight between acceptance and output (``queue_depth``), so with ``o.ready`` high the
+quantizer accepts a beat on every cycle. A block needs 32/lanes input beats, so block tokens leave
+the block unit at least that many cycles apart and the serializer is always free when the next
+one arrives.
 
-``nonfinite_count`` counts non-finite elements of accepted beats since reset (wrapping at 2**32);
-it trails the input by ``COUNT_LAG`` cycles, independent of output back-pressure.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -35,6 +39,7 @@ from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_f
 
 from kvpath.hdl.lib.bits import tree_sum
 from kvpath.hdl.lib.pipe import delay, reg
+from kvpath.hdl.lib.streams import CreditQueue
 from kvpath.hdl.quant.contract import FormatDatapath
 from kvpath.packing import code_offset
 
@@ -84,15 +89,36 @@ class Quantizer(wiring.Component):
             "nonfinite_count": Out(unsigned(32)),
         })
 
+    @staticmethod
+    def queue_depth(beats: int, block_latency: int, lane_latency: int) -> int:
+        """Output queue entries: a block is reserved at its first beat and freed when it leaves the
+        queue, ``2 * beats + block_latency + lane_latency`` cycles of pipeline plus the queue's own
+        two (write, read register) and the credit register's one later; at one beat per clock that
+        many cycles hold ``cycles / beats`` blocks, rounded up, plus the one being accepted. The
+        queue holds ``depth + 1`` (its output register)."""
+        cycles = 2 * beats + block_latency + lane_latency + 4
+        blocks = -(-cycles // beats) + 1
+        return 1 << (blocks - 1).bit_length()
+
     def elaborate(self, platform):
         m = Module()
         lanes, beats = self.lanes, self.beats_per_block
-        en = Signal()
+        en = None  # every register loads on every clock (see the module docstring)
         accept = Signal()
+
+        m.submodules.block_unit = bu = self.datapath.block_unit()
+        lane_units = [self.datapath.lane_unit() for _ in range(lanes)]
+        depth = self.queue_depth(beats, bu.latency, lane_units[0].latency)
+        self.out_queue_depth = depth  # for benches: the queue holds depth + 1 blocks
+        m.submodules.out_queue = out = CreditQueue(self.o.payload.shape(), depth)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        beat_in = Signal(range(beats))
+        first_in = beat_in == 0
         m.d.comb += [
-            en.eq(~self.o.valid | self.o.ready),
-            self.i.ready.eq(en),
-            accept.eq(self.i.valid & en),
+            self.i.ready.eq(~first_in | out.room),  # a block's place is reserved at its first beat
+            accept.eq(self.i.valid & self.i.ready),
+            out.take.eq(accept & first_in),
         ]
 
         # 1. Sanitize and count.
@@ -104,7 +130,6 @@ class Quantizer(wiring.Component):
         self._count(m, accept, nonfinite)
 
         # 2. Collect a block and run the block unit.
-        beat_in = Signal(range(beats))
         last_in = Signal()
         m.d.comb += last_in.eq(beat_in == beats - 1)
         with m.If(accept):
@@ -119,11 +144,9 @@ class Quantizer(wiring.Component):
         blk_valid = Signal()
         with m.If(accept & last_in):
             m.d.sync += blk.eq(Cat(*collect, san))
-        with m.If(en):
-            m.d.sync += blk_valid.eq(accept & last_in)
+        m.d.sync += blk_valid.eq(accept & last_in)
 
-        m.submodules.block_unit = bu = self.datapath.block_unit()
-        m.d.comb += [bu.en.eq(en), bu.block.eq(blk)]
+        m.d.comb += [bu.en.eq(1), bu.block.eq(blk)]
         bu_valid = delay(m, en, blk_valid, bu.latency, "bu_valid", reset=True, names="{name}{k1}")
 
         # 3. Serialize: the lane inputs of beat k of a block appear k cycles after its token.
@@ -131,41 +154,38 @@ class Quantizer(wiring.Component):
         ser_beat = Signal(range(beats))
         ser_header = Signal.like(bu.header)
         ser_const = Signal.like(bu.const)
-        with m.If(en & bu_valid):
+        with m.If(bu_valid):
             m.d.sync += [ser_header.eq(bu.header), ser_const.eq(bu.const)]
-        ser_x = self._beat_source(m, en, accept, san, bu_valid, bu.latency, ser_valid,
-                                  ser_beat)
+        ser_x = self._beat_source(m, accept, san, bu_valid, bu.latency, ser_valid, ser_beat)
 
-        lane_units = []
-        for k in range(lanes):
-            lu = self.datapath.lane_unit()
+        for k, lu in enumerate(lane_units):
             m.submodules[f"lane{k}"] = lu
-            m.d.comb += [lu.en.eq(en), lu.x.eq(ser_x[k]), lu.const.eq(ser_const)]
-            lane_units.append(lu)
+            m.d.comb += [lu.en.eq(1), lu.x.eq(ser_x[k]), lu.const.eq(ser_const)]
         latency = lane_units[0].latency
         lv, lbeat, lheader = ser_valid, ser_beat, ser_header
         for k in range(latency):
             lv, lbeat, lheader = (reg(m, en, v, f"{name}{k + 1}", reset=True) for v, name in
                                   ((lv, "lane_valid"), (lbeat, "lane_beat"), (lheader, "lane_header")))
 
-        # 4. Pack into the output register.
-        payload = self.o.payload
+        # 4. Pack into the block register, which enters the queue on the clock after its last beat.
+        payload = Signal(len(self.o.payload), name="block_out")
+        done = Signal()
         code_bits = self.fmt.code_bits
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(lv & (lbeat == beats - 1))
-            with m.If(lv & (lbeat == beats - 1)):
-                m.d.sync += payload[:len(lheader)].eq(lheader)
-            for b in range(beats):
-                with m.If(lv & (lbeat == b)):
-                    for k, lu in enumerate(lane_units):
-                        at = code_offset(self.fmt, b * lanes + k)
-                        m.d.sync += payload[at:at + code_bits].eq(lu.code)
+        m.d.sync += done.eq(lv & (lbeat == beats - 1))
+        with m.If(lv & (lbeat == beats - 1)):
+            m.d.sync += payload[:len(lheader)].eq(lheader)
+        for b in range(beats):
+            with m.If(lv & (lbeat == b)):
+                for k, lu in enumerate(lane_units):
+                    at = code_offset(self.fmt, b * lanes + k)
+                    m.d.sync += payload[at:at + code_bits].eq(lu.code)
+        m.d.comb += [out.i.valid.eq(done), out.i.payload.eq(payload)]
         return m
 
-    def _beat_source(self, m, en, accept, san, bu_valid, bu_latency, ser_valid, ser_beat):
+    def _beat_source(self, m, accept, san, bu_valid, bu_latency, ser_valid, ser_beat):
         """Drive ``ser_valid``/``ser_beat`` and return the lane inputs (a registered beat)."""
         beats = self.beats_per_block
-        # Beat k of a block is read bu_latency + 1 + k enabled cycles after the block's last beat
+        # Beat k of a block is read bu_latency + 1 + k cycles after the block's last beat
         # was written, so at most beats + bu_latency + 1 writes (its own block's from beat k on,
         # one per cycle after) can land before it is read: a deeper store never overwrites an
         # unread beat, and never relies on read-during-write behaviour.
@@ -180,18 +200,17 @@ class Quantizer(wiring.Component):
         m.d.comb += [
             wr.addr.eq(wptr), wr.data.eq(san), wr.en.eq(accept),
             reading.eq(bu_valid | (left != 0)),
-            rd.addr.eq(rptr), rd.en.eq(en),
+            rd.addr.eq(rptr),
         ]
         with m.If(accept):
             m.d.sync += wptr.eq(wptr + 1)
-        with m.If(en):
-            m.d.sync += ser_valid.eq(reading)
-            with m.If(reading):
-                m.d.sync += rptr.eq(rptr + 1)
-            with m.If(bu_valid):
-                m.d.sync += [left.eq(beats - 1), ser_beat.eq(0)]
-            with m.Elif(left != 0):
-                m.d.sync += [left.eq(left - 1), ser_beat.eq(ser_beat + 1)]
+        m.d.sync += ser_valid.eq(reading)
+        with m.If(reading):
+            m.d.sync += rptr.eq(rptr + 1)
+        with m.If(bu_valid):
+            m.d.sync += [left.eq(beats - 1), ser_beat.eq(0)]
+        with m.Elif(left != 0):
+            m.d.sync += [left.eq(left - 1), ser_beat.eq(ser_beat + 1)]
         return rd.data
 
     def _count(self, m, accept, nonfinite):

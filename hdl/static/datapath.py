@@ -2,9 +2,11 @@
 beat's context beside the data, the scale-cache read port, the counters, the stage enable, and the
 decoding of a 16-bit float into the fields their exact products use.
 
-Every register of both loads on ``en = ~o.valid | o.ready`` and ``i.ready = en``: back-pressure
-freezes the pipeline, bubbles travel as cleared valid bits, one beat per clock otherwise. The cache
-read enable is ``en`` too, so a stalled beat keeps the row it read.
+Neither pipeline stalls: every register loads on every clock (no clock enable, so no enable net
+fans out to the datapath) and bubbles travel as cleared valid bits. The last stage's register
+enters an output queue (``lib.streams.CreditQueue``) in which each beat reserves its place as it is
+accepted, so ``i.ready`` is a register (a place is free), no ready path enters the pipeline, and a
+beat per clock goes through while ``o.ready`` is high.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -15,6 +17,7 @@ from kvpath import scales
 from kvpath.config import KVPathConfig, check_elem, get_format
 from kvpath.elements import element
 from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.lib.streams import CreditQueue
 from kvpath.hdl.static.cache import cache_row, context_layout, read_signature
 
 
@@ -51,7 +54,11 @@ class StaticDatapath(wiring.Component):
         self.ctx_layout = context_layout(config)
         self.in_layout = data.StructLayout({**data_in, "ctx": self.ctx_layout})
         self.out_layout = data.StructLayout({**data_out, "ctx": self.ctx_layout})
-        self.latency = latency  # accepted in cycle t -> o.valid from cycle t + latency with o.ready high
+        # accepted in cycle t -> o.valid from cycle t + latency with o.ready high: the stages, then the
+        # output queue's write and read
+        self.latency = latency + 2
+        # Places for every beat between acceptance and leaving the queue, and the credit count's clock.
+        self.out_queue_depth = 1 << (self.latency + 1).bit_length()  # the queue holds depth + 1
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
@@ -60,16 +67,22 @@ class StaticDatapath(wiring.Component):
         })
 
     def stage_enable(self, m: Module):
-        """``(en, accept)``: the pipeline enable, and a beat taken this cycle."""
-        en, accept = Signal(), Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en), accept.eq(self.i.valid & en)]
-        return en, accept
+        """``(en, accept, out)``: the stage enable (None: every clock), a beat taken this cycle, and
+        ``(valid, payload)`` of the last stage's register, which the subclass loads every clock and
+        which enters the output queue."""
+        m.submodules.out_queue = queue = CreditQueue(self.out_layout, self.out_queue_depth)
+        wiring.connect(m, queue.o, wiring.flipped(self.o))
+        accept = Signal()
+        out_valid, out_payload = Signal(), Signal(self.out_layout)
+        m.d.comb += [self.i.ready.eq(queue.room), accept.eq(self.i.valid & queue.room), queue.take.eq(accept),
+                     queue.i.valid.eq(out_valid), queue.i.payload.eq(out_payload)]
+        return None, accept, (out_valid, out_payload)
 
     def read_scales(self, m: Module, en, accept):
         """Address the cache with the accepted beat's context and count bad contexts; returns the
         context-valid flag of the beat being accepted."""
         row, ok0 = cache_row(m, self.i.payload.ctx, self.scope, self.lanes, self.config)
-        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(en)]
+        m.d.comb += [self.scales.row.eq(row), self.scales.en.eq(1 if en is None else en)]
         m.submodules.context_errors = ctx_errors = EventCounter(1)
         m.d.comb += [ctx_errors.events.eq(~ok0), ctx_errors.fire.eq(accept),
                      self.context_error_count.eq(ctx_errors.count)]

@@ -45,7 +45,7 @@ class StaticDequantizer(StaticDatapath):
         m = Module()
         lanes, elem, bits = self.lanes, self.elem, self.fmt.code_bits
         frac, exp = element(elem).frac_bits, element(elem).exp_bits
-        en, accept = self.stage_enable(m)
+        en, accept, (out_valid, out_reg) = self.stage_enable(m)
         ok0 = self.read_scales(m, en, accept)
         v1 = reg(m, en, accept, "s1_valid", reset=True)
         codes1 = reg(m, en, self.i.payload.codes, "s1_codes", reset=False)
@@ -139,12 +139,11 @@ class StaticDequantizer(StaticDatapath):
         m.submodules.saturated = saturated = EventCounter(lanes)
         m.submodules.nonfinite = nonfinite = EventCounter(lanes)
         m.d.comb += [
-            saturated.events.eq(Cat(*sat_flags)), saturated.fire.eq(en & v5),
-            nonfinite.events.eq(Cat(*bad_flags)), nonfinite.fire.eq(en & v5),
+            saturated.events.eq(Cat(*sat_flags)), saturated.fire.eq(v5),
+            nonfinite.events.eq(Cat(*bad_flags)), nonfinite.fire.eq(v5),
             self.saturated_count.eq(saturated.count), self.nonfinite_count.eq(nonfinite.count),
         ]
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(v5)
-            m.d.sync += [self.o.payload.elems[k].eq(out[k]) for k in range(lanes)]
-            m.d.sync += self.o.payload.ctx.eq(ctx5)
+        m.d.sync += out_valid.eq(v5)
+        m.d.sync += [out_reg.elems[k].eq(out[k]) for k in range(lanes)]
+        m.d.sync += out_reg.ctx.eq(ctx5)
         return m

@@ -47,7 +47,7 @@ class StaticQuantizer(StaticDatapath):
         m = Module()
         lanes, elem, bits = self.lanes, self.elem, self.fmt.code_bits
         frac = element(elem).frac_bits
-        en, accept = self.stage_enable(m)
+        en, accept, (out_valid, out) = self.stage_enable(m)
 
         # Accept: sanitize, count non-finite inputs, address the cache.
         m.submodules.nonfinite = nonfinite = EventCounter(lanes)
@@ -133,9 +133,7 @@ class StaticQuantizer(StaticDatapath):
         # S4: sign and pack into the output register; a bad context gives code 0.
         m.submodules.saturated = saturated = EventCounter(lanes)
         m.d.comb += [saturated.events.eq(Cat(*sat4) & Mux(ok4, (1 << lanes) - 1, 0)),
-                     saturated.fire.eq(en & v4), self.saturated_count.eq(saturated.count)]
+                     saturated.fire.eq(v4), self.saturated_count.eq(saturated.count)]
         codes = Cat(*(Mux(neg4[k], -q4[k], q4[k])[:bits] for k in range(lanes)))
-        with m.If(en):
-            m.d.sync += self.o.valid.eq(v4)
-            m.d.sync += [self.o.payload.codes.eq(Mux(ok4, codes, 0)), self.o.payload.ctx.eq(ctx4)]
+        m.d.sync += [out_valid.eq(v4), out.codes.eq(Mux(ok4, codes, 0)), out.ctx.eq(ctx4)]
         return m

@@ -80,7 +80,7 @@ class StaticTop(wiring.Component):
         m.submodules.core = core = self.core
         m.submodules.cache = cache = self.cache
         connect(m, core.scales, cache.quant if self.target == "quantizer" else cache.dequant)
-        m.submodules.kinds = kinds = SyncFIFOBuffered(width=1, depth=core.latency + 4)
+        m.submodules.kinds = kinds = SyncFIFOBuffered(width=1, depth=core.out_queue_depth + 1)  # one per beat the core may hold
 
         cmd = Signal(self.cmd_layout)
         m.d.comb += cmd.eq(self.i.payload)

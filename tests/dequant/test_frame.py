@@ -3,7 +3,8 @@
 Blocks from gguf's quantizer, arbitrary bytes (Inf/NaN scales included) and edge blocks stream
 through under seeded random input bubbles and output back-pressure; outputs must equal
 ``gguf.dequantize`` of the sanitized blocks cast to FP16 with Inf saturated to +/-65504, the counters
-must match, and the lib.stream rules must hold. A no-pause run must emit one beat per clock.
+must match, and the lib.stream rules must hold. A no-pause run must emit one beat per clock; a long
+output stall must fill the output queue and no more; i.ready and o.valid must not follow o.ready.
 """
 
 import gguf
@@ -41,8 +42,9 @@ def stimulus(fmt: str, n_blocks: int, rng) -> np.ndarray:
     return np.where((kind < 0.4)[:, None], junk, blocks)
 
 
-def run_stream(fmt, lanes, n_blocks, seed, p_valid, p_ready):
-    """Stream ``n_blocks`` blocks; returns the results and a record of the run."""
+def run_stream(fmt, lanes, n_blocks, seed, p_valid, p_ready, ready_at=None):
+    """Stream ``n_blocks`` blocks; returns the results and a record of the run. ``ready_at(cycle)``,
+    if given, sets o.ready instead of ``p_ready``."""
     f = get_format(fmt)
     rng = np.random.default_rng(seed)
     dut = Dequantizer(fmt, lanes)
@@ -73,7 +75,7 @@ def run_stream(fmt, lanes, n_blocks, seed, p_valid, p_ready):
     async def consumer(ctx):
         cycle, held = 0, None
         while len(rec["out"]) < n_out:
-            ready = bool(rng.random() < p_ready)
+            ready = bool(ready_at(cycle)) if ready_at else bool(rng.random() < p_ready)
             ctx.set(dut.o.ready, ready)
             _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             payload = [int(payload[i]) for i in range(lanes)]
@@ -84,6 +86,8 @@ def run_stream(fmt, lanes, n_blocks, seed, p_valid, p_ready):
                 rec["out_cycles"].append(cycle)
             held = payload if valid and not ready else None
             cycle += 1
+            if cycle > 20 * n_out + 1000:
+                raise AssertionError(f"seed {seed}: {len(rec['out'])} of {n_out} beats, then none")
         ctx.set(dut.o.ready, 0)
         for _ in range(4):
             await ctx.tick()
@@ -136,3 +140,40 @@ def test_no_pause_one_beat_per_clock(fmt, lanes):
           f"first beat {out[0] - inp[0]} clocks after the first input")
     assert span == beats, f"{beats} output beats took {span} clocks"
     assert out[0] - inp[0] == dut.latency
+
+
+@pytest.mark.parametrize("fmt,lanes,n_blocks", [("q4_1", 8, 64), ("q8_0", 128, 160)])
+def test_output_stall_fills_the_queue_and_loses_nothing(fmt, lanes, n_blocks):
+    """o.ready low for a long time: the dequantizer takes the input beats whose output beats its
+    queue can hold (the pipeline never stalls, so nothing else may be in flight), then resumes."""
+    seed = SEED + 31 * lanes
+    stall = 300
+    rec = run_stream(fmt, lanes, n_blocks, seed, p_valid=1.0, p_ready=0.0, ready_at=lambda c: c > stall)
+    check_results(rec, fmt, lanes, seed)
+    dut = rec["dut"]
+    taken = sum(c < stall for c in rec["in_cycles"])
+    assert taken == (dut.out_queue_depth + 1) // dut.beats_per_block, f"seed {seed}: {taken} input beats"
+
+
+def test_handshake_paths():
+    """Neither o.valid nor i.ready follows o.ready within a cycle: i.ready comes from registers."""
+    dut = Dequantizer("q4_1", 8)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.o.ready, 0)
+        for _ in range(60):
+            await ctx.tick()
+            if ctx.get(dut.o.valid):
+                break
+        assert ctx.get(dut.o.valid), "no beat reached the output"
+        for ready in (0, 1, 0, 1):
+            ctx.set(dut.o.ready, ready)
+            seen.append((ctx.get(dut.o.valid), ctx.get(dut.i.ready)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [seen[0]] * 4 and seen[0][0] == 1, seen

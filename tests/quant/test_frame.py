@@ -3,7 +3,7 @@
 Every format with a datapath here (q8_0, q4_0) at every lane count: random input bubbles and output
 back-pressure (seeded; failures print the seed), blocks with Inf/NaN/subnormals/signed zeros/ties,
 the non-finite counter, lib.stream rules (payload held while valid and not ready, o.valid
-registered), the documented combinational i.ready <- o.ready path, and a no-pause run whose
+registered), i.ready from registers only, a long output stall that fills the output queue, and a no-pause run whose
 measured throughput must be one input beat per clock.
 """
 
@@ -61,8 +61,10 @@ def stimulus(rng, blocks: int) -> np.ndarray:
     return x.reshape(-1)
 
 
-def run(fmt: str, lanes: int, bits: np.ndarray, seed: int, p_valid: float, p_ready: float):
-    """Stream ``bits`` through the quantizer; returns (blocks, nonfinite_count, stats)."""
+def run(fmt: str, lanes: int, bits: np.ndarray, seed: int, p_valid: float, p_ready: float,
+        ready_at=None):
+    """Stream ``bits`` through the quantizer; returns (blocks, stats). ``ready_at(cycle)``, if
+    given, sets o.ready instead of ``p_ready``."""
     dut = Quantizer(fmt, lanes)
     block_bytes = get_format(fmt).block_bytes
     beats = bits.reshape(-1, lanes)
@@ -70,7 +72,7 @@ def run(fmt: str, lanes: int, bits: np.ndarray, seed: int, p_valid: float, p_rea
     rng_in = np.random.default_rng(seed)
     rng_out = np.random.default_rng(seed + 1)
     got = []
-    stats = {"cycles": 0, "accepted": 0, "first_accept": None, "last_accept": None,
+    stats = {"cycles": 0, "accepted": 0, "first_accept": None, "last_accept": None, "accept_cycles": [],
              "held_violations": 0, "count": None, "count_errors": 0}
     nonfinite_in = []  # per cycle: non-finite elements of the beat accepted in that cycle
     count_seen = []  # per cycle: nonfinite_count as sampled at that clock edge
@@ -91,7 +93,7 @@ def run(fmt: str, lanes: int, bits: np.ndarray, seed: int, p_valid: float, p_rea
         cycle = 0
         held = None  # payload offered but not taken in the previous cycle
         while len(got) < n_blocks:
-            ready = bool(rng_out.random() < p_ready)
+            ready = bool(ready_at(cycle)) if ready_at else bool(rng_out.random() < p_ready)
             ctx.set(dut.o.ready, ready)
             _, _, valid, payload, i_valid, i_ready, i_payload, count = await ctx.tick().sample(
                 dut.o.valid, dut.o.payload, dut.i.valid, dut.i.ready, dut.i.payload.as_value(),
@@ -105,12 +107,13 @@ def run(fmt: str, lanes: int, bits: np.ndarray, seed: int, p_valid: float, p_rea
                 stats["accepted"] += 1
                 stats["first_accept"] = stats["first_accept"] or cycle
                 stats["last_accept"] = cycle
+                stats["accept_cycles"].append(cycle)
             if held is not None and (not valid or payload != held):
                 stats["held_violations"] += 1
             held = payload if valid and not ready else None
             if valid and ready:
                 got.append(payload)
-            if cycle > 40 * len(beats) + 200:
+            if cycle > 40 * len(beats) + 600:
                 raise AssertionError("quantizer stopped producing blocks")
         await ctx.tick().repeat(COUNT_LAG)
         stats["count"] = ctx.get(dut.nonfinite_count)
@@ -123,6 +126,7 @@ def run(fmt: str, lanes: int, bits: np.ndarray, seed: int, p_valid: float, p_rea
     sim.run()
     total = np.cumsum([0] * COUNT_LAG + nonfinite_in)  # what the counter may show, cycle by cycle
     stats["count_errors"] = int(sum(c != t for c, t in zip(count_seen, total)))
+    stats["queue_depth"] = dut.out_queue_depth
     out = np.array([[p >> (8 * k) & 0xFF for k in range(block_bytes)] for p in got], np.uint8)
     return out, stats
 
@@ -169,7 +173,7 @@ def test_no_pause_throughput(fmt, lanes):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_handshake_paths(fmt):
-    """o.valid never follows o.ready within a cycle; i.ready does (documented), via en."""
+    """Neither o.valid nor i.ready follows o.ready within a cycle: i.ready comes from registers."""
     dut = Quantizer(fmt, 32)
     seen = []
 
@@ -183,14 +187,29 @@ def test_handshake_paths(fmt):
         assert ctx.get(dut.o.valid), "no block reached the output"
         for ready in (0, 1, 0, 1):
             ctx.set(dut.o.ready, ready)
-            seen.append((ready, ctx.get(dut.o.valid), ctx.get(dut.i.ready)))
+            seen.append((ctx.get(dut.o.valid), ctx.get(dut.i.ready)))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    assert [v for _, v, _ in seen] == [1, 1, 1, 1]
-    assert [r for r, _, _ in seen] == [i for _, _, i in seen]
+    assert seen == [seen[0]] * 4 and seen[0][0] == 1, seen
+
+
+@pytest.mark.parametrize("lanes", (8, 32))
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_output_stall_fills_the_queue_and_loses_nothing(fmt, lanes):
+    """o.ready low for a long time: the quantizer takes exactly the blocks its output queue can
+    hold (the pipeline never stalls, so nothing else may be in flight), then resumes bit-exact."""
+    seed = SEED + 31 + lanes
+    bits = stimulus(np.random.default_rng(seed), 96)
+    want, _ = reference(bits, fmt)
+    stall = 400
+    got, stats = run(fmt, lanes, bits, seed, p_valid=1.0, p_ready=0.0, ready_at=lambda c: c > stall)
+    assert_blocks_equal(got, want, fmt, lanes, seed)
+    capacity = stats["queue_depth"] + 1
+    taken = sum(c <= stall for c in stats["accept_cycles"])
+    assert taken == capacity * (32 // lanes), f"seed {seed}: {taken} beats taken during the stall"
 
 
 def test_nonfinite_count_accumulates_per_lane():
