@@ -16,9 +16,9 @@ Write path, in three decoupled parts so that one vector's lookup overlaps the pr
   decision). Decisions queue up (``DECISION_QUEUE_DEPTH``) in stream order.
 * Data: the beats at the head of the beat queue belong to the decision at the head of the decision
   queue; they go to the quantizer (write) or are discarded (drop), and the decision leaves with the
-  vector's last beat. Quantized blocks go through a skid buffer and a BytePacker (the group ends at
-  the vector's last block) to the BurstWriter; its ``done`` records decide VECTORS_WRITTEN or
-  DDR_ERRORS.
+  vector's last beat. Quantized blocks leave the quantizer's output queue for a BytePacker (the
+  group ends at the vector's last block), then a skid buffer and the BurstWriter; its ``done``
+  records decide VECTORS_WRITTEN or DDR_ERRORS.
 
 With the queues the write path is bus-bound for 8-bit codes at 16 lanes (16 input beats make a row
 of 17 bus beats); see docs/benchmarks.md.
