@@ -82,16 +82,13 @@ class Q40BlockUnit(BlockUnit):
         # mx >> (4 - ee), rounded to nearest even.
         vmax, mx, ea, lz = normalized_max(m, en, self.block, keep_sign=True)
         exp = vmax[10:15]
-        shifted = Signal(11)
-        rbit = Signal()
-        sticky = Signal()
-        with m.Switch(exp):  # ee = 1, 2, 3: shift right by 4 - ee
-            with m.Case(0, 1):
-                m.d.comb += [shifted.eq(mx >> 3), rbit.eq(mx[2]), sticky.eq(mx[:2] != 0)]
-            with m.Case(2):
-                m.d.comb += [shifted.eq(mx >> 2), rbit.eq(mx[1]), sticky.eq(mx[0])]
-            with m.Case(3):
-                m.d.comb += [shifted.eq(mx >> 1), rbit.eq(mx[0])]
+        # ee = 1, 2, 3: shift right by 4 - ee. Expressions rather than a Switch: a Switch becomes an
+        # always block, which Icarus never runs while its inputs keep their time-0 values (a +0
+        # first block left its header unknown; tests/datapath, test_constant_first_block_icarus).
+        one, two = exp == 2, exp == 3
+        shifted = Mux(two, mx >> 1, Mux(one, mx >> 2, mx >> 3))[:11]
+        rbit = Mux(two, mx[0], Mux(one, mx[1], mx[2]))
+        sticky = Mux(two, 0, Mux(one, mx[0], mx[:2] != 0))
         s4_mx, s4_lz, s4_ea = p.reg(mx, "s4_mx"), p.reg(lz, "s4_lz"), p.reg(ea, "s4_ea")
         s4_normal = p.reg(exp >= 4, "s4_normal")
         s4_hnorm = p.reg(Cat(vmax[:10], exp - 3), "s4_hnorm", 15)
@@ -141,12 +138,11 @@ class Q40LaneUnit(FrontLaneUnit):
         # 8 + floor(A + K) >> 25 for p >= 0 and 8 - that for p < 0, with A = |p| * 2**25
         # = w * 2**(5 - r). In window units the constant becomes floor(K * 2**(r - 5)).
         total = Signal(WINDOW_BITS + 1)
-        addend = Signal(WINDOW_BITS)
-        with m.Switch(Cat(front.r[:3], front.sign)):
-            for r in range(R_LIMIT):
-                for sign in (0, 1):
-                    with m.Case(r | sign << 3):
-                        m.d.comb += addend.eq(window_addend(r, sign))
+        # The table as one constant and a word select (an expression), not a Switch, for the
+        # reason in Q40BlockUnit.stages.
+        table = sum(window_addend(r, sign) << (WINDOW_BITS * (r | sign << 3))
+                    for sign in (0, 1) for r in range(R_LIMIT))
+        addend = Const(table, 16 * WINDOW_BITS).word_select(Cat(front.r[:3], front.sign), WINDOW_BITS)
         m.d.comb += total.eq(front.w + addend)
         s7_total = Signal(A_INT_BITS + R_LIMIT - 1)  # window bits [20, 31): I for every r
         s7_r = Signal(3)

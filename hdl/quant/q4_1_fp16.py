@@ -250,18 +250,20 @@ class Q41BlockUnit(wiring.Component):
         # the LSB end leaves the leading-zero count equal to diff's.
         v = p.reg(Cat(Const(0, 7), diff), "diff_v")
         groups = [p.reg(diff[max(0, 8 * k - 7):8 * k + 1].any(), f"byte{k}") for k in range(6)]
-        coarse = Signal(3)
+        # Priority encoders and selections here are expressions, not assignments under If or
+        # Switch: those become always blocks, which Icarus never runs while their inputs keep
+        # their time-0 values, and a constant first block (q4_1's Icarus regression with
+        # KVPATH_LONG=1) then left its codes unknown.
+        coarse = Const(0, 3)
         for k in range(6):  # highest non-zero byte wins
-            with m.If(groups[k]):
-                m.d.comb += coarse.eq(5 - k)
+            coarse = Mux(groups[k], 5 - k, coarse)
         v1 = p.reg((v << Cat(Const(0, 3), coarse))[:48], "norm_coarse")
         c1 = p.reg(coarse, "coarse")
         zero1 = p.reg(~Cat(*groups).any(), "zero1")
         top = v1[40:48]
-        fine = Signal(3)
+        fine = Const(0, 3)
         for k in range(8):
-            with m.If(top[k]):
-                m.d.comb += fine.eq(7 - k)
+            fine = Mux(top[k], 7 - k, fine)
         v2 = p.reg((v1 << fine)[:48], "norm_fine")
         er2 = p.reg(Const(16, signed(8)) - Cat(fine, c1), "er_n")
         zero2 = p.reg(zero1, "zero2")
@@ -349,10 +351,9 @@ class Q41LaneUnit(wiring.Component):
         # --- stage 3: where D's leading one is, if at bit 23 or above: only those t round inside
         # the window; lower values stay truncated, which keeps their codes 0. Prefix ORs of the
         # low bits, ready for the sticky bit wherever the lead turns out to be.
-        lead = Signal(range(8))  # leading one at bit 23 + lead (0 when below bit 23)
+        lead = Const(0, 3)  # leading one at bit 23 + lead (0 when below bit 23); an expression (see _span)
         for i in range(8):
-            with m.If(d2[23 + i]):
-                m.d.comb += lead.eq(i)
+            lead = Mux(d2[23 + i], i, lead)
         d3 = p.reg(d2, "d3")
         s3 = p.reg(s2, "s3")
         lead3 = p.reg(lead, "lead3")
@@ -389,18 +390,12 @@ class Q41LaneUnit(wiring.Component):
         # frac(y + 0.5) > 1 - 3 * 2**-26, given ones(24): bit 2**-25 set, or 2**-26 and any below
         above1 = p.reg(zf[1] | (zf[0] & (st_low | psum[:8].any())), "above1")
         big = p.reg(y[30], "big")
-        up = Signal()
-        with m.Switch(n0):
-            with m.Case(0):
-                m.d.comb += up.eq(ones[24] & above1)
-            with m.Case(1):
-                m.d.comb += up.eq(ones[24])
-            with m.Case(2, 3):
-                m.d.comb += up.eq(ones[23])
-            with m.Case(4, 5, 6, 7):
-                m.d.comb += up.eq(ones[22])
-            with m.Case(*range(8, 15)):
-                m.d.comb += up.eq(ones[21])
+        # An expression, as in Q41BlockUnit._span: n0 = 15 gives no carry, as before.
+        up = Mux(n0 == 0, ones[24] & above1,
+             Mux(n0 == 1, ones[24],
+             Mux(n0 < 4, ones[23],
+             Mux(n0 < 8, ones[22],
+             Mux(n0 < 15, ones[21], 0)))))
         q = n0 + up
         # y < 16 for constants from a real block; the clip keeps the lane exact for any constants
         # with er + exp(id) in {2, 3}, which is the domain its tests cover.
