@@ -8,8 +8,10 @@
   ``kv_in`` is ``quant_lanes`` elements and ``q_out`` one block; for static formats both carry the
   beat's context (layer, head, kv, channel of lane 0) next to the elements or codes, and the blocks
   are ``StaticQuantizer`` / ``StaticDequantizer`` reading a ``ScaleCache``.
-  As in the datapaths, ``kv_in.ready`` / ``q_in.ready`` depend combinationally on ``q_out.ready`` /
-  ``kv_out.ready``; valid and payload of ``q_out`` / ``kv_out`` come from registers (and CTRL.enable).
+  ``kv_in.ready`` / ``q_in.ready`` come from registers (the datapaths' output-queue credits, CTRL.enable,
+  the soft reset) and do not follow ``q_out.ready`` / ``kv_out.ready``: the datapaths never stall, and
+  their output queues take back-pressure. Valid and payload of ``q_out`` / ``kv_out`` come from the
+  queues' registers (valid also from the soft reset).
 * ``memset``: bulk scale-cache writes (``ScaleWrite`` records, the DMA path).
 * ``ring_cmd`` / ``ring_wr`` / ``ring_rd``: the ring tracker's streams; its KV_MAX_TOKENS, sinks and
   window come from the RING_* registers and are sampled by a CLEAR command.
