@@ -304,8 +304,8 @@ ABC_MAP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean
 # data (share/xilinx/cells_sim.v: 127 ps on I5 to 642 ps on I0). yosys' own 300 ps is set to choose
 # a LUT6 over a LUT5 + LUT2 (synth_xilinx's source); with it a level through a fast pin costs a third
 # of one through a slow pin, so ABC9 leaves long chains of fast pins on paths it times as having
-# slack, and a block's level count moved by 1-3 with unrelated changes. After place and route a
-# level's routing is most of its delay, whichever pin it enters (UG949). At 2000 ps the slowest
+# slack, and a block's level count moved by 1-3 with unrelated changes. UG949 names the number of
+# LUTs on a path as the main factor in its delay, whichever pins they use. At 2000 ps the slowest
 # level costs 1.24 times the fastest, so ABC9 minimizes levels; a sweep over 1000, 2000 and 4000 ps
 # (docs/benchmarks.md, issue 12) shows 1000 still leaving pin-delay chains and 4000 buying depth
 # with LUTs. Passed through synth_xilinx's scratchpad key; ``--wire-delay`` overrides it.
