@@ -196,16 +196,15 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
         v = p.reg(v0, "sp_v0")
         groups = [p.reg(v0[8 * g:8 * g + 8].any(), f"sp_byte{g}") for g in range(5)]
         e3 = p.reg(e3, "sp_e3b")
-        coarse = Signal(3)
-        for g in range(5):
-            with m.If(groups[g]):
-                m.d.comb += coarse.eq(4 - g)
+        # Expressions, not If assignments: see Q41BlockUnit._span (Icarus and time-0 inputs).
+        coarse = Const(0, 3)
+        for g in range(5):  # highest non-zero byte wins
+            coarse = Mux(groups[g], 4 - g, coarse)
         v1 = p.reg((v << Cat(Const(0, 3), coarse))[:40], "sp_v1")
         c1, zero1, e4 = p.reg(coarse, "sp_c1"), p.reg(~Cat(*groups).any(), "sp_zero1"), p.reg(e3, "sp_e4")
-        fine = Signal(3)
+        fine = Const(0, 3)
         for t in range(8):
-            with m.If(v1[32 + t]):
-                m.d.comb += fine.eq(7 - t)
+            fine = Mux(v1[32 + t], 7 - t, fine)
         v2 = p.reg((v1 << fine)[:40], "sp_v2")
         lz = p.reg(Cat(fine, c1), "sp_lz")
         zero2, e5 = p.reg(zero1, "sp_zero2"), p.reg(e4, "sp_e5")

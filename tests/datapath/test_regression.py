@@ -71,21 +71,25 @@ def test_bit_exact(target, fmt, lanes, simulator, vectors, elem, build_root):
         assert result.beats_per_cycle >= 0.99, result.summary()
 
 
+ONE = {"fp16": 0x3C00, "bf16": 0x3F80}
+
+
+@pytest.mark.parametrize("elem", ELEM_TYPES)
 @pytest.mark.parametrize("fmt", GGML_FORMATS + MX_FORMATS)
-def test_constant_first_block_icarus(fmt, build_root):
+def test_constant_first_block_icarus(fmt, elem, build_root):
     """A constant block as the very first input, on Icarus. The event-driven simulator never runs
-    an always block whose inputs keep their time-0 values; q4_1's FP16 units built some of their
-    selections that way, and a first block of equal elements left its codes unknown (found by the
-    long regression, whose stimulus starts with a block of -0). Later blocks then hid it."""
+    an always block whose inputs keep their time-0 values; q4_1's FP16 and BF16 units built some of
+    their selections that way, and a first block of equal elements left its codes unknown (found by
+    the long regression, whose stimulus starts with a block of -0). Later blocks then hid it."""
     import numpy as np
 
     from kvpath import stimulus
 
-    rest = stimulus.mixed(fmt, 64, SEED, "fp16")[:64]
-    for first in (-0.0, 0.0, 1.0):
-        x = np.concatenate([np.full(32, first, np.float16), rest])
-        want, _ = regression.ref_quantize(x, fmt, 16)
-        runs = regression.rtl_quantize(x, fmt, 16, simulator="icarus", throttles=[(256, 256)],
-                                       build_dir=build_root / f"first_{fmt}_{first}")
+    rest = stimulus.mixed(fmt, 64, SEED, elem)[:64]
+    for first in (0x8000, 0x0000, ONE[elem]):  # -0, +0, 1.0
+        x = np.concatenate([np.full(32, first, np.uint16).view(rest.dtype), rest])
+        want, _ = regression.ref_quantize(x, fmt, 16, elem=elem)
+        runs = regression.rtl_quantize(x, fmt, 16, simulator="icarus", throttles=[(256, 256)], elem=elem,
+                                       build_dir=build_root / f"first_{fmt}_{elem}")
         got = np.asarray(runs[0].outputs, np.uint8).reshape(want.shape)
-        assert np.array_equal(got, want), f"{fmt}: first block of {first}"
+        assert np.array_equal(got, want), f"{fmt} {elem}: first block of {first:#06x}"
