@@ -89,13 +89,12 @@ class Q41Engine(wiring.Component):
         base = Signal(signed(7), name=f"b{b}_base_c")
         kx = Signal(signed(7), name=f"b{b}_kx_c")
         ky = Signal(signed(7), name=f"b{b}_ky_c")
-        with m.If(far_a):
-            m.d.comb += [base.eq(gd - 16), kx.eq(24), ky.eq(24 - delta)]
-        with m.Elif(far_b):
-            m.d.comb += [base.eq(gm - 21), kx.eq(29 + delta), ky.eq(29)]
-        with m.Else():
-            m.d.comb += [base.eq(Mux(delta[-1], gd, gm) - 10), kx.eq(18 + pos_delta),
-                         ky.eq(18 + neg_delta)]
+        # Expressions rather than If assignments (lib/bits.py leading_zeros says why).
+        m.d.comb += [
+            base.eq(Mux(far_a, gd - 16, Mux(far_b, gm - 21, Mux(delta[-1], gd, gm) - 10))),
+            kx.eq(Mux(far_a, 24, Mux(far_b, 29 + delta, 18 + pos_delta))),
+            ky.eq(Mux(far_a, 24 - delta, Mux(far_b, 29, 18 + neg_delta))),
+        ]
         base2, kx2, ky2 = r(base, "base"), r(kx, "kx"), r(ky + 5, "ky5")
         sd2, sm2, sigd2, sigm2, mb2 = (r(v, n + "2") for v, n in
                                        ((sd, "sd"), (sm, "sm"), (sigd, "sigd"), (sigm, "sigm"), (mb, "mb")))

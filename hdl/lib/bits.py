@@ -45,11 +45,13 @@ def select(index, options: list) -> Value:
 
 def leading_zeros(m: Module, value, width: int) -> Signal:
     """Count of leading zeros of ``value[:width]`` (``width`` when it is zero)."""
-    lz = Signal(range(width + 1))
-    m.d.comb += lz.eq(width)
+    # A Mux chain, not If assignments: those become an always block that Icarus never runs while
+    # its inputs keep their time-0 values (a constant first block then gave unknown bits).
+    count = Const(width, range(width + 1))
     for bit in range(width):  # later (higher) bits take priority
-        with m.If(value[bit]):
-            m.d.comb += lz.eq(width - 1 - bit)
+        count = Mux(value[bit], width - 1 - bit, count)
+    lz = Signal(range(width + 1))
+    m.d.comb += lz.eq(count)
     return lz
 
 

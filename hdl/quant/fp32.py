@@ -252,16 +252,14 @@ class ProductFront(wiring.Component):
         p, wide6 = s5["s5_p"], s5["s5_wide"]
         tie = Signal()
         w = Signal(WINDOW_BITS)
+        # One expression for w rather than If assignments or a partial override, either of which
+        # becomes an always block (lib/bits.py leading_zeros says why that matters).
+        keep0 = ~wide6 & ~tie
+        keep1 = ~(wide6 & tie)
         m.d.comb += [
             tie.eq(Mux(wide6, p[:window_lsb + 1] == 0, p[:window_lsb] == 0)),
-            w.eq(p[window_lsb:]),
+            w.eq(Cat(p[window_lsb] & keep0, p[window_lsb + 1] & keep1, p[window_lsb + 2:])),
         ]
-        with m.If(wide6):
-            m.d.comb += w[0].eq(0)
-            with m.If(tie):
-                m.d.comb += w[1].eq(0)
-        with m.Elif(tie):
-            m.d.comb += w[0].eq(0)
         s6 = stage(s6_w=w, s6_r=s5["s5_r"], s6_far=s5["s5_far"], s6_sign=s5["s5_sign"],
                    s6_zero=s5["s5_zero"])
 

@@ -64,12 +64,8 @@ def sanitize(m: Module, x, elem: str = "fp16"):
     exp_max = x[frac:15].all()
     frac_zero = x[:frac] == 0
     y = Signal(ELEM_BITS)
-    with m.If(exp_max & frac_zero):
-        m.d.comb += y.eq(Cat(Const(ELEM_MAX[elem], 15), x[15]))
-    with m.Elif(exp_max):
-        m.d.comb += y.eq(0)
-    with m.Else():
-        m.d.comb += y.eq(x)
+    # An expression rather than If assignments (lib/bits.py leading_zeros says why).
+    m.d.comb += y.eq(Mux(exp_max, Mux(frac_zero, Cat(Const(ELEM_MAX[elem], 15), x[15]), 0), x))
     return y, exp_max
 
 

@@ -202,12 +202,7 @@ class Q40Bf16BlockUnit(BlockUnit):
                          const.rb.eq(s4_e + word.rb_off), const.neg.eq(s4_neg), const.void.eq(s4_void)]
 
         # Stage 6: the FP16 d field: normal, Inf, or subnormal rounded to nearest even.
-        d_mag = Signal(15)
-        with m.If(s5_inf):
-            m.d.comb += d_mag.eq(FP16_INF)
-        with m.Elif(s5_normal):
-            m.d.comb += d_mag.eq(s5_normal_mag)
-        with m.Else():
-            m.d.comb += d_mag.eq(s5_sub + s5_up)
+        # An expression rather than If assignments (lib/bits.py leading_zeros says why).
+        d_mag = Mux(s5_inf, FP16_INF, Mux(s5_normal, s5_normal_mag, s5_sub + s5_up))[:15]
         header = reg(m, en, Cat(d_mag, s5_neg), "s6_header", reset=True, shape=16)
         m.d.comb += [self.header.eq(header), self.const.eq(delay(m, en, const, 1, "const", reset=True, names="{name}_d{k1}", shape=const.shape()))]

@@ -85,14 +85,15 @@ class Q80BlockUnit(BlockUnit):
         s5_zero = p.reg(s4_zero, "s5_zero")
 
         # Stage 6: constants, and d's FP16 shift (a lookup on the exponent) and sticky bit.
-        sp = Signal(4)
-        base = Signal(5)
-        with m.Switch(Cat(word.de, s5_ean)):
-            for e in range(-9, 31):
-                for de in (0, 1):
-                    with m.Case(de | ((e & 0x7F) << 1)):
-                        shift, b = d_to_fp16_plan(e, de)
-                        m.d.comb += [sp.eq(shift), base.eq(b)]
+        # A table in one constant, read by a word select rather than a Switch: a Switch becomes an
+        # always block that Icarus never runs while its inputs keep their time-0 values.
+        plan = [0] * 256  # index de | ean << 1, entry shift | base << 4; exponents never reached read 0
+        for e in range(-9, 31):
+            for de in (0, 1):
+                shift, b = d_to_fp16_plan(e, de)
+                plan[de | ((e & 0x7F) << 1)] = shift | (b << 4)
+        entry = Const(sum(v << (9 * i) for i, v in enumerate(plan)), 9 * 256).word_select(Cat(word.de, s5_ean[:7]), 9)
+        sp, base = entry[:4], entry[4:9]
         dsig = Cat(word.d, Const(1, 1))
         top = Signal(12)  # dsig bits [12, 24): the 11 kept bits at shift 13 and the round bit
         m.d.comb += top.eq(dsig[12:] >> sp)
