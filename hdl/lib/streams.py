@@ -96,6 +96,13 @@ class CreditQueue(wiring.Component):
     throttle the input while ``depth + 1`` covers every item between ``take`` and leaving.
     """
 
+    @staticmethod
+    def depth_for(cycles: int) -> int:
+        """A power-of-two depth for a pipeline that takes one item per clock and whose items leave
+        the queue at most ``cycles`` clocks after their take: ``depth + 1`` places cover those
+        items and the clock the credit count takes to see a place freed."""
+        return 1 << (cycles + 1).bit_length()
+
     def __init__(self, shape, depth: int, per_take: int = 1):
         if not 1 <= per_take <= depth + 1:
             raise ValueError(f"CreditQueue: per_take {per_take} does not fit depth {depth} + 1")
@@ -105,6 +112,7 @@ class CreditQueue(wiring.Component):
             "o": Out(stream.Signature(shape)),
             "take": In(1),
             "room": Out(1, init=1),
+            "empty": Out(1, init=1),  # nothing reserved: no item in the pipeline or the queue
         })
 
     def elaborate(self, platform):
@@ -118,5 +126,6 @@ class CreditQueue(wiring.Component):
         credits = Signal(range(places + 1), init=places)
         freed = queue.o.valid & queue.o.ready
         credits_next = credits - Mux(self.take, self.per_take, 0) + freed
-        m.d.sync += [credits.eq(credits_next), self.room.eq(credits_next >= self.per_take)]
+        m.d.sync += [credits.eq(credits_next), self.room.eq(credits_next >= self.per_take),
+                     self.empty.eq(credits_next == places)]
         return m

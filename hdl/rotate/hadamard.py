@@ -14,16 +14,19 @@ scale that is a power of two. Every sum is exact in fixed point (FP16 is ``fx * 
 |fx| < 2**40; each butterfly stage adds a bit), so the stage order cannot change a bit and the only
 rounding is the last one, to FP16.
 
-Pipeline:
+Pipeline (front and back never stall; docs/benchmarks.md gives its area and depth):
 
-* front (one enable): sanitize (+/-Inf -> +/-65504, NaN -> +0, counted) and fixed point (41-bit
-  signed), then ``log2(min(lanes, n))`` stages of lane butterflies, a register each;
+* front: ``FRONT_STAGES`` stages turn FP16 into 41-bit signed fixed point (sanitize: +/-Inf ->
+  +/-65504, NaN -> +0, counted; then the shift; then the sign), then ``log2(min(lanes, n))`` stages
+  of lane butterflies, every register loaded every clock, into a ``CreditQueue`` whose ``room``
+  register is ``i.ready``;
 * across beats (``log2(G)`` elastic stages, distance ``D = 1, 2, .., G/2`` beats): for each block of
   ``2D`` beats the first ``D`` are stored, the next ``D`` leave as sums with the stored ones while
   their differences are stored, and the differences leave during the next block's first ``D`` beats
   (or on their own when no input comes, so the last group is never stuck);
-* back (one enable): leading one, round to nearest even at FP16's quantum with the ``2**-k`` scale
-  folded into the exponent, saturate at 65504 (counted).
+* back: ``BACK_STAGES`` stages (magnitude, leading one, shift amounts, shift and sticky, rounding)
+  round to nearest even at FP16's quantum with the ``2**-k`` scale folded into the exponent and
+  saturate at 65504 (counted), into a second ``CreditQueue`` that drives ``o``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.golden.hadamard import size_exponent
 from kvpath.hdl.lib.bits import any_below, msb_index, tree_sum
+from kvpath.hdl.lib.pipe import Pipe
+from kvpath.hdl.lib.streams import CreditQueue
 
 __all__ = ["Hadamard", "CrossBeatStage"]
 
@@ -125,56 +130,63 @@ class Hadamard(wiring.Component):
             "idle": Out(1),               # nothing inside (every group that came in has left)
         })
 
+    # The front's stages before the lane butterflies: decode, shift, sign.
+    FRONT_STAGES = 3
+    # The back's stages: magnitude; leading one; shift amounts; shift and sticky; rounding and
+    # saturation.
+    BACK_STAGES = 5
+
     def elaborate(self, platform):
         m = Module()
-        lanes = self.lanes
+        lanes, k = self.lanes, self.k
+        # Front and back never stall: each has a valid bit per stage that moves every clock and ends in
+        # a CreditQueue, whose ``room`` register is the side's input ready. So no ready path enters a
+        # pipeline, and only the queues and the counters have enables. Comb logic is written as
+        # expressions: an If assignment becomes an always block that Icarus never runs while its
+        # inputs keep their time-0 values.
+        p = Pipe(m, None, reset=True)
 
         # ---------------------------------------------------------------- front: fixed point, lanes
-        f_out = stream.Signature(beat_layout(lanes, FX_BITS + self.inner_stages, True)).create()
-        stages = 1 + self.inner_stages
-        f_valid = Signal(stages)
-        f_en = ~f_valid[-1] | f_out.ready
-        m.d.comb += self.i.ready.eq(f_en)
-        with m.If(f_en):
-            m.d.sync += f_valid.eq(Cat(self.i.valid, f_valid[:-1]))
+        front_len = self.FRONT_STAGES + self.inner_stages
+        m.submodules.front_queue = fq = CreditQueue(beat_layout(lanes, FX_BITS + self.inner_stages, True),
+                                                    CreditQueue.depth_for(front_len + 2))
+        take = self.i.valid & fq.room
+        m.d.comb += [self.i.ready.eq(fq.room), fq.take.eq(take)]
+        f_valid = p.delay(take, front_len, "f_valid")
 
-        fx = Signal(beat_layout(lanes, FX_BITS, True), name="fx")
-        nonfinite = []
+        # F1: sanitize (+/-Inf -> +/-65504, NaN -> +0: the quantizer's rule) into sign, significand
+        # and the shift that places it in units of 2**-24.
+        neg1, sig1, sh1, bad1 = [], [], [], []
         for lane in range(lanes):
             bits = self.i.payload[lane]
             e, frac, sign = bits[10:15], bits[:10], bits[15]
             inf_nan = e == 0x1F
             nan = inf_nan & (frac != 0)
-            nonfinite.append(inf_nan)
-            # +/-Inf saturates to +/-65504 (e = 30, all ones), NaN is +0: the quantizer's rule.
-            sig = Mux(inf_nan, 0x7FF, Mux(e != 0, Cat(frac, Const(1, 1)), frac))
-            shift = Signal(5, name=f"fx_shift{lane}")
-            m.d.comb += shift.eq(Mux(inf_nan, 29, Mux(e != 0, e - 1, 0)))
-            mag = Signal(FX_BITS - 1, name=f"fx_mag{lane}")
-            m.d.comb += mag.eq(Mux(nan, 0, sig << shift))
-            with m.If(f_en):
-                m.d.sync += fx[lane].eq(Mux(sign & ~nan, -mag, mag))
-        count = Signal(32)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += count.eq(count + tree_sum([Cat(b, Const(0, 5)) for b in nonfinite]))
-        m.d.comb += self.nonfinite_count.eq(count)
+            neg1.append(p.reg(sign & ~nan, f"f1_neg{lane}"))
+            sig1.append(p.reg(Mux(inf_nan, Mux(nan, 0, 0x7FF), Mux(e != 0, Cat(frac, Const(1, 1)), frac)),
+                              f"f1_sig{lane}"))
+            sh1.append(p.reg(Mux(inf_nan, 29, Mux(e != 0, e - 1, 0))[:5], f"f1_sh{lane}"))
+            bad1.append(p.reg(take & inf_nan, f"f1_bad{lane}"))
+        # F2: magnitude; F3: signed fixed point (41 bits).
+        mag2 = [p.reg((sig1[l] << sh1[l])[:FX_BITS - 1], f"f2_mag{l}") for l in range(lanes)]
+        neg2 = [p.reg(neg1[l], f"f2_neg{l}") for l in range(lanes)]
+        fx = Signal(beat_layout(lanes, FX_BITS, True), name="fx")
+        for lane in range(lanes):
+            m.d.sync += fx[lane].eq(Mux(neg2[lane], -mag2[lane], mag2[lane]))
+        self._count(m, p, bad1, "nonfinite", self.nonfinite_count)
 
         cur, width = fx, FX_BITS
         for s in range(self.inner_stages):
             h = 1 << s
             nxt = Signal(beat_layout(lanes, width + 1, True), name=f"lanes{s}")
             for lane in range(lanes):
-                if lane & h:
-                    value = cur[lane - h] - cur[lane]
-                else:
-                    value = cur[lane] + cur[lane + h]
-                with m.If(f_en):
-                    m.d.sync += nxt[lane].eq(value)
+                value = cur[lane - h] - cur[lane] if lane & h else cur[lane] + cur[lane + h]
+                m.d.sync += nxt[lane].eq(value)
             cur, width = nxt, width + 1
-        m.d.comb += [f_out.valid.eq(f_valid[-1]), f_out.payload.eq(cur)]
+        m.d.comb += [fq.i.valid.eq(f_valid), fq.i.payload.eq(cur)]
 
         # ---------------------------------------------------------------- across beats
-        src, idles = f_out, [~f_valid.any()]
+        src, idles = fq.o, [fq.empty]
         for s in range(self.cross_stages):
             stage = CrossBeatStage(1 << s, lanes, width)
             m.submodules[f"beats{s}"] = stage
@@ -183,48 +195,53 @@ class Hadamard(wiring.Component):
             idles.append(stage.idle)
 
         # ---------------------------------------------------------------- back: round to FP16
-        b_valid = Signal(3)
-        b_en = ~b_valid[-1] | self.o.ready
-        m.d.comb += src.ready.eq(b_en)
-        with m.If(b_en):
-            m.d.sync += b_valid.eq(Cat(src.valid, b_valid[:-1]))
-        idles.append(~b_valid.any())
-        m.d.comb += self.idle.eq(Cat(idles).all())
+        fp16 = data.ArrayLayout(unsigned(16), lanes)
+        m.submodules.back_queue = bq = CreditQueue(fp16, CreditQueue.depth_for(self.BACK_STAGES + 2))
+        wiring.connect(m, bq.o, wiring.flipped(self.o))
+        b_take = src.valid & bq.room
+        m.d.comb += [src.ready.eq(bq.room), bq.take.eq(b_take)]
+        b_valid = [b_take]  # b_valid[s]: stage s's registers hold a beat
+        for stage_no in range(1, self.BACK_STAGES + 1):
+            b_valid.append(p.reg(b_valid[-1], f"b{stage_no}_valid"))
+        idles.append(bq.empty)
 
-        # Stage 1: sign and magnitude. Stage 2: leading one -> shift = max(L - 11, k) (in units of
-        # the value's 2**-(24 + k)), so FP16's quantum is 2**shift units. Stage 3: RNE, exponent
-        # field max(L - 11 - k, 0), saturation.
-        k = self.k
-        saturated = []
+        # B1: sign and magnitude. B2: leading one. B3: shift = max(L - 11, k) in units of the value's
+        # 2**-(24 + k), so FP16's quantum is 2**shift units; the guard bit is one below. B4: the 11 or
+        # 12 kept bits with the guard bit, and the sticky bit. B5: RNE, the exponent field
+        # max(L - 11 - k, 0), saturation.
+        out = Signal(fp16, name="b5_out")
+        over_flags = []
         for lane in range(lanes):
             y = src.payload[lane]
-            b_sign = Signal(name=f"b_sign{lane}")
-            b_mag = Signal(width, name=f"b_mag{lane}")
-            with m.If(b_en):
-                m.d.sync += [b_sign.eq(y < 0), b_mag.eq(Mux(y < 0, -y, y))]
-            lead, zero = msb_index(m, b_mag, name=f"b_lead{lane}")
-            length = Signal(range(width + 2), name=f"b_len{lane}")
-            m.d.comb += length.eq(Mux(zero, 0, lead + 1))
-            r_sign, r_mag = Signal(name=f"r_sign{lane}"), Signal(width, name=f"r_mag{lane}")
-            r_guard = Signal(range(width + 1), name=f"r_guard{lane}")   # shift - 1: the guard bit
-            r_exp = Signal(range(width + 1), name=f"r_exp{lane}")
-            with m.If(b_en):
-                m.d.sync += [r_sign.eq(b_sign), r_mag.eq(b_mag),
-                             r_guard.eq(Mux(length > 11 + k, length - 12, k - 1)),
-                             r_exp.eq(Mux(length > 11 + k, length - 11 - k, 0))]
-            kept = Signal(13, name=f"r_kept{lane}")   # the 11 or 12 significant bits, then the guard bit
-            m.d.comb += kept.eq(r_mag >> r_guard)
-            sticky = any_below(r_mag, r_guard)
-            n_rounded = (kept >> 1) + (kept[0] & (sticky | kept[1]))
-            field = Signal(16, name=f"r_field{lane}")
-            m.d.comb += field.eq((r_exp << 10) + n_rounded)
+            sign1 = p.reg(y < 0, f"b1_sign{lane}")
+            mag1 = p.reg(Mux(y < 0, -y, y)[:width], f"b1_mag{lane}")
+            lead, zero = msb_index(m, mag1, name=f"b1_lead{lane}")
+            sign2, mag2_ = p.reg(sign1, f"b2_sign{lane}"), p.reg(mag1, f"b2_mag{lane}")
+            length2 = p.reg(Mux(zero, 0, lead + 1), f"b2_len{lane}")
+            sign3, mag3 = p.reg(sign2, f"b3_sign{lane}"), p.reg(mag2_, f"b3_mag{lane}")
+            long3 = length2 > 11 + k
+            guard3 = p.reg(Mux(long3, length2 - 12, k - 1)[:len(Const(width))], f"b3_guard{lane}")
+            exp3 = p.reg(Mux(long3, length2 - 11 - k, 0)[:len(Const(width))], f"b3_exp{lane}")
+            kept4 = p.reg((mag3 >> guard3)[:13], f"b4_kept{lane}")  # the kept bits, then the guard bit
+            sticky4 = p.reg(any_below(mag3, guard3), f"b4_sticky{lane}")
+            sign4, exp4 = p.reg(sign3, f"b4_sign{lane}"), p.reg(exp3, f"b4_exp{lane}")
+            rounded = (kept4 >> 1) + (kept4[0] & (sticky4 | kept4[1]))
+            field = ((exp4 << 10) + rounded)[:16]
             over = field > 0x7BFF
-            saturated.append(b_valid[1] & over)
-            with m.If(b_en):
-                m.d.sync += self.o.payload[lane].eq(Cat(Mux(over, 0x7BFF, field)[:15], r_sign))
-        m.d.comb += self.o.valid.eq(b_valid[-1])
-        sat_count = Signal(32)
-        with m.If(b_en):
-            m.d.sync += sat_count.eq(sat_count + tree_sum([Cat(s, Const(0, 5)) for s in saturated]))
-        m.d.comb += self.saturated_count.eq(sat_count)
+            over_flags.append(p.reg(b_valid[4] & over, f"b5_over{lane}"))
+            m.d.sync += out[lane].eq(Cat(Mux(over, 0x7BFF, field)[:15], sign4))
+        m.d.comb += [bq.i.valid.eq(b_valid[-1]), bq.i.payload.eq(out)]
+        idles += self._count(m, p, over_flags, "saturated", self.saturated_count)
+
+        m.d.comb += self.idle.eq(Cat(idles).all())
         return m
+
+    def _count(self, m, p, flags, name, total):
+        """Accumulate registered per-lane flags into the 32-bit ``total``, two stages later (the
+        flags' sum gets a stage of its own); returns idle terms for the stages in between."""
+        pending = p.reg(Cat(flags).any(), f"{name}_pending")
+        added = p.reg(tree_sum([Cat(f, Const(0, 5)) for f in flags]), f"{name}_sum")
+        count = Signal(32, name=f"{name}_count")
+        m.d.sync += count.eq(count + added)
+        m.d.comb += total.eq(count)
+        return [~Cat(flags).any(), ~pending]

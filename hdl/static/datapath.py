@@ -57,8 +57,7 @@ class StaticDatapath(wiring.Component):
         # accepted in cycle t -> o.valid from cycle t + latency with o.ready high: the stages, then the
         # output queue's write and read
         self.latency = latency + 2
-        # Places for every beat between acceptance and leaving the queue, and the credit count's clock.
-        self.out_queue_depth = 1 << (self.latency + 1).bit_length()  # the queue holds depth + 1
+        self.out_queue_depth = CreditQueue.depth_for(self.latency)  # the queue holds depth + 1
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),

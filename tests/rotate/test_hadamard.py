@@ -57,6 +57,17 @@ def test_sizes_that_are_not_powers_of_four_are_refused():
             size_exponent(n)
 
 
+def test_handshake_paths():
+    """Front and back never stall: with a beat waiting at the output, neither o.valid nor i.ready
+    follows o.ready within a cycle (i.ready is the front queue's room register)."""
+    from kvpath.hdl.rotate.hadamard import Hadamard
+    from kvpath.sim.lib.handshake import ready_paths
+
+    differed, out_valid, in_stalled = ready_paths(Hadamard(64, 16), 400, SEED)
+    assert out_valid and in_stalled, (out_valid, in_stalled)
+    assert not differed, f"seed {SEED}: o.ready reached o.valid or i.ready in cycles {differed[:10]}"
+
+
 def check(result):
     assert result.mismatches == 0, "\n".join(result.details) + f"\nseed {SEED}"
 
