@@ -36,7 +36,7 @@ NaN scale bytes), two clocks after the block's first beat moves on from stage 1,
 read as NaN (mxfp8_e4m3) on every beat.
 """
 
-from amaranth.hdl import Array, Cat, Module, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -121,8 +121,12 @@ class Dequantizer(wiring.Component):
         take = held
         m.d.comb += [self.i.ready.eq((~held | last) & out.room),
                      out.take.eq(self.i.valid & self.i.ready)]
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [hold.eq(self.i.payload), held.eq(1), beat.eq(0)]
+        # hold loads by a Mux rather than under the If: a reset-less register's next value built
+        # in the If would be an always block no reset wakes (tests/top/test_generated_verilog.py).
+        accepted = self.i.valid & self.i.ready
+        m.d.sync += hold.eq(Mux(accepted, self.i.payload, hold))
+        with m.If(accepted):
+            m.d.sync += [held.eq(1), beat.eq(0)]
         with m.Elif(take):
             with m.If(last):
                 m.d.sync += held.eq(0)
@@ -144,7 +148,10 @@ class Dequantizer(wiring.Component):
                     m.d.comb += eng.codes[BLOCK_ELEMS * b + e].eq(reg(m, en, codes[e], name=f"c{b}_{e}", reset=False))
             else:
                 for e in range(self.lanes):
-                    pick = Array(codes[k * self.lanes + e] for k in range(self.beats_per_block))[beat]
+                    # A word select, not an Array lookup: that becomes a case statement in an
+                    # always block, which Icarus never runs while its inputs keep their time-0 values.
+                    pick = Cat(*(codes[k * self.lanes + e] for k in range(self.beats_per_block))).word_select(
+                        beat, f.code_bits)
                     m.d.comb += eng.codes[e].eq(reg(m, en, pick, name=f"c{e}", reset=False))
         first = Signal()  # stage 1 holds the first beat of a block: count its fields once
         valid = Signal()

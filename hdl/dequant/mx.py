@@ -17,7 +17,7 @@ subnormal range round (RNE), by a right shift of ``sig``. Per lane:
 block read as +0 and an E4M3 NaN code its element (``code_nan`` tells the frame, which counts both).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -69,8 +69,12 @@ class MXEngine(wiring.Component):
         name = self.format.name
         if name == "mxfp4":
             idx = code[:3]
-            sig = Array(Const(v, 4) for v in FP4_HALF_UNITS)[idx]
-            bl = Array(Const(max(v.bit_length() - 1, 0), 2) for v in FP4_HALF_UNITS)[idx]
+            # Tables as one constant each, read by a word select: an Array lookup becomes a case
+            # statement in an always block, which Icarus never runs while its inputs keep their
+            # time-0 values.
+            sig = Const(sum(v << (4 * i) for i, v in enumerate(FP4_HALF_UNITS)), 32).word_select(idx, 4)
+            bl = Const(sum(max(v.bit_length() - 1, 0) << (2 * i) for i, v in enumerate(FP4_HALF_UNITS)),
+                       16).word_select(idx, 2)
             # ggml reads code 8 (-0) as +0.
             return code[3] & (idx != 0), sig, bl, OFFSET[name], Const(0, 1)
         if name == "mxint8":
