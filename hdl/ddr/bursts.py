@@ -164,14 +164,9 @@ def up_down(m, value, up, down, up_by=1, down_by=1):
     through the adders."""
     nxt = Signal.like(value, name=f"{value.name}_next")
     both, only_up, only_down = value + up_by - down_by, value + up_by, value - down_by
-    with m.If(up & down):
-        m.d.comb += nxt.eq(both)
-    with m.Elif(up):
-        m.d.comb += nxt.eq(only_up)
-    with m.Elif(down):
-        m.d.comb += nxt.eq(only_down)
-    with m.Else():
-        m.d.comb += nxt.eq(value)
+    # An expression, not If assignments: those become an always block that Icarus never runs
+    # while its inputs keep their time-0 values (tests/top/test_generated_verilog.py).
+    m.d.comb += nxt.eq(Mux(up, Mux(down, both, only_up), Mux(down, only_down, value)))
     return nxt
 
 
@@ -251,9 +246,9 @@ class BurstSplitter(wiring.Component):
         with m.Elif(self.ready):
             m.d.sync += self.valid.eq(0)
 
+        rest = Signal.like(left)
+        m.d.comb += rest.eq(left - nlen)  # outside the If: see up_down
         with m.If(fire):
-            rest = Signal.like(left)
-            m.d.comb += rest.eq(left - nlen)
             m.d.sync += [
                 beat.eq(beat + nlen),
                 left.eq(rest),
@@ -262,10 +257,10 @@ class BurstSplitter(wiring.Component):
             ]
             with m.If(nlast):
                 m.d.sync += busy.eq(0)
+        c = self.cmd.payload
+        room = Signal(range(p.window + 1))  # beats from the first beat to its window's end
+        m.d.comb += room.eq(p.window - (c.beat[:wbits] if wbits else 0))  # outside the If: see up_down
         with m.If(self.cmd.valid & self.cmd.ready):
-            c = self.cmd.payload
-            room = Signal(range(p.window + 1))  # beats from the first beat to its window's end
-            m.d.comb += room.eq(p.window - (c.beat[:wbits] if wbits else 0))
             m.d.sync += [
                 busy.eq(1),
                 beat.eq(c.beat),

@@ -69,7 +69,7 @@ recorded with the context); wider or equal ones go through the ByteUnpacker as b
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out, connect, flipped
 
@@ -231,14 +231,21 @@ class ReadPort(wiring.Component):
         cur_info = Signal(info_layout)
         m.d.comb += [cur_info.last_row.eq(run.slots - 1), cur_info.pos.eq(run.pos), cur_info.final.eq(1),
                      cur_info.marker.eq(~nz), cur_info.single.eq(run.slots == 1)]
-        push = Signal(info_layout)
-        m.d.comb += info.i.payload.eq(push)
+        # The push is an expression, not assignments under the Ifs below: those became an always
+        # block that Icarus never runs while its inputs keep their time-0 values
+        # (tests/top/test_generated_verilog.py). The pending run is final exactly when nothing
+        # with rows follows it.
+        final_at = info_layout["final"].offset
+        pend_raw = pend.as_value()
+        pend_out = Cat(pend_raw[:final_at], ~nz, pend_raw[final_at + 1:])
+        m.d.comb += [
+            info.i.valid.eq(run_v & ~handled & Mux(pend_v, nz | run.last, run.last)),
+            info.i.payload.eq(Mux(pend_v, pend_out, cur_info.as_value())),
+        ]
         pushed = info.i.valid & info.i.ready
         with m.If(run_v & ~handled):
             with m.If(pend_v):
                 with m.If(nz | run.last):
-                    # The pending run is final exactly when nothing with rows follows it.
-                    m.d.comb += [info.i.valid.eq(1), push.eq(pend), push.final.eq(~nz)]
                     with m.If(pushed):
                         m.d.sync += pend_v.eq(0)
                         with m.If(~nz):
@@ -248,7 +255,6 @@ class ReadPort(wiring.Component):
             with m.Elif(nz & ~run.last):
                 m.d.sync += [pend.eq(cur_info), pend.final.eq(0), pend_v.eq(1), handled.eq(1)]
             with m.Elif(run.last):
-                m.d.comb += [info.i.valid.eq(1), push.eq(cur_info)]
                 with m.If(pushed):
                     m.d.sync += handled.eq(1)
             with m.Else():

@@ -51,7 +51,7 @@ Counters and status:
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetInserter, Signal, Value
+from amaranth.hdl import Module, Mux, ResetInserter, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, connect
 
@@ -196,9 +196,9 @@ def merge_scale_writes(m: Module, single, bulk, cache) -> Signal:
         return refused
 
     w = cache.write
-    with m.If(single.valid):
-        m.d.comb += [w.valid.eq(1), w.payload.eq(single.payload)]
-    with m.Else():
-        m.d.comb += [w.valid.eq(bulk.valid), w.payload.eq(bulk.payload)]
+    # Expressions, not If assignments: those become an always block that Icarus never runs while
+    # its inputs keep their time-0 values (tests/top/test_generated_verilog.py).
+    m.d.comb += [w.valid.eq(single.valid | bulk.valid),
+                 w.payload.eq(Mux(single.valid, Value.cast(single.payload), Value.cast(bulk.payload)))]
     m.d.comb += [single.ready.eq(w.ready), bulk.ready.eq(w.ready & ~single.valid)]
     return cache.error
