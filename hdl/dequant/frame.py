@@ -84,8 +84,7 @@ class Dequantizer(wiring.Component):
         ``latency + beats - 1`` cycles later at the earliest, and the credit count shows it one
         clock after that. At one output beat per clock that many cycles hold as many beats, plus
         the input being accepted. The queue holds ``depth + 1`` (its output register)."""
-        beats_in_flight = latency + beats + 1 + beats
-        return 1 << (beats_in_flight - 2).bit_length()
+        return CreditQueue.depth_for(latency + 2 * beats - 1)
 
     def _block_codes(self, block) -> list:
         """The block's 32 stored codes, element order."""

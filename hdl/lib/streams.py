@@ -97,11 +97,11 @@ class CreditQueue(wiring.Component):
     """
 
     @staticmethod
-    def depth_for(cycles: int) -> int:
-        """A power-of-two depth for a pipeline that takes one item per clock and whose items leave
-        the queue at most ``cycles`` clocks after their take: ``depth + 1`` places cover those
-        items and the clock the credit count takes to see a place freed."""
-        return 1 << (cycles + 1).bit_length()
+    def depth_for(in_flight: int) -> int:
+        """The smallest power of two above ``in_flight``, the most items (places) a unit can have
+        reserved and not yet seen freed: the queue then holds ``depth + 1`` places. Each unit
+        derives its own ``in_flight`` from its latency and how many places a take reserves."""
+        return 1 << in_flight.bit_length()
 
     def __init__(self, shape, depth: int, per_take: int = 1):
         if not 1 <= per_take <= depth + 1:

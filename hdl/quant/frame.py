@@ -93,8 +93,7 @@ class Quantizer(wiring.Component):
         many cycles hold ``cycles / beats`` blocks, rounded up, plus the one being accepted. The
         queue holds ``depth + 1`` (its output register)."""
         cycles = 2 * beats + block_latency + lane_latency + 4
-        blocks = -(-cycles // beats) + 1
-        return 1 << (blocks - 1).bit_length()
+        return CreditQueue.depth_for(-(-cycles // beats))
 
     def elaborate(self, platform):
         m = Module()

@@ -149,7 +149,7 @@ class Hadamard(wiring.Component):
         # ---------------------------------------------------------------- front: fixed point, lanes
         front_len = self.FRONT_STAGES + self.inner_stages
         m.submodules.front_queue = fq = CreditQueue(beat_layout(lanes, FX_BITS + self.inner_stages, True),
-                                                    CreditQueue.depth_for(front_len + 2))
+                                                    CreditQueue.depth_for(front_len + 3))
         take = self.i.valid & fq.room
         m.d.comb += [self.i.ready.eq(fq.room), fq.take.eq(take)]
         f_valid = p.delay(take, front_len, "f_valid")
@@ -196,7 +196,7 @@ class Hadamard(wiring.Component):
 
         # ---------------------------------------------------------------- back: round to FP16
         fp16 = data.ArrayLayout(unsigned(16), lanes)
-        m.submodules.back_queue = bq = CreditQueue(fp16, CreditQueue.depth_for(self.BACK_STAGES + 2))
+        m.submodules.back_queue = bq = CreditQueue(fp16, CreditQueue.depth_for(self.BACK_STAGES + 3))
         wiring.connect(m, bq.o, wiring.flipped(self.o))
         b_take = src.valid & bq.room
         m.d.comb += [src.ready.eq(bq.room), bq.take.eq(b_take)]

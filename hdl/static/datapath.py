@@ -57,7 +57,9 @@ class StaticDatapath(wiring.Component):
         # accepted in cycle t -> o.valid from cycle t + latency with o.ready high: the stages, then the
         # output queue's write and read
         self.latency = latency + 2
-        self.out_queue_depth = CreditQueue.depth_for(self.latency)  # the queue holds depth + 1
+        # A beat reserves its place when taken and the credit count sees it freed latency + 1
+        # clocks later; at one beat per clock that many are in flight.
+        self.out_queue_depth = CreditQueue.depth_for(self.latency + 1)
         super().__init__({
             "i": In(stream.Signature(self.in_layout)),
             "o": Out(stream.Signature(self.out_layout)),
