@@ -35,6 +35,23 @@ class BlockUnitSignature(wiring.Signature):
         })
 
 
+class BeatBlockUnitSignature(wiring.Signature):
+    """A block unit that reduces its block beat by beat while the framework collects it: ``beat``
+    (``lanes`` elements; element ``b * lanes + i`` of the block at lane i of beat b), ``take`` (a
+    beat is presented on this enabled cycle) and ``first`` (it is its block's beat 0) in; ``header``
+    and ``const`` out for the block whose last beat was taken ``latency`` enabled cycles earlier."""
+
+    def __init__(self, fmt: BlockFormat, const_layout: data.Layout, lanes: int):
+        super().__init__({
+            "en": In(1),
+            "beat": In(data.ArrayLayout(FP16, lanes)),
+            "take": In(1),
+            "first": In(1),
+            "header": Out(unsigned(8 * fmt.header_bytes)),
+            "const": Out(const_layout),
+        })
+
+
 class LaneUnitSignature(wiring.Signature):
     """One element ``x`` and its block's ``const`` in; its ``code`` out."""
 
@@ -70,15 +87,16 @@ class BlockUnit(wiring.Component):
 class FormatDatapath:
     """What a format contributes to the quantizer; subclasses live one per format (``BlockFormat.datapath``).
 
-    Subclasses set ``fmt`` and ``const_layout`` and implement ``block_unit()`` and ``lane_unit()``,
-    each returning a new ``wiring.Component`` with the signature above and an int attribute
-    ``latency``.
+    Subclasses set ``fmt`` and ``const_layout`` and implement ``block_unit(lanes)`` and
+    ``lane_unit()``, each returning a new ``wiring.Component`` with one of the signatures above and
+    an int attribute ``latency``. A block unit with ``per_beat = True`` has the beat signature for
+    ``lanes``; the others take the whole block and ignore ``lanes``.
     """
 
     fmt: BlockFormat
     const_layout: data.Layout
 
-    def block_unit(self) -> wiring.Component:
+    def block_unit(self, lanes: int = BLOCK_ELEMS) -> wiring.Component:
         raise NotImplementedError
 
     def lane_unit(self) -> wiring.Component:
@@ -96,8 +114,8 @@ class UnitTable(FormatDatapath):
         self.elem = check_elem(elem)
         self.const_layout, self._block, self._lane = self.units[self.elem]
 
-    def block_unit(self) -> wiring.Component:
-        return self._block()
+    def block_unit(self, lanes: int = BLOCK_ELEMS) -> wiring.Component:
+        return self._block(lanes) if getattr(self._block, "per_beat", False) else self._block()
 
     def lane_unit(self) -> wiring.Component:
         return self._lane()

@@ -6,7 +6,10 @@
 1. Input: each accepted beat's elements are sanitized (+-Inf -> +-max finite of ``elem``, NaN -> +0) and counted
    when non-finite. The sanitized beat is written to the *beat store* and to a collect buffer.
 2. Block: when a block's last beat arrives, the collect buffer plus that beat (all 32 elements)
-   enter the format's block unit, which yields the block header and the per-block constants.
+   enter the format's block unit, which yields the block header and the per-block constants. A
+   block unit with ``per_beat`` (q4_1's) takes each beat as it is accepted instead and reduces it
+   there (``contract.BeatBlockUnitSignature``), so its tree is as wide as a beat and there is no
+   collect buffer or block register.
 3. Serialize: when the block leaves the block unit, its beats are read back from the beat store one
    per cycle and presented, with the block's constants, to ``lanes`` lane units. The store is a
    small memory, so serializing costs no per-element multiplexer. With ``lanes == 32`` a block is a
@@ -101,9 +104,13 @@ class Quantizer(wiring.Component):
         en = None  # every register loads on every clock (see the module docstring)
         accept = Signal()
 
-        m.submodules.block_unit = bu = self.datapath.block_unit()
+        m.submodules.block_unit = bu = self.datapath.block_unit(lanes)
+        # A per-beat unit counts its latency from the last beat's acceptance, a whole-block unit
+        # from the block register one clock later: this is the latter's count for both.
+        per_beat = getattr(bu, "per_beat", False)
+        block_latency = bu.latency - 1 if per_beat else bu.latency
         lane_units = [self.datapath.lane_unit() for _ in range(lanes)]
-        depth = self.queue_depth(beats, bu.latency, lane_units[0].latency)
+        depth = self.queue_depth(beats, block_latency, lane_units[0].latency)
         self.out_queue_depth = depth  # for benches: the queue holds depth + 1 blocks
         m.submodules.out_queue = out = CreditQueue(self.o.payload.shape(), depth)
         wiring.connect(m, out.o, wiring.flipped(self.o))
@@ -129,20 +136,23 @@ class Quantizer(wiring.Component):
         m.d.comb += last_in.eq(beat_in == beats - 1)
         with m.If(accept):
             m.d.sync += beat_in.eq(Mux(last_in, 0, beat_in + 1))
-        collect = []
-        for k in range(beats - 1):
-            buf = Signal.like(san, name=f"collect{k}")
-            with m.If(accept & (beat_in == k)):
-                m.d.sync += buf.eq(san)
-            collect.append(buf)
-        blk = Signal(data.ArrayLayout(unsigned(ELEM_BITS), BLOCK_ELEMS))
         blk_valid = Signal()
-        with m.If(accept & last_in):
-            m.d.sync += blk.eq(Cat(*collect, san))
         m.d.sync += blk_valid.eq(accept & last_in)
-
-        m.d.comb += [bu.en.eq(1), bu.block.eq(blk)]
-        bu_valid = delay(m, en, blk_valid, bu.latency, "bu_valid", reset=True, names="{name}{k1}")
+        m.d.comb += bu.en.eq(1)
+        if per_beat:  # the unit reduces each beat as it is accepted: no block register
+            m.d.comb += [bu.beat.eq(san), bu.take.eq(accept), bu.first.eq(first_in)]
+        else:
+            collect = []
+            for k in range(beats - 1):
+                buf = Signal.like(san, name=f"collect{k}")
+                with m.If(accept & (beat_in == k)):
+                    m.d.sync += buf.eq(san)
+                collect.append(buf)
+            blk = Signal(data.ArrayLayout(unsigned(ELEM_BITS), BLOCK_ELEMS))
+            with m.If(accept & last_in):
+                m.d.sync += blk.eq(Cat(*collect, san))
+            m.d.comb += bu.block.eq(blk)
+        bu_valid = delay(m, en, blk_valid, block_latency, "bu_valid", reset=True, names="{name}{k1}")
 
         # 3. Serialize: the lane inputs of beat k of a block appear k cycles after its token.
         ser_valid = Signal()
@@ -151,7 +161,7 @@ class Quantizer(wiring.Component):
         ser_const = Signal.like(bu.const)
         with m.If(bu_valid):
             m.d.sync += [ser_header.eq(bu.header), ser_const.eq(bu.const)]
-        ser_x = self._beat_source(m, accept, san, bu_valid, bu.latency, ser_valid, ser_beat)
+        ser_x = self._beat_source(m, accept, san, bu_valid, block_latency, ser_valid, ser_beat)
 
         for k, lu in enumerate(lane_units):
             m.submodules[f"lane{k}"] = lu

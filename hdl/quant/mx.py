@@ -18,7 +18,7 @@ within 6 LUT levels, the KV260 target; latency costs only a few flip-flops per l
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 
-from kvpath.config import check_elem, get_format
+from kvpath.config import BLOCK_ELEMS, check_elem, get_format
 from kvpath.golden.mx import E4M3_MAX, EMAX, FP4_THRESHOLDS_Q, SCALE_BIAS
 from kvpath.elements import element as elem_type
 
@@ -165,7 +165,7 @@ class MXDatapath(FormatDatapath):
             raise ValueError(f"MXDatapath handles the MX formats, not {fmt!r}")
         self.elem = check_elem(elem)
 
-    def block_unit(self):
+    def block_unit(self, lanes: int = BLOCK_ELEMS):
         return MXBlockUnit(self.fmt.name, self.elem)
 
     def lane_unit(self):

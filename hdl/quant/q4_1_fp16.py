@@ -40,7 +40,7 @@ from kvpath.config import BLOCK_ELEMS, get_format
 
 from kvpath.hdl.lib.divider import Divider
 from kvpath.hdl.lib.pipe import Pipe
-from kvpath.hdl.quant.contract import BlockUnitSignature, LaneUnitSignature
+from kvpath.hdl.quant.contract import BeatBlockUnitSignature, LaneUnitSignature
 
 __all__ = ["Q41BlockUnit", "Q41LaneUnit", "CONST_LAYOUT", "WINDOW_BITS"]
 
@@ -112,9 +112,10 @@ def pipe(m: Module) -> Pipe:
 
 
 class Q41BlockUnit(wiring.Component):
-    """32 FP16 elements in; header = fp16(d) | fp16(min) << 16 and the lanes' constants out.
+    """A block's FP16 elements in, ``lanes`` per beat; header = fp16(d) | fp16(min) << 16 and the
+    lanes' constants out.
 
-    Stages: 5 compare-select levels, zero-sign fix, exact max - min, 2 normalisation stages,
+    Stages: log2(lanes) compare-select levels over a beat, the beats' combine, zero-sign fix, exact max - min, 2 normalisation stages,
     rounding to fp32, the divider by 15, rounding d, the reciprocal divider, rounding id. fp16(d)
     and the window constants run beside the reciprocal.
     """
@@ -122,12 +123,19 @@ class Q41BlockUnit(wiring.Component):
     DIV15_STEPS_PER_STAGE = 6  # table steps: about one LUT level per two quotient bits
     RECIP_STEPS_PER_STAGE = 3  # 25-bit remainder: one carry chain per step
     WINDOW_STAGES = 3  # window constants need 3 stages before the output register
+    per_beat = True  # reduces max and min beat by beat (contract.BeatBlockUnitSignature)
 
-    def __init__(self):
-        super().__init__(BlockUnitSignature(FMT, CONST_LAYOUT))
-        tree = (BLOCK_ELEMS - 1).bit_length()
-        self.latency = (tree + 1 + 7 + Divider.stages(27, self.DIV15_STEPS_PER_STAGE) + 1
+    def __init__(self, lanes: int = BLOCK_ELEMS):
+        super().__init__(BeatBlockUnitSignature(FMT, CONST_LAYOUT, lanes))
+        self.lanes = lanes
+        self.latency = (self.extremes_latency(lanes) + 7 + Divider.stages(27, self.DIV15_STEPS_PER_STAGE) + 1
                         + Divider.stages(25, self.RECIP_STEPS_PER_STAGE) + 1)
+
+    @staticmethod
+    def extremes_latency(lanes: int) -> int:
+        """Stages from a block's last beat to its extremes: the tree over a beat, the register that
+        combines a block's beats, the zero-sign fix."""
+        return (lanes - 1).bit_length() + 2
 
     def _div15(self):
         return Divider(30, 4, 27, steps_per_stage=self.DIV15_STEPS_PER_STAGE, den=15)
@@ -142,7 +150,7 @@ class Q41BlockUnit(wiring.Component):
         m.submodules.recip = recip = self._recip()
         assert recip.latency >= self.WINDOW_STAGES
         m.d.comb += [div15.en.eq(self.en), recip.en.eq(self.en)]
-        vmax, vmin = self._extremes(p, [self.block[i] for i in range(BLOCK_ELEMS)])
+        vmax, vmin = self._extremes(p, [self.beat[i] for i in range(self.lanes)], self.take, self.first)
         return p, div15, recip, vmax, vmin
 
     def elaborate(self, platform):
@@ -201,8 +209,11 @@ class Q41BlockUnit(wiring.Component):
         return EnableInserter({"sync": self.en})(m)
 
     @staticmethod
-    def _extremes(p, elems):
-        """Signed max and min as FP16 bits, registered after 5 tree levels and the zero fix."""
+    def _extremes(p, elems, take, first):
+        """Signed max and min of a block as FP16 bits, registered ``extremes_latency`` stages after
+        its last beat: a compare-select tree over each beat (a register per level), a register that
+        combines a block's beats in order as they come, then the zero-sign fix. Reducing per beat
+        needs a tree as wide as a beat, not as the block."""
         # The first level gives each pair's larger and smaller element from one comparison.
         his, los = [], []
         for j in range(0, len(elems), 2):
@@ -223,11 +234,23 @@ class Q41BlockUnit(wiring.Component):
                 break
             his = [Mux(_above(r, l), r, l) for l, r in zip(his[0::2], his[1::2])]
             los = [Mux(_above(l, r), r, l) for l, r in zip(los[0::2], los[1::2])]
-        (_, zero_sign), = zs
+        (hi,), (lo,), ((z, s),) = his, los, zs
+        take_t, first_t = p.delay(take, level, "ext_take"), p.delay(first, level, "ext_first")
+
+        # The block so far: a block's first beat starts it, a later beat (later in block order,
+        # the right operand as in the tree) joins it. Expressions under a Mux, not an If (see _span).
+        acc_hi, acc_lo, acc_s = Signal(16, name="acc_hi"), Signal(16, name="acc_lo"), Signal(name="acc_zs")
+        join_hi = Mux(_above(hi, acc_hi), hi, acc_hi)
+        join_lo = Mux(_above(acc_lo, lo), lo, acc_lo)
+        p.m.d.sync += [
+            acc_hi.eq(Mux(take_t, Mux(first_t, hi, join_hi), acc_hi)),
+            acc_lo.eq(Mux(take_t, Mux(first_t, lo, join_lo), acc_lo)),
+            acc_s.eq(Mux(take_t & (first_t | z), s, acc_s)),
+        ]
 
         def fix(bits):
-            return Mux(bits[:15].any(), bits, Cat(Const(0, 15), zero_sign))
-        return p.reg(fix(his[0]), "max_bits"), p.reg(fix(los[0]), "min_bits")
+            return Mux(bits[:15].any(), bits, Cat(Const(0, 15), acc_s))
+        return p.reg(fix(acc_hi), "max_bits"), p.reg(fix(acc_lo), "min_bits")
 
     @staticmethod
     def _span(m, p, vmax, vmin):

@@ -79,11 +79,14 @@ def simulate(dut, items, drive, sample, idle=0.0, seed=SEED):
 
 
 def run_block_unit(blocks, idle=0.0, seed=SEED):
-    """(header int, const int) per block of FP16 bit patterns."""
+    """(header int, const int) per block of FP16 bit patterns, a block per beat (32 lanes); the
+    quantizer regressions (tests/datapath) cover blocks of several beats."""
     dut = Q41BlockUnit()
 
     def drive(ctx, blk):
-        ctx.set(dut.block, [int(v) for v in blk])
+        ctx.set(dut.beat, [int(v) for v in blk])
+        ctx.set(dut.take, 1)
+        ctx.set(dut.first, 1)
 
     def sample(ctx):
         return ctx.get(dut.header), Const.cast(ctx.get(dut.const)).value
