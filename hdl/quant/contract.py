@@ -1,9 +1,11 @@
 """The contract between the quantizer's shared framework and each format's arithmetic.
 
-The framework (``hdl/quant/frame.py``) collects a whole block of 32 sanitized FP16 elements, hands it
-to the format's *block unit*, which derives the block header (the ggml scale fields) and the per-block
-constants every lane needs, and then streams the block's elements, ``lanes`` per beat, through
-``lanes`` copies of the format's *lane unit*, which turn one element into one code.
+The framework (``hdl/quant/frame.py``) hands each accepted beat of sanitized elements to the format's
+*block unit*, which reduces the block beat by beat as it comes in (its largest magnitude, or max and
+min: a tree as wide as a beat) and derives the block header (the ggml scale fields) and the
+per-block constants every lane needs; then the framework streams the block's elements, ``lanes``
+per beat, through ``lanes`` copies of the format's *lane unit*, which turn one element into one
+code.
 
 Both units are fixed-latency pipelines gated by ``en``: every register in them updates only on cycles
 with ``en`` high, and an output belongs to the input presented ``latency`` enabled cycles earlier. The
@@ -22,21 +24,7 @@ FP16 = unsigned(ELEM_BITS)
 
 
 class BlockUnitSignature(wiring.Signature):
-    """``block`` in (all 32 elements, element i at lane i); ``header`` and ``const`` out."""
-
-    def __init__(self, fmt: BlockFormat, const_layout: data.Layout):
-        super().__init__({
-            "en": In(1),
-            "block": In(data.ArrayLayout(FP16, BLOCK_ELEMS)),
-            # ggml's scale fields, little-endian, first field in the low bits: byte k of the
-            # block is header[8k:8k+8].
-            "header": Out(unsigned(8 * fmt.header_bytes)),
-            "const": Out(const_layout),
-        })
-
-
-class BeatBlockUnitSignature(wiring.Signature):
-    """A block unit that reduces its block beat by beat while the framework collects it: ``beat``
+    """A block unit takes its block beat by beat while the framework collects it: ``beat``
     (``lanes`` elements; element ``b * lanes + i`` of the block at lane i of beat b), ``take`` (a
     beat is presented on this enabled cycle) and ``first`` (it is its block's beat 0) in; ``header``
     and ``const`` out for the block whose last beat was taken ``latency`` enabled cycles earlier."""
@@ -47,6 +35,8 @@ class BeatBlockUnitSignature(wiring.Signature):
             "beat": In(data.ArrayLayout(FP16, lanes)),
             "take": In(1),
             "first": In(1),
+            # ggml's scale fields, little-endian, first field in the low bits: byte k of the
+            # block is header[8k:8k+8].
             "header": Out(unsigned(8 * fmt.header_bytes)),
             "const": Out(const_layout),
         })
@@ -65,15 +55,21 @@ class LaneUnitSignature(wiring.Signature):
 
 
 class BlockUnit(wiring.Component):
-    """Base of block units whose signature follows from class attributes (the format's name, the
-    layout of the lane constants); ``stages(m, p)`` builds the pipeline with ``p``, the unit's
-    registers (enabled by ``en``, reset: ``hdl/lib/pipe.py``)."""
+    """Base of the per-beat block units that start with the block's largest magnitude
+    (``fp32.block_max``): the signature follows from class attributes (the format's name, the
+    layout of the lane constants) and ``lanes``; the latency is the tree's stages for ``lanes``
+    plus ``after_tree``. ``stages(m, p)`` builds the pipeline with ``p``, the unit's registers
+    (enabled by ``en``, reset: ``hdl/lib/pipe.py``)."""
 
     fmt: str
     const_layout: data.Layout
+    after_tree: int
+    def __init__(self, lanes: int = BLOCK_ELEMS):
+        from kvpath.hdl.quant.fp32 import MaxMagnitudeTree  # fp32 imports this module
 
-    def __init__(self):
-        super().__init__(BlockUnitSignature(get_format(self.fmt), self.const_layout))
+        self.lanes = lanes
+        self.latency = MaxMagnitudeTree.stages(lanes) + self.after_tree
+        super().__init__(BlockUnitSignature(get_format(self.fmt), self.const_layout, lanes))
 
     def elaborate(self, platform):
         m = Module()
@@ -88,9 +84,8 @@ class FormatDatapath:
     """What a format contributes to the quantizer; subclasses live one per format (``BlockFormat.datapath``).
 
     Subclasses set ``fmt`` and ``const_layout`` and implement ``block_unit(lanes)`` and
-    ``lane_unit()``, each returning a new ``wiring.Component`` with one of the signatures above and
-    an int attribute ``latency``. A block unit with ``per_beat = True`` has the beat signature for
-    ``lanes``; the others take the whole block and ignore ``lanes``.
+    ``lane_unit()``, each returning a new ``wiring.Component`` with the signature above (the block
+    unit's for ``lanes``) and an int attribute ``latency``.
     """
 
     fmt: BlockFormat
@@ -115,7 +110,7 @@ class UnitTable(FormatDatapath):
         self.const_layout, self._block, self._lane = self.units[self.elem]
 
     def block_unit(self, lanes: int = BLOCK_ELEMS) -> wiring.Component:
-        return self._block(lanes) if getattr(self._block, "per_beat", False) else self._block()
+        return self._block(lanes)
 
     def lane_unit(self) -> wiring.Component:
         return self._lane()

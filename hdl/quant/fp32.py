@@ -84,34 +84,43 @@ def fp16_significand(m: Module, x, frac_bits: int = FRAC_BITS,
 # --- the block reduction ----------------------------------------------------------------------
 
 class MaxMagnitudeTree(wiring.Component):
-    """The block element of largest magnitude, the first one on ties (numpy argmax order).
+    """The block element of largest magnitude, the first one on ties (numpy argmax order), from the
+    block's beats as they come (``beat``, ``take``, ``first`` as in ``BlockUnitSignature``).
 
-    A binary tree whose left subtree always holds the lower indices, so taking the right operand
-    only when it is strictly larger keeps the first of equal magnitudes. A pipeline register
-    follows every ``levels_per_stage`` levels (one compare carry chain plus a 2:1 mux per level).
-    With ``keep_sign`` off only the magnitude travels, which is all q8_0 needs.
+    A beat goes through a binary tree whose left subtree always holds the lower indices, so taking
+    the right operand only when it is strictly larger keeps the first of equal magnitudes; a
+    pipeline register follows every ``levels_per_stage`` levels (one compare carry chain plus a 2:1
+    mux per level). A last register joins a block's beats in order, the running value as the left
+    operand. ``max`` holds the block's maximum ``latency`` enabled cycles after its last beat. With
+    ``keep_sign`` off only the magnitude travels, which is all q8_0 needs.
     """
 
-    def __init__(self, keep_sign: bool, levels_per_stage: int = 2):
-        self.keep_sign = keep_sign
-        self.levels_per_stage = levels_per_stage
-        levels = (BLOCK_ELEMS - 1).bit_length()
-        self.latency = -(-levels // levels_per_stage)
+    def __init__(self, keep_sign: bool, levels_per_stage: int = 2, lanes: int = BLOCK_ELEMS):
+        self.keep_sign, self.levels_per_stage, self.lanes = keep_sign, levels_per_stage, lanes
+        self.latency = self.stages(lanes, levels_per_stage)
         width = 16 if keep_sign else 15
         super().__init__({
             "en": In(1),
-            "block": In(unsigned(16)).array(BLOCK_ELEMS),
+            "beat": In(unsigned(16)).array(lanes),
+            "take": In(1),
+            "first": In(1),
             "max": Out(width),
         })
+
+    @staticmethod
+    def stages(lanes: int, levels_per_stage: int = 2) -> int:
+        """The tree's registers over a beat, then the register joining the beats."""
+        return -(-(lanes - 1).bit_length() // levels_per_stage) + 1
 
     def elaborate(self, platform):
         m = Module()
         width = len(self.max)
         layer = []
-        for k, x in enumerate(self.block):
+        for k, x in enumerate(self.beat):
             v = Signal(width, name=f"leaf{k}")
             m.d.comb += v.eq(x[:width])
             layer.append(v)
+        take, first = self.take, self.first
         level = 0
         while len(layer) > 1:
             nxt = []
@@ -124,24 +133,31 @@ class MaxMagnitudeTree(wiring.Component):
             level += 1
             if level % self.levels_per_stage == 0 or len(layer) == 1:
                 layer = [reg(m, self.en, v, f"s{level}n{k}", reset=True) for k, v in enumerate(layer)]
-        m.d.comb += self.max.eq(layer[0])
+                take = reg(m, self.en, take, f"s{level}_take", reset=True)
+                first = reg(m, self.en, first, f"s{level}_first", reset=True)
+        beat_max = layer[0]
+        acc = Signal(width, name="block_max")
+        join = Mux(beat_max[:15] > acc[:15], beat_max, acc)  # a Mux, not an If: see lib/bits.py
+        m.d.sync += acc.eq(Mux(self.en & take, Mux(first, beat_max, join), acc))
+        m.d.comb += self.max.eq(acc)
         return m
 
 
-def block_max(m: Module, en, block, keep_sign: bool):
-    """The block's element of largest magnitude (``MaxMagnitudeTree`` as submodule ``tree``),
-    ``MaxMagnitudeTree(keep_sign).latency`` enabled cycles after ``block``."""
-    m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=keep_sign)
-    m.d.comb += tree.en.eq(en)
-    for k in range(len(block)):
-        m.d.comb += tree.block[k].eq(block[k])
+def block_max(m: Module, en, unit, keep_sign: bool):
+    """The largest-magnitude element of the block that block unit ``unit`` is given
+    (``MaxMagnitudeTree`` as submodule ``tree``), ``MaxMagnitudeTree.stages(unit.lanes)`` enabled
+    cycles after the block's last beat."""
+    m.submodules.tree = tree = MaxMagnitudeTree(keep_sign=keep_sign, lanes=unit.lanes)
+    m.d.comb += [tree.en.eq(en), tree.take.eq(unit.take), tree.first.eq(unit.first)]
+    for k in range(unit.lanes):
+        m.d.comb += tree.beat[k].eq(unit.beat[k])
     return tree.max
 
 
-def normalized_max(m: Module, en, block, keep_sign: bool):
-    """Stages 1-3 of the q8_0 and q4_0 block units and the start of stage 4: the block maximum, its
-    integer significand and effective exponent, and the significand's leading zeros."""
-    vmax = block_max(m, en, block, keep_sign)
+def normalized_max(m: Module, en, unit, keep_sign: bool):
+    """The tree stages of the q8_0 and q4_0 block units and the start of the next: the block maximum,
+    its integer significand and effective exponent, and the significand's leading zeros."""
+    vmax = block_max(m, en, unit, keep_sign)
     mx, ea = fp16_significand(m, vmax)
     return vmax, mx, ea, leading_zeros(m, mx, 11)
 

@@ -4,12 +4,10 @@
 ``FormatDatapath`` (see ``quant_units``):
 
 1. Input: each accepted beat's elements are sanitized (+-Inf -> +-max finite of ``elem``, NaN -> +0) and counted
-   when non-finite. The sanitized beat is written to the *beat store* and to a collect buffer.
-2. Block: when a block's last beat arrives, the collect buffer plus that beat (all 32 elements)
-   enter the format's block unit, which yields the block header and the per-block constants. A
-   block unit with ``per_beat`` (q4_1's) takes each beat as it is accepted instead and reduces it
-   there (``contract.BeatBlockUnitSignature``), so its tree is as wide as a beat and there is no
-   collect buffer or block register.
+   when non-finite. The sanitized beat is written to the *beat store* and given to the block unit.
+2. Block: the format's block unit reduces each beat as it is accepted (a tree as wide as a beat,
+   then a register that joins a block's beats: ``contract.BlockUnitSignature``) and yields the
+   block header and the per-block constants ``latency`` clocks after the block's last beat.
 3. Serialize: when the block leaves the block unit, its beats are read back from the beat store one
    per cycle and presented, with the block's constants, to ``lanes`` lane units. The store is a
    small memory, so serializing costs no per-element multiplexer. With ``lanes == 32`` a block is a
@@ -105,10 +103,9 @@ class Quantizer(wiring.Component):
         accept = Signal()
 
         m.submodules.block_unit = bu = self.datapath.block_unit(lanes)
-        # A per-beat unit counts its latency from the last beat's acceptance, a whole-block unit
-        # from the block register one clock later: this is the latter's count for both.
-        per_beat = getattr(bu, "per_beat", False)
-        block_latency = bu.latency - 1 if per_beat else bu.latency
+        # The unit's latency counts from a block's last beat; the framework's own bookkeeping
+        # (bu_valid, the beat store, the queue) counts from the clock after it.
+        block_latency = bu.latency - 1
         lane_units = [self.datapath.lane_unit() for _ in range(lanes)]
         depth = self.queue_depth(beats, block_latency, lane_units[0].latency)
         self.out_queue_depth = depth  # for benches: the queue holds depth + 1 blocks
@@ -138,20 +135,8 @@ class Quantizer(wiring.Component):
             m.d.sync += beat_in.eq(Mux(last_in, 0, beat_in + 1))
         blk_valid = Signal()
         m.d.sync += blk_valid.eq(accept & last_in)
-        m.d.comb += bu.en.eq(1)
-        if per_beat:  # the unit reduces each beat as it is accepted: no block register
-            m.d.comb += [bu.beat.eq(san), bu.take.eq(accept), bu.first.eq(first_in)]
-        else:
-            collect = []
-            for k in range(beats - 1):
-                buf = Signal.like(san, name=f"collect{k}")
-                with m.If(accept & (beat_in == k)):
-                    m.d.sync += buf.eq(san)
-                collect.append(buf)
-            blk = Signal(data.ArrayLayout(unsigned(ELEM_BITS), BLOCK_ELEMS))
-            with m.If(accept & last_in):
-                m.d.sync += blk.eq(Cat(*collect, san))
-            m.d.comb += bu.block.eq(blk)
+        # The block unit reduces each beat as it is accepted: no collect buffer, no input block register.
+        m.d.comb += [bu.en.eq(1), bu.beat.eq(san), bu.take.eq(accept), bu.first.eq(first_in)]
         bu_valid = delay(m, en, blk_valid, block_latency, "bu_valid", reset=True, names="{name}{k1}")
 
         # 3. Serialize: the lane inputs of beat k of a block appear k cycles after its token.

@@ -96,13 +96,13 @@ def q4_0_rom() -> list[dict]:
 
 
 class Q80Bf16BlockUnit(BlockUnit):
-    """q8_0 block unit for BF16: amax tree (3), ROM read (1), d's FP16 plan (1), rounding (1)."""
+    """q8_0 block unit for BF16: amax tree (per beat), ROM read (1), d's FP16 plan (1), rounding (1)."""
 
-    fmt, const_layout, latency = "q8_0", Q80_CONST, 6
+    fmt, const_layout, after_tree = "q8_0", Q80_CONST, 3
 
     def stages(self, m, p):
         en = self.en
-        amax = block_max(m, en, self.block, keep_sign=False)
+        amax = block_max(m, en, self, keep_sign=False)
 
         # Stage 4: ROM row by (exponent class, fraction).
         m.submodules.rom = rom = Memory(shape=Q80_ROM, depth=512, init=q8_0_rom())
@@ -152,14 +152,14 @@ class Q80Bf16BlockUnit(BlockUnit):
 
 
 class Q40Bf16BlockUnit(BlockUnit):
-    """q4_0 block unit for BF16: signed max tree (3), ROM read and d's fields (1), d's FP16
+    """q4_0 block unit for BF16: signed max tree (per beat), ROM read and d's fields (1), d's FP16
     subnormal shift and the constants (1), d's rounding (1)."""
 
-    fmt, const_layout, latency = "q4_0", Q40_CONST, 6
+    fmt, const_layout, after_tree = "q4_0", Q40_CONST, 3
 
     def stages(self, m, p):
         en = self.en
-        vmax = block_max(m, en, self.block, keep_sign=True)
+        vmax = block_max(m, en, self, keep_sign=True)
         mag = vmax[:15]
 
         # Stage 4: ROM row by fraction (every non-void maximum is a normal BF16 number).

@@ -5,7 +5,8 @@ exponent offset: a barrel shift of the element's significand by an amount comput
 and the block's scale byte, then rounding. ``kvpath.golden.mx`` is the specification; the stage
 comments below name the golden model's quantities.
 
-Block unit (latency ``MaxMagnitudeTree.latency + 2``): amax by comparator tree, then (1) its
+Block unit (latency ``MaxMagnitudeTree.stages(lanes) + 2``): amax by comparator tree, beat by beat
+as the block comes in, then (1) its
 binade ``floor(log2 amax)`` (the exponent field, or a leading-one index for subnormal maxima) and
 (2) the scale byte ``E = clamp(floor(log2 amax) - emax + 127, 0, 254)``, 0 for an all-zero block.
 
@@ -24,7 +25,7 @@ from kvpath.elements import element as elem_type
 
 from kvpath.hdl.lib.bits import any_below, msb_index
 from kvpath.hdl.lib.pipe import reg
-from kvpath.hdl.quant.fp32 import MaxMagnitudeTree
+from kvpath.hdl.quant.fp32 import MaxMagnitudeTree, block_max
 from kvpath.hdl.quant.contract import BlockUnitSignature, FormatDatapath, LaneUnitSignature
 
 CONST_LAYOUT = data.StructLayout({"scale": unsigned(8)})  # the block's E8M0 byte E (X = E - 127)
@@ -35,22 +36,18 @@ GUARD = {"mxfp4": 4, "mxint8": 7, "mxfp8_e4m3": 4}
 
 
 class MXBlockUnit(wiring.Component):
-    def __init__(self, fmt: str, elem: str):
+    def __init__(self, fmt: str, elem: str, lanes: int = BLOCK_ELEMS):
         self.fmt = get_format(fmt)
         self.et = elem_type(elem)
         self.emax = EMAX[self.fmt.name]
-        self.tree = MaxMagnitudeTree(keep_sign=False)
-        self.latency = self.tree.latency + 2
-        super().__init__(BlockUnitSignature(self.fmt, CONST_LAYOUT))
+        self.lanes = lanes
+        self.latency = MaxMagnitudeTree.stages(lanes) + 2
+        super().__init__(BlockUnitSignature(self.fmt, CONST_LAYOUT, lanes))
 
     def elaborate(self, platform):
         m = Module()
         et, en = self.et, self.en
-        m.submodules.tree = tree = self.tree
-        m.d.comb += tree.en.eq(en)
-        for k in range(len(self.block)):
-            m.d.comb += tree.block[k].eq(self.block[k])
-        amax = tree.max
+        amax = block_max(m, en, self, keep_sign=False)
         e, f = amax[et.frac_bits:15], amax[:et.frac_bits]
         lead, _ = msb_index(m, f, name="amax_lead")
         # Stage 1: floor(log2 amax) + bias: the exponent field, or (leading one + 1 - frac) for a
@@ -166,7 +163,7 @@ class MXDatapath(FormatDatapath):
         self.elem = check_elem(elem)
 
     def block_unit(self, lanes: int = BLOCK_ELEMS):
-        return MXBlockUnit(self.fmt.name, self.elem)
+        return MXBlockUnit(self.fmt.name, self.elem, lanes)
 
     def lane_unit(self):
         return MXLaneUnit(self.fmt.name, self.elem)

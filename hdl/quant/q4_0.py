@@ -1,7 +1,8 @@
 """q4_0 datapath: ``d = max / -8`` (max = the first element of largest magnitude), codes
 ``min(15, trunc(fl32(fl32(x * (1/d)) + 8.5)))``.
 
-Block unit (latency 6): the signed maximum by magnitude (3 stages); ``d`` is exact in fp32, so its
+Block unit (latency: the max tree's stages, ``MaxMagnitudeTree.stages(lanes)``, then 3): the
+signed maximum by magnitude, reduced beat by beat; ``d`` is exact in fp32, so its
 FP16 form is the maximum's own bits with the exponent lowered by 3 (rounded to nearest even when
 that leaves the FP16 normal range); ``1/d`` comes from a 1024-word ROM of ``fl32(1/m)`` indexed by
 the normalized fraction. An all-zero block keeps the first zero's sign: d = -0 for +0 and +0 for -0.
@@ -72,15 +73,15 @@ def rom_entry(frac: int) -> dict[str, int]:
 
 
 class Q40BlockUnit(BlockUnit):
-    fmt, const_layout, latency = "q4_0", CONST_LAYOUT, 6
+    fmt, const_layout, after_tree = "q4_0", CONST_LAYOUT, 3
 
     def stages(self, m, p):
         en = self.en
 
-        # Stages 1-3: the signed maximum by magnitude. Stage 4: normalize, and prepare d = max / 8
+        # The tree's stages: the signed maximum by magnitude. Then: normalize, and prepare d = max / 8
         # in FP16. Exponent fields of 4 and up just drop by 3; below that d is FP16-subnormal:
         # mx >> (4 - ee), rounded to nearest even.
-        vmax, mx, ea, lz = normalized_max(m, en, self.block, keep_sign=True)
+        vmax, mx, ea, lz = normalized_max(m, en, self, keep_sign=True)
         exp = vmax[10:15]
         # ee = 1, 2, 3: shift right by 4 - ee. Expressions rather than a Switch: a Switch becomes an
         # always block, which Icarus never runs while its inputs keep their time-0 values (a +0
@@ -97,14 +98,14 @@ class Q40BlockUnit(BlockUnit):
         s4_neg = p.reg(~vmax[15], "s4_neg", 1)
         s4_zero = p.reg(mx == 0, "s4_zero", 1)
 
-        # Stage 5: ROM read with the normalized fraction; finish d.
+        # Next stage: ROM read with the normalized fraction; finish d.
         word, s5_ean = reciprocal_rom(m, p, s4_mx, s4_lz, s4_ea, ROM_LAYOUT, rom_entry)
         up = s4_rbit & (s4_sticky | s4_sub[0])
         mag = Mux(s4_normal, s4_hnorm, s4_sub + up)
         s5_header = p.reg(Cat(mag[:15], s4_neg), "s5_header", 16)
         s5_neg, s5_zero = p.reg(s4_neg, "s5_neg"), p.reg(s4_zero, "s5_zero")
 
-        # Stage 6: the lane constants.
+        # Last stage: the lane constants.
         rb = Signal(signed(8))
         m.d.comb += rb.eq(s5_ean - word.ie + 1)
         s6_const = Signal(CONST_LAYOUT)

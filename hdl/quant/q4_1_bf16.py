@@ -22,7 +22,7 @@ from amaranth.lib import data, wiring
 from kvpath.config import BLOCK_ELEMS
 
 from kvpath.hdl.lib.divider import Divider
-from kvpath.hdl.quant.contract import BeatBlockUnitSignature
+from kvpath.hdl.quant.contract import BlockUnitSignature
 from kvpath.hdl.lib.bits import any_below
 from kvpath.hdl.quant.q4_1_fp16 import FMT, WINDOW_BITS, Q41BlockUnit, Q41LaneUnit, window_consts
 
@@ -103,7 +103,7 @@ class Q41Bf16BlockUnit(Q41BlockUnit):
 
     def __init__(self, lanes: int = BLOCK_ELEMS):
         # Not Q41BlockUnit.__init__: the signature carries the BF16 constants' layout.
-        wiring.Component.__init__(self, BeatBlockUnitSignature(FMT, CONST_LAYOUT_BF16, lanes))
+        wiring.Component.__init__(self, BlockUnitSignature(FMT, CONST_LAYOUT_BF16, lanes))
         self.lanes = lanes
         self.latency = (self.extremes_latency(lanes) + self.SPAN_STAGES + Divider.stages(27, self.DIV15_STEPS_PER_STAGE)
                         + self.D_ROUND_STAGES + Divider.stages(25, self.RECIP_STEPS_PER_STAGE) + 1)

@@ -40,7 +40,7 @@ from kvpath.config import BLOCK_ELEMS, get_format
 
 from kvpath.hdl.lib.divider import Divider
 from kvpath.hdl.lib.pipe import Pipe
-from kvpath.hdl.quant.contract import BeatBlockUnitSignature, LaneUnitSignature
+from kvpath.hdl.quant.contract import BlockUnitSignature, LaneUnitSignature
 
 __all__ = ["Q41BlockUnit", "Q41LaneUnit", "CONST_LAYOUT", "WINDOW_BITS"]
 
@@ -123,10 +123,10 @@ class Q41BlockUnit(wiring.Component):
     DIV15_STEPS_PER_STAGE = 6  # table steps: about one LUT level per two quotient bits
     RECIP_STEPS_PER_STAGE = 3  # 25-bit remainder: one carry chain per step
     WINDOW_STAGES = 3  # window constants need 3 stages before the output register
-    per_beat = True  # reduces max and min beat by beat (contract.BeatBlockUnitSignature)
+    per_beat = True  # reduces max and min beat by beat (contract.BlockUnitSignature)
 
     def __init__(self, lanes: int = BLOCK_ELEMS):
-        super().__init__(BeatBlockUnitSignature(FMT, CONST_LAYOUT, lanes))
+        super().__init__(BlockUnitSignature(FMT, CONST_LAYOUT, lanes))
         self.lanes = lanes
         self.latency = (self.extremes_latency(lanes) + 7 + Divider.stages(27, self.DIV15_STEPS_PER_STAGE) + 1
                         + Divider.stages(25, self.RECIP_STEPS_PER_STAGE) + 1)

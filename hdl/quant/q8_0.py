@@ -1,6 +1,7 @@
 """q8_0 datapath: ``d = amax / 127``, codes ``roundf(x * (1/d))`` as signed bytes.
 
-Block unit (latency 7): the largest magnitude of the block (3 stages), its normalized fraction
+Block unit (latency: the amax tree's stages, ``MaxMagnitudeTree.stages(lanes)``, then 4): the
+largest magnitude of the block, reduced beat by beat as the block comes in; its normalized fraction
 addresses a 1024-word ROM holding ``fl32(m/127)`` and ``fl32(1/fl32(m/127))`` for the significand
 ``m`` (the exponent only shifts both, as long as nothing leaves fp32's normal range, which an FP16
 input cannot cause), then ``d`` is rounded to FP16 with ties to even, including the FP16-subnormal
@@ -70,13 +71,13 @@ def d_to_fp16_plan(ean: int, de: int) -> tuple[int, int]:
 
 
 class Q80BlockUnit(BlockUnit):
-    fmt, const_layout, latency = "q8_0", CONST_LAYOUT, 7
+    fmt, const_layout, after_tree = "q8_0", CONST_LAYOUT, 4
 
     def stages(self, m, p):
         en = self.en
 
-        # Stages 1-3: amax; stage 4: normalize subnormal maxima.
-        amax, mx, ea, lz = normalized_max(m, en, self.block, keep_sign=False)
+        # The tree's stages: amax; then normalize subnormal maxima.
+        amax, mx, ea, lz = normalized_max(m, en, self, keep_sign=False)
         s4_mx, s4_lz, s4_ea = p.reg(mx, "s4_mx"), p.reg(lz, "s4_lz"), p.reg(ea, "s4_ea")
         s4_zero = p.reg(amax == 0, "s4_zero")
 

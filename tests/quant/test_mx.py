@@ -61,10 +61,12 @@ def test_block_unit_and_lane_unit(fmt, elem):
 
     async def block_tb(ctx):
         ctx.set(bu.en, 1)
+        ctx.set(bu.take, 1)  # 32 lanes: each block is one beat, its first
+        ctx.set(bu.first, 1)
         for k in range(len(blocks) + bu.latency):
             if k < len(blocks):
                 for e in range(32):
-                    ctx.set(bu.block[e], int(blocks[k, e]))
+                    ctx.set(bu.beat[e], int(blocks[k, e]))
             await ctx.tick()
             if k + 1 >= bu.latency:
                 got_header.append(ctx.get(bu.header))

@@ -221,7 +221,7 @@ class BlockAndLane(wiring.Component):
         m = Module()
         m.submodules.bu, m.submodules.lu = bu, lu = self.bu, self.lu
         m.d.comb += [bu.en.eq(1), lu.en.eq(1)]
-        m.d.comb += bu.block.eq(self.block)
+        m.d.comb += [bu.beat.eq(self.block), bu.take.eq(1), bu.first.eq(1)]  # 32 lanes: a block per beat
         x = Signal(16)
         m.d.sync += x.eq(self.block[self.index])  # element k of the block, one cycle late
         for _ in range(bu.latency - 1):
