@@ -109,18 +109,18 @@ class MaxMagnitudeTree(wiring.Component):
 
     @staticmethod
     def stages(lanes: int, levels_per_stage: int = 2) -> int:
-        """The tree's registers over a beat, then the register joining the beats."""
-        return -(-(lanes - 1).bit_length() // levels_per_stage) + 1
+        """The register the beat enters (it comes from the input sanitizer, combinational), the
+        tree's registers over it, then the register joining the beats."""
+        return 1 + -(-(lanes - 1).bit_length() // levels_per_stage) + 1
 
     def elaborate(self, platform):
         m = Module()
         width = len(self.max)
         layer = []
         for k, x in enumerate(self.beat):
-            v = Signal(width, name=f"leaf{k}")
-            m.d.comb += v.eq(x[:width])
-            layer.append(v)
-        take, first = self.take, self.first
+            layer.append(reg(m, self.en, x[:width], f"leaf{k}", reset=True))
+        take = reg(m, self.en, self.take, "leaf_take", reset=True)
+        first = reg(m, self.en, self.first, "leaf_first", reset=True)
         level = 0
         while len(layer) > 1:
             nxt = []
