@@ -9,8 +9,9 @@ code.
 
 Both units are fixed-latency pipelines gated by ``en``: every register in them updates only on cycles
 with ``en`` high, and an output belongs to the input presented ``latency`` enabled cycles earlier. The
-framework owns valid bits, stalls (``en`` low while the output is back-pressured) and bubbles, so the
-units hold no handshake logic and stay easy to prove equal to the golden model.
+framework owns valid bits and bubbles and holds ``en`` high (it never stalls: its output queue takes
+back-pressure); the unit tests toggle ``en``. So the units hold no handshake logic and stay easy to
+prove equal to the golden model.
 """
 
 from amaranth.hdl import Module, unsigned
