@@ -14,12 +14,11 @@ back-pressure); the unit tests toggle ``en``. So the units hold no handshake log
 prove equal to the golden model.
 """
 
-from amaranth.hdl import Module, unsigned
+from amaranth.hdl import unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, BlockFormat, check_elem, get_format
-from kvpath.hdl.lib.pipe import Pipe
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, BlockFormat, check_elem
 
 FP16 = unsigned(ELEM_BITS)
 
@@ -53,32 +52,6 @@ class LaneUnitSignature(wiring.Signature):
             "const": In(const_layout),
             "code": Out(unsigned(fmt.code_bits)),
         })
-
-
-class BlockUnit(wiring.Component):
-    """Base of the per-beat block units that start with the block's largest magnitude
-    (``fp32.block_max``): the signature follows from class attributes (the format's name, the
-    layout of the lane constants) and ``lanes``; the latency is the tree's stages for ``lanes``
-    plus ``after_tree``. ``stages(m, p)`` builds the pipeline with ``p``, the unit's registers
-    (enabled by ``en``, reset: ``hdl/lib/pipe.py``)."""
-
-    fmt: str
-    const_layout: data.Layout
-    after_tree: int
-    def __init__(self, lanes: int = BLOCK_ELEMS):
-        from kvpath.hdl.quant.fp32 import MaxMagnitudeTree  # fp32 imports this module
-
-        self.lanes = lanes
-        self.latency = MaxMagnitudeTree.stages(lanes) + self.after_tree
-        super().__init__(BlockUnitSignature(get_format(self.fmt), self.const_layout, lanes))
-
-    def elaborate(self, platform):
-        m = Module()
-        self.stages(m, Pipe(m, self.en, reset=True))
-        return m
-
-    def stages(self, m: Module, p: Pipe) -> None:
-        raise NotImplementedError
 
 
 class FormatDatapath:

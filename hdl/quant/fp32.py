@@ -13,14 +13,14 @@ here resets (``hdl/lib/pipe.py``: chains of reset-less ones would become SRL LUT
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, BlockFormat
+from kvpath.config import BLOCK_ELEMS, BlockFormat, get_format
 from kvpath.hdl.lib.bits import leading_zeros
-from kvpath.hdl.lib.pipe import reg
-from kvpath.hdl.quant.contract import LaneUnitSignature
+from kvpath.hdl.lib.pipe import Pipe, reg
+from kvpath.hdl.quant.contract import BlockUnitSignature, LaneUnitSignature
 
 FRAC_BITS = 10  # FP16 fraction field
 EXP_BITS = 5
@@ -152,6 +152,31 @@ def block_max(m: Module, en, unit, keep_sign: bool):
     for k in range(unit.lanes):
         m.d.comb += tree.beat[k].eq(unit.beat[k])
     return tree.max
+
+
+class BlockUnit(wiring.Component):
+    """Base of the per-beat block units that start with the block's largest magnitude
+    (``block_max``): the signature follows from class attributes (the format's name, the
+    layout of the lane constants) and ``lanes``; the latency is the tree's stages for ``lanes``
+    plus ``after_tree``. ``stages(m, p)`` builds the pipeline with ``p``, the unit's registers
+    (enabled by ``en``, reset: ``hdl/lib/pipe.py``)."""
+
+    fmt: str
+    const_layout: data.Layout
+    after_tree: int
+
+    def __init__(self, lanes: int = BLOCK_ELEMS):
+        self.lanes = lanes
+        self.latency = MaxMagnitudeTree.stages(lanes) + self.after_tree
+        super().__init__(BlockUnitSignature(get_format(self.fmt), self.const_layout, lanes))
+
+    def elaborate(self, platform):
+        m = Module()
+        self.stages(m, Pipe(m, self.en, reset=True))
+        return m
+
+    def stages(self, m: Module, p: Pipe) -> None:
+        raise NotImplementedError
 
 
 def normalized_max(m: Module, en, unit, keep_sign: bool):

@@ -28,8 +28,7 @@ from kvpath.golden.num import bf16_arith
 
 from kvpath.hdl.lib.bits import any_below
 from kvpath.hdl.lib.pipe import delay, reg
-from kvpath.hdl.quant.fp32 import SIG_BITS, block_max, trailing_zeros
-from kvpath.hdl.quant.contract import BlockUnit
+from kvpath.hdl.quant.fp32 import SIG_BITS, BlockUnit, block_max, trailing_zeros
 
 RB_BITS = 10  # e + rb_off for e in 0..254 and |rb_off| <= 3
 # Lane shift bases (see quant_q8_0 / quant_q4_0 tails): with id = id_sig * 2**id_exp (id_sig

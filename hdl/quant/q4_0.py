@@ -28,9 +28,9 @@ from amaranth.lib import data
 from kvpath.config import get_format
 
 from kvpath.hdl.lib.pipe import delay
-from kvpath.hdl.quant.fp32 import (FrontLaneUnit, front_units, SIG_BITS, WINDOW_BITS, ProductFront, normalized_max,
+from kvpath.hdl.quant.fp32 import (BlockUnit, FrontLaneUnit, front_units, SIG_BITS, WINDOW_BITS, ProductFront, normalized_max,
                                    reciprocal_rom, round_div)
-from kvpath.hdl.quant.contract import BlockUnit, UnitTable
+from kvpath.hdl.quant.contract import UnitTable
 from kvpath.hdl.quant.ggml_bf16 import Q40_CONST, Q40Bf16BlockUnit
 
 FMT = get_format("q4_0")

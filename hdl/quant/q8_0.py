@@ -18,9 +18,9 @@ from amaranth.lib import data
 from kvpath.config import get_format
 
 from kvpath.hdl.lib.pipe import delay
-from kvpath.hdl.quant.fp32 import (FrontLaneUnit, front_units, SIG_BITS, normalized_max,
+from kvpath.hdl.quant.fp32 import (BlockUnit, FrontLaneUnit, front_units, SIG_BITS, normalized_max,
                                    reciprocal_rom, round_div, trailing_zeros)
-from kvpath.hdl.quant.contract import BlockUnit, UnitTable
+from kvpath.hdl.quant.contract import UnitTable
 from kvpath.hdl.quant.ggml_bf16 import Q80_CONST, Q80Bf16BlockUnit
 
 FMT = get_format("q8_0")
