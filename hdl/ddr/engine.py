@@ -47,7 +47,7 @@ HEAD_DIM write one clock later, i.e. before anything sent after that write's B r
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -56,6 +56,7 @@ from kvpath.config import BLOCK_ELEMS, ELEM_BITS, KVPathConfig
 from kvpath.layout import Op, POS_BITS
 from kvpath.hdl.ddr.axi4 import AXI4Signature
 from kvpath.hdl.lib.streams import Queue, SkidBuffer
+from kvpath.hdl.lib.bits import lookup
 from kvpath.hdl.ddr.read_port import run_layout
 from kvpath.hdl.ddr.repack import BytePacker, chunk_layout
 from kvpath.hdl.ddr.tables import READERS, class_shape
@@ -250,13 +251,6 @@ class KVEngine(wiring.Component):
         cur_slot = Array(Signal(slot_bits, name=f"cur_slot{k}") for k in range(self.n_rings))
         has_token = Array(Signal(name=f"has_token{k}") for k in range(self.n_rings))
 
-        def read(array, index, width):
-            """``array[index]`` as a word select (0 past the end, as an Array read gives): an Array
-            read becomes a case statement in an always block, which Icarus never runs while its
-            inputs keep their time-0 values (tests/top/test_generated_verilog.py)."""
-            pad = (1 << len(index)) - len(array)
-            return Cat(*array, Const(0, width * pad)).word_select(index, width)
-
         # Tracker command port, shared by the write path (APPEND) and the command unit. A skid
         # buffer sits between the FSMs' choice of command and the trackers: the choice and a
         # tracker's command decode were one combinational path (11 LUT levels in KVCacheTop). A
@@ -358,12 +352,12 @@ class KVEngine(wiring.Component):
                             & (self.layer_data_w < c.n_classes) & hd_ok)
                 r = ring_of(tag.seq, self.layer_data_w)
                 m.d.sync += [cls.eq(self.layer_data_w), ring.eq(r), base.eq(self.region_data_w),
-                             slot.eq(read(cur_slot, r, slot_bits))]
+                             slot.eq(lookup(r, list(cur_slot), slot_bits))]
                 with m.If(~in_range):
                     m.next = "DROP"
                 with m.Elif(tag.append):
                     m.next = "APPEND"
-                with m.Elif(read(has_token, r, 1)):
+                with m.Elif(lookup(r, list(has_token), 1)):
                     m.next = "ADDR"
                 with m.Else():
                     m.next = "DROP"

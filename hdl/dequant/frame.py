@@ -42,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from kvpath.config import BLOCK_ELEMS, DEQUANT_LANES, ELEM_BITS, check_elem, get_format, load
 from kvpath.hdl.lib.counter import EventCounter
+from kvpath.hdl.lib.bits import lookup
 from kvpath.hdl.lib.pipe import reg
 from kvpath.hdl.lib.streams import CreditQueue
 from kvpath.packing import code_offset
@@ -147,10 +148,8 @@ class Dequantizer(wiring.Component):
                     m.d.comb += eng.codes[BLOCK_ELEMS * b + e].eq(reg(m, en, codes[e], name=f"c{b}_{e}", reset=False))
             else:
                 for e in range(self.lanes):
-                    # A word select, not an Array lookup: that becomes a case statement in an
-                    # always block, which Icarus never runs while its inputs keep their time-0 values.
-                    pick = Cat(*(codes[k * self.lanes + e] for k in range(self.beats_per_block))).word_select(
-                        beat, f.code_bits)
+                    pick = lookup(beat, [codes[k * self.lanes + e] for k in range(self.beats_per_block)],
+                                  f.code_bits)
                     m.d.comb += eng.codes[e].eq(reg(m, en, pick, name=f"c{e}", reset=False))
         first = Signal()  # stage 1 holds the first beat of a block: count its fields once
         valid = Signal()

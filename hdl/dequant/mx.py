@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from kvpath.config import BLOCK_ELEMS, check_elem, get_format
 from kvpath.elements import element
 from kvpath.golden.mx import E4M3_NAN, FP4_HALF_UNITS, SCALE_BIAS, SCALE_NAN
-from kvpath.hdl.lib.bits import msb_index
+from kvpath.hdl.lib.bits import lookup, msb_index
 from kvpath.hdl.lib.pipe import reg
 
 EXP = signed(12)  # every exponent sum below stays well inside +/-2**11
@@ -69,12 +69,8 @@ class MXEngine(wiring.Component):
         name = self.format.name
         if name == "mxfp4":
             idx = code[:3]
-            # Tables as one constant each, read by a word select: an Array lookup becomes a case
-            # statement in an always block, which Icarus never runs while its inputs keep their
-            # time-0 values.
-            sig = Const(sum(v << (4 * i) for i, v in enumerate(FP4_HALF_UNITS)), 32).word_select(idx, 4)
-            bl = Const(sum(max(v.bit_length() - 1, 0) << (2 * i) for i, v in enumerate(FP4_HALF_UNITS)),
-                       16).word_select(idx, 2)
+            sig = lookup(idx, list(FP4_HALF_UNITS), 4)
+            bl = lookup(idx, [max(v.bit_length() - 1, 0) for v in FP4_HALF_UNITS], 2)
             # ggml reads code 8 (-0) as +0.
             return code[3] & (idx != 0), sig, bl, OFFSET[name], Const(0, 1)
         if name == "mxint8":

@@ -55,6 +55,20 @@ def leading_zeros(m: Module, value, width: int) -> Signal:
     return lz
 
 
+def lookup(index, entries: list, width: int) -> Value:
+    """``entries[index]`` as ``width``-bit words, 0 past the end (as an ``Array`` read gives). Ints
+    become one constant, values one concatenation, read by a word select: an ``Array`` or a
+    Switch becomes a case statement in an always block, which Icarus never runs while its inputs
+    keep their time-0 values (tests/top/test_generated_verilog.py)."""
+    index = Value.cast(index)
+    pad = (1 << len(index)) - len(entries)
+    if all(isinstance(e, int) for e in entries):
+        words = Const(sum(e << (width * k) for k, e in enumerate(entries)), width * (len(entries) + pad))
+    else:
+        words = Cat(*entries, *([Const(0, width * pad)] if pad else []))
+    return words.word_select(index, width)
+
+
 def any_below(value, n):
     """Whether any of ``value``'s ``n`` lowest bits is set, as one OR of ``value[k] & (n > k)``:
     the bits a right shift by ``n`` drops. Prefix ORs selected by ``n`` map to a chain of LUTs

@@ -11,6 +11,8 @@ from amaranth.hdl import Cat, Const, EnableInserter, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from kvpath.hdl.lib.bits import lookup
+
 __all__ = ["Divider"]
 
 
@@ -128,10 +130,7 @@ class Divider(wiring.Component):
                 r -= den if r >= den else 0
             table.append(r | q << db)  # remainders >= den are unreachable; the entry is harmless
         out = Signal(db + g, name=f"tab{index}")
-        # One constant read by a word select: an Array lookup becomes a case statement in an always
-        # block, which Icarus never runs while its inputs keep their time-0 values.
-        words = Const(sum(v << ((db + g) * k) for k, v in enumerate(table)), (db + g) * len(table))
-        m.d.comb += out.eq(words.word_select(Cat(*reversed(bits), rem[:db]), db + g))
+        m.d.comb += out.eq(lookup(Cat(*reversed(bits), rem[:db]), table, db + g))
         new_rem = Signal(signed(w), name=f"rem{index + g - 1}")
         m.d.comb += new_rem.eq(out[:db])
         return new_rem, [out[db + i] for i in reversed(range(g))]

@@ -27,6 +27,7 @@ from amaranth.lib import data
 
 from kvpath.config import get_format
 
+from kvpath.hdl.lib.bits import lookup
 from kvpath.hdl.lib.pipe import delay
 from kvpath.hdl.quant.fp32 import (BlockUnit, FrontLaneUnit, front_units, SIG_BITS, WINDOW_BITS, ProductFront, normalized_max,
                                    reciprocal_rom, round_div)
@@ -141,9 +142,11 @@ class Q40LaneUnit(FrontLaneUnit):
         total = Signal(WINDOW_BITS + 1)
         # The table as one constant and a word select (an expression), not a Switch, for the
         # reason in Q40BlockUnit.stages.
-        table = sum(window_addend(r, sign) << (WINDOW_BITS * (r | sign << 3))
-                    for sign in (0, 1) for r in range(R_LIMIT))
-        addend = Const(table, 16 * WINDOW_BITS).word_select(Cat(front.r[:3], front.sign), WINDOW_BITS)
+        table = [0] * 16
+        for sign in (0, 1):
+            for r in range(R_LIMIT):
+                table[r | sign << 3] = window_addend(r, sign)
+        addend = lookup(Cat(front.r[:3], front.sign), table, WINDOW_BITS)
         m.d.comb += total.eq(front.w + addend)
         s7_total = Signal(A_INT_BITS + R_LIMIT - 1)  # window bits [20, 31): I for every r
         s7_r = Signal(3)

@@ -17,6 +17,7 @@ from amaranth.lib import data
 
 from kvpath.config import get_format
 
+from kvpath.hdl.lib.bits import lookup
 from kvpath.hdl.lib.pipe import delay
 from kvpath.hdl.quant.fp32 import (BlockUnit, FrontLaneUnit, front_units, SIG_BITS, normalized_max,
                                    reciprocal_rom, round_div, trailing_zeros)
@@ -93,7 +94,7 @@ class Q80BlockUnit(BlockUnit):
             for de in (0, 1):
                 shift, b = d_to_fp16_plan(e, de)
                 plan[de | ((e & 0x7F) << 1)] = shift | (b << 4)
-        entry = Const(sum(v << (9 * i) for i, v in enumerate(plan)), 9 * 256).word_select(Cat(word.de, s5_ean[:7]), 9)
+        entry = lookup(Cat(word.de, s5_ean[:7]), plan, 9)
         sp, base = entry[:4], entry[4:9]
         dsig = Cat(word.d, Const(1, 1))
         top = Signal(12)  # dsig bits [12, 24): the 11 kept bits at shift 13 and the round bit
