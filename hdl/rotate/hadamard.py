@@ -173,6 +173,8 @@ class Hadamard(wiring.Component):
         fx = Signal(beat_layout(lanes, FX_BITS, True), name="fx")
         for lane in range(lanes):
             m.d.sync += fx[lane].eq(Mux(neg2[lane], -mag2[lane], mag2[lane]))
+        # Its idle terms are not needed: a taken beat keeps the front queue from being empty for
+        # longer than the count's two stages take.
         self._count(m, p, bad1, "nonfinite", self.nonfinite_count)
 
         cur, width = fx, FX_BITS

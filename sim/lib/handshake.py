@@ -10,8 +10,8 @@ def ready_paths(dut, cycles: int, seed: int) -> tuple[list[int], int, int]:
     ``o.ready`` drawn at random (seeded; mostly low, so the unit fills and stalls). In every cycle,
     before the clock, ``o.ready`` is set low and then high and ``(o.valid, i.ready)`` is read after
     each. Returns the cycles where the two reads differed (a combinational path from ``o.ready``),
-    and how many cycles had ``o.valid`` high and ``i.ready`` low (so the states that matter were
-    visited)."""
+    the number of cycles with ``o.valid`` high and the number with ``i.ready`` low (so the states
+    that matter were visited)."""
     rng = np.random.default_rng(seed)
     differed, out_valid, in_stalled = [], 0, 0
 
@@ -35,3 +35,11 @@ def ready_paths(dut, cycles: int, seed: int) -> tuple[list[int], int, int]:
     sim.add_testbench(bench)
     sim.run()
     return differed, out_valid, in_stalled
+
+
+def check_ready_paths(dut, seed: int, cycles: int = 400) -> None:
+    """Fail unless ``ready_paths`` visited an output beat and a stalled input and found no cycle in
+    which ``o.ready`` reached ``o.valid`` or ``i.ready``."""
+    differed, out_valid, in_stalled = ready_paths(dut, cycles, seed)
+    assert out_valid and in_stalled, (out_valid, in_stalled)
+    assert not differed, f"seed {seed}: o.ready reached o.valid or i.ready in cycles {differed[:10]}"

@@ -61,11 +61,9 @@ def test_handshake_paths():
     """Front and back never stall: with a beat waiting at the output, neither o.valid nor i.ready
     follows o.ready within a cycle (i.ready is the front queue's room register)."""
     from kvpath.hdl.rotate.hadamard import Hadamard
-    from kvpath.sim.lib.handshake import ready_paths
+    from kvpath.sim.lib.handshake import check_ready_paths
 
-    differed, out_valid, in_stalled = ready_paths(Hadamard(64, 16), 400, SEED)
-    assert out_valid and in_stalled, (out_valid, in_stalled)
-    assert not differed, f"seed {SEED}: o.ready reached o.valid or i.ready in cycles {differed[:10]}"
+    check_ready_paths(Hadamard(64, 16), SEED)
 
 
 def check(result):
