@@ -46,6 +46,7 @@ def cmd_generate(args) -> int:
 
     try:
         config = KVPathConfig(fmt=args.fmt, elem=args.elem, quant_lanes=args.lanes, dequant_lanes=args.read_lanes,
+                              quant_elems_per_clock=args.elems_per_clock,
                               max_layers=args.max_layers, max_kv_heads=args.max_kv_heads,
                               max_head_dim=args.max_head_dim, kv_max_tokens=args.kv_max_tokens,
                               rotation=args.rotation)
@@ -150,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="K/V element type on both streams")
     gen.add_argument("--lanes", type=_lanes(QUANT_LANES), default=DEFAULT.quant_lanes,
                      help="elements per beat on the write path")
+    gen.add_argument("--elems-per-clock", type=_positive, default=None, metavar="N",
+                     help="elements the write path's quantizer codes per clock (4, 8, 16 or 32, at most "
+                          "--lanes; default: the format's, q4_1 4, else --lanes)")
     gen.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes,
                      help="elements per beat on the read path")
     gen.add_argument("--max-layers", type=_positive, default=DEFAULT.max_layers,

@@ -82,6 +82,10 @@ class BlockFormat:
     golden: str = ""
     datapath: str | None = None
     engine: str | None = None
+    # Elements the quantizer turns into codes per clock when the stream is wider (None: one beat
+    # per clock). q4_1 runs at 4: its exact lane needs a 24 x 24-bit product (two DSP48E2) per
+    # element, and the write path carries one token per decode step (docs/benchmarks.md).
+    quant_elems_per_clock: int | None = None
 
     @property
     def family_info(self) -> Family:
@@ -120,7 +124,8 @@ FORMATS: dict[str, BlockFormat] = {
         BlockFormat("q4_0", 4, ("d",), "Q4_0", golden="kvpath.golden.ggml.q4_0",
                     datapath="kvpath.hdl.quant.q4_0:Q40Datapath", engine="kvpath.hdl.dequant.mul:MulEngine"),
         BlockFormat("q4_1", 4, ("d", "m"), "Q4_1", golden="kvpath.golden.ggml.q4_1",
-                    datapath="kvpath.hdl.quant.q4_1:Q41Datapath", engine="kvpath.hdl.dequant.q4_1:Q41Engine"),
+                    datapath="kvpath.hdl.quant.q4_1:Q41Datapath", engine="kvpath.hdl.dequant.q4_1:Q41Engine",
+                    quant_elems_per_clock=4),
         *(BlockFormat(name, bits, ("e",), ggml, family="mx", scale_bytes=1, golden="kvpath.golden.mx",
                       datapath="kvpath.hdl.quant.mx:MXDatapath", engine="kvpath.hdl.dequant.mx:MXEngine")
           for name, bits, ggml in (("mxfp4", 4, "MXFP4"), ("mxint8", 8, None), ("mxfp8_e4m3", 8, None))),
@@ -135,6 +140,7 @@ STATIC_FORMATS = tuple(n for n, f in FORMATS.items() if f.family == "static")
 BLOCK_SCALED_FORMATS = GGML_FORMATS + MX_FORMATS  # scale travels inside the block
 
 QUANT_LANES = (8, 16, 32)
+QUANT_ELEMS_PER_CLOCK = (4, 8, 16, 32)  # a quantizer core's lanes: elements per clock
 DEQUANT_LANES = (8, 16, 32, 64, 128)
 
 
@@ -154,6 +160,9 @@ class KVPathConfig:
     elem: str = "fp16"  # K/V element type on the streams: "fp16" or "bf16"
     quant_lanes: int = 16
     dequant_lanes: int = 16
+    # Elements the write path's quantizer codes per clock, at most quant_lanes (None: the format's
+    # quant_elems_per_clock, else quant_lanes); block-scaled formats only.
+    quant_elems_per_clock: int | None = None
     # Limits the register block reports, and the driver checks against its model.
     max_layers: int = 20
     max_kv_heads: int = 2
@@ -182,6 +191,13 @@ class KVPathConfig:
             raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {self.quant_lanes}")
         if self.dequant_lanes not in DEQUANT_LANES:
             raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {self.dequant_lanes}")
+        if self.quant_elems_per_clock is not None:
+            if self.quant_elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
+                raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, "
+                                 f"got {self.quant_elems_per_clock}")
+            if self.format.family == "static":
+                raise ValueError(f"{self.fmt} codes quant_lanes elements per clock; "
+                                 f"quant_elems_per_clock is for block-scaled formats")
         for name, low, high in (("max_seqs", 1, 256), ("n_classes", 1, 16), ("read_ports", 1, 4),
                                 ("addr_width", 32, 64), ("max_outstanding", 1, 16), ("axi_cache", 0, 15),
                                 ("axi_prot", 0, 7)):

@@ -275,7 +275,7 @@ class KVEngine(wiring.Component):
             connect(m, quant.scales, wiring.flipped(self.scales))
             quant_out = quant.o.payload.codes
         else:
-            m.submodules.quant = quant = Quantizer(c.fmt, c.quant_lanes, c.elem)
+            m.submodules.quant = quant = Quantizer(c.fmt, c.quant_lanes, c.elem, c.quant_elems_per_clock)
             quant_out = quant.o.payload
         if self.chunk_bytes >= c.bus_bytes:
             m.submodules.packer = packer = BytePacker(self.chunk_bytes, c.bus_bytes)

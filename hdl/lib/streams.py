@@ -1,13 +1,16 @@
-"""Stream building blocks shared by the datapaths: a skid buffer, a memory FIFO and the credit-counted
-output queue of a pipeline that never stalls; every ready and valid here is a register or a compare
-of registers, so they end the combinational paths of the units they join."""
+"""Stream building blocks shared by the datapaths: a skid buffer, a memory FIFO, the credit-counted
+output queue of a pipeline that never stalls, and a beat splitter. Every valid here is a register;
+every ready is a register or a compare of registers, except the splitter's (see there), so they end
+the combinational paths of the units they join."""
 
 from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["SkidBuffer", "Queue", "CreditQueue"]
+from kvpath.hdl.lib.bits import lookup
+
+__all__ = ["SkidBuffer", "Queue", "CreditQueue", "BeatSplitter"]
 
 
 class SkidBuffer(wiring.Component):
@@ -128,4 +131,44 @@ class CreditQueue(wiring.Component):
         credits_next = credits - Mux(self.take, self.per_take, 0) + freed
         m.d.sync += [credits.eq(credits_next), self.room.eq(credits_next >= self.per_take),
                      self.empty.eq(credits_next == places)]
+        return m
+
+
+class BeatSplitter(wiring.Component):
+    """Beats of ``lanes_in`` elements in, each as ``lanes_in // lanes_out`` beats of ``lanes_out``
+    out, lowest elements first: a wide stream into a narrower datapath.
+
+    One register holds the beat and a count picks its part, so a new beat loads on the clock its
+    last part leaves and a sink ready on every clock takes a part per clock. ``i.ready`` is
+    ``~full | (o.ready & last part)``: it follows ``o.ready`` within the clock, so give it a sink
+    whose ready is a register (the quantizer's is) to keep the path one gate long.
+    """
+
+    def __init__(self, shape, lanes_in: int, lanes_out: int):
+        if lanes_out < 1 or lanes_in % lanes_out:
+            raise ValueError(f"BeatSplitter: {lanes_in} lanes do not split into beats of {lanes_out}")
+        self.shape, self.lanes_in, self.lanes_out = shape, lanes_in, lanes_out
+        super().__init__({
+            "i": In(stream.Signature(data.ArrayLayout(shape, lanes_in))),
+            "o": Out(stream.Signature(data.ArrayLayout(shape, lanes_out))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        parts = self.lanes_in // self.lanes_out
+        width = Shape.cast(self.shape).width * self.lanes_out
+        held = Signal.like(self.i.payload)
+        part = Signal(range(parts))
+        last = part == parts - 1
+        m.d.comb += [
+            self.i.ready.eq(~self.o.valid | (self.o.ready & last)),
+            self.o.payload.eq(lookup(part, [held.as_value()[k * width:(k + 1) * width] for k in range(parts)],
+                                     width)),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [held.eq(self.i.payload), part.eq(0), self.o.valid.eq(1)]
+        with m.Elif(self.o.valid & self.o.ready):
+            m.d.sync += part.eq(part + 1)
+            with m.If(last):
+                m.d.sync += self.o.valid.eq(0)
         return m

@@ -29,6 +29,12 @@ quantizer accepts a beat on every cycle. A block needs 32/lanes input beats, so 
 the block unit at least that many cycles apart and the serializer is always free when the next
 one arrives.
 
+Rate: a format may code fewer elements per clock than the stream has lanes
+(``BlockFormat.quant_elems_per_clock``, ``KVPathConfig.quant_elems_per_clock``). q4_1 codes 4: its
+exact lane needs two DSP48E2 for one element, and a write path that takes one token per decode
+step has no use for 16 a clock (docs/benchmarks.md, "q4_1 at 4 elements per clock"). The
+quantizer is then a ``BeatSplitter`` in front of a core of that many lanes, which is this frame.
+
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -36,11 +42,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_LANES, check_elem, get_format, load
+from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_ELEMS_PER_CLOCK, QUANT_LANES, check_elem, get_format, load
 
 from kvpath.hdl.lib.bits import tree_sum
 from kvpath.hdl.lib.pipe import delay, reg
-from kvpath.hdl.lib.streams import CreditQueue
+from kvpath.hdl.lib.streams import BeatSplitter, CreditQueue
 from kvpath.hdl.quant.contract import FormatDatapath
 from kvpath.packing import code_offset
 
@@ -72,19 +78,43 @@ def sanitize(m: Module, x, elem: str = "fp16"):
 
 
 class Quantizer(wiring.Component):
-    def __init__(self, fmt: str, lanes: int, elem: str = "fp16"):
-        if lanes not in QUANT_LANES:
-            raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {lanes}")
+    """``lanes`` elements per input beat, one block per output beat, ``elems_per_clock`` elements
+    coded per clock: by default the format's ``quant_elems_per_clock`` (q4_1: 4), else ``lanes``.
+    A narrower rate puts a ``BeatSplitter`` before a quantizer core of ``elems_per_clock`` lanes
+    (``core``); the stream then takes a beat every ``lanes // elems_per_clock`` clocks."""
+
+    def __init__(self, fmt: str, lanes: int, elem: str = "fp16", elems_per_clock: int | None = None):
+        if lanes not in QUANT_LANES + QUANT_ELEMS_PER_CLOCK:
+            allowed = sorted(set(QUANT_LANES + QUANT_ELEMS_PER_CLOCK))
+            raise ValueError(f"quantizer lanes must be one of {allowed}, got {lanes}")
         self.fmt = get_format(fmt)
         self.lanes = lanes
         self.elem = check_elem(elem)
         self.beats_per_block = BLOCK_ELEMS // lanes
+        self.elems_per_clock = self.rate(fmt, lanes, elems_per_clock)
         self.datapath = datapath_for(fmt, elem)
+        self.core = None  # the narrower core, once elaborated
         super().__init__({
             "i": In(stream.Signature(data.ArrayLayout(unsigned(ELEM_BITS), lanes))),
             "o": Out(stream.Signature(unsigned(8 * self.fmt.block_bytes))),
             "nonfinite_count": Out(unsigned(32)),
         })
+
+    @staticmethod
+    def rate(fmt: str, lanes: int, elems_per_clock: int | None = None) -> int:
+        """Elements coded per clock: ``elems_per_clock``, else the format's default, at most ``lanes``."""
+        rate = elems_per_clock or get_format(fmt).quant_elems_per_clock or lanes
+        if rate not in QUANT_ELEMS_PER_CLOCK:
+            raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, got {rate}")
+        return min(rate, lanes)
+
+    @property
+    def stall_beats(self) -> int:
+        """Input beats taken while ``o.ready`` stays low, once elaborated: the output queue's blocks
+        (it holds ``out_queue_depth + 1``), plus the splitter's beat when there is one."""
+        if self.core is not None:
+            return self.core.stall_beats * self.elems_per_clock // self.lanes + 1
+        return (self.out_queue_depth + 1) * self.beats_per_block
 
     @staticmethod
     def queue_depth(beats: int, block_latency: int, lane_latency: int) -> int:
@@ -97,6 +127,9 @@ class Quantizer(wiring.Component):
         return CreditQueue.depth_for(-(-cycles // beats))
 
     def elaborate(self, platform):
+        if self.elems_per_clock < self.lanes:
+            self.core = Quantizer(self.fmt.name, self.elems_per_clock, self.elem, self.elems_per_clock)
+            return self._split(self.core)
         m = Module()
         lanes, beats = self.lanes, self.beats_per_block
         en = None  # every register loads on every clock (see the module docstring)
@@ -170,6 +203,17 @@ class Quantizer(wiring.Component):
                     at = code_offset(self.fmt, b * lanes + k)
                     m.d.sync += payload[at:at + code_bits].eq(lu.code)
         m.d.comb += [out.i.valid.eq(done), out.i.payload.eq(payload)]
+        return m
+
+    def _split(self, core):
+        """The narrower rate: the splitter's ready follows the core's, which is a register."""
+        m = Module()
+        m.submodules.split = split = BeatSplitter(unsigned(ELEM_BITS), self.lanes, self.elems_per_clock)
+        m.submodules.core = core
+        wiring.connect(m, wiring.flipped(self.i), split.i)
+        wiring.connect(m, split.o, core.i)
+        wiring.connect(m, core.o, wiring.flipped(self.o))
+        m.d.comb += self.nonfinite_count.eq(core.nonfinite_count)
         return m
 
     def _beat_source(self, m, accept, san, bu_valid, bu_latency, ser_valid, ser_beat):

@@ -74,7 +74,8 @@ def build_datapaths(config: KVPathConfig):
     families with a scale cache take the configuration, which sizes it."""
     family = config.format.family_info
     extra = (config,) if family.scale_cache else ()
-    return (load(family.quantizer)(config.fmt, config.quant_lanes, config.elem, *extra),
+    rate = () if family.scale_cache else (config.quant_elems_per_clock,)  # block-scaled quantizers only
+    return (load(family.quantizer)(config.fmt, config.quant_lanes, config.elem, *extra, *rate),
             load(family.dequantizer)(config.fmt, config.dequant_lanes, config.elem, *extra))
 
 

@@ -410,17 +410,22 @@ TARGETS = ("quantizer", "dequantizer", "csr", "top", "kvcache", "engine", "readp
            "hadamard", "writer", "reader", "packer", "unpacker")
 
 
-def block(target: str, fmt: str, lanes: int, elem: str = "fp16"):
+def block(target: str, fmt: str, lanes: int, elem: str = "fp16", rate: int | None = None):
     """The component to synthesize. ``quantizer`` and ``dequantizer`` are the format's datapath at
     ``lanes``; every other target is built as the default configuration builds it, with ``fmt``,
     ``elem`` and ``lanes`` on both paths (``lanes`` is the dequantizer's; the quantizer's is capped
     at 32): ``kvcache`` is ``KVCacheTop``, ``top`` ``KVPathTop``, ``engine`` the DDR engine alone,
     ``readport`` one read port, ``scalecache`` a static format's cache with both copies, ``hadamard``
     the 64-point rotation, and ``writer`` / ``reader`` / ``packer`` / ``unpacker`` the movers and
-    gearboxes at the format's chunk size."""
+    gearboxes at the format's chunk size. ``rate`` is a block-scaled quantizer's elements per clock
+    (None: the format's default)."""
     from kvpath.config import KVPathConfig, get_format, load
 
     family = get_format(fmt).family_info
+    if rate is not None and (target != "quantizer" or family.scale_cache):
+        raise ValueError("--elems-per-clock is for the quantizer of a block-scaled format")
+    if target == "quantizer" and not family.scale_cache:
+        return load(family.quantizer)(fmt, lanes, elem, rate)
     if target in ("quantizer", "dequantizer"):
         return load(getattr(family, target))(fmt, lanes, elem)
     config = KVPathConfig(fmt=fmt, elem=elem, quant_lanes=min(lanes, max(QUANT_LANES)), dequant_lanes=lanes)
@@ -470,13 +475,15 @@ class Block:
     fmt: str = "q8_0"
     lanes: int = 16
     elem: str = "fp16"
+    rate: int | None = None  # a quantizer's elements per clock, when not its format's default
 
     @property
     def top(self) -> str:
-        return f"kvpath_{self.target}_{self.fmt}{'' if self.elem == 'fp16' else '_' + self.elem}_l{self.lanes}"
+        return (f"kvpath_{self.target}_{self.fmt}{'' if self.elem == 'fp16' else '_' + self.elem}_l{self.lanes}"
+                + ("" if self.rate is None else f"_e{self.rate}"))
 
     def build(self):
-        return block(self.target, self.fmt, self.lanes, self.elem)
+        return block(self.target, self.fmt, self.lanes, self.elem, self.rate)
 
 
 def default_blocks() -> list[Block]:
@@ -657,6 +664,8 @@ def main(argv=None, prog: str | None = None) -> int:
     parser.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="q8_0")
     parser.add_argument("--input", dest="elem", choices=ELEM_TYPES, default="fp16")
     parser.add_argument("--lanes", type=int, nargs="+", default=[16])
+    parser.add_argument("--elems-per-clock", dest="rate", type=int, default=None, metavar="N",
+                        help="a block-scaled quantizer's elements per clock (default: the format's; q4_1 4)")
     parser.add_argument("--workdir", type=Path, default=Path("build/synth"))
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
     parser.add_argument("--all", action="store_true",
@@ -705,8 +714,11 @@ def main(argv=None, prog: str | None = None) -> int:
         print("|---|---|---|---|---|---|---|---|---|")
     reports = []
     for lanes in args.lanes:
-        b = Block(args.target, args.fmt, lanes, args.elem)
-        report, flow = synthesize_block(b, args.workdir, args.wire_delay)
+        b = Block(args.target, args.fmt, lanes, args.elem, args.rate)
+        try:
+            report, flow = synthesize_block(b, args.workdir, args.wire_delay)
+        except ValueError as e:
+            parser.error(str(e))
         if args.json:
             print(json.dumps({**asdict(report), "mapper": flow}))
         else:

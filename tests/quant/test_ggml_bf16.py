@@ -68,16 +68,18 @@ def simulate(fmt: str, blocks: np.ndarray) -> np.ndarray:
             ctx.set(dut.i.valid, 1)
             for k in range(32):
                 ctx.set(dut.i.payload[k], int(row[k]))
-            await ctx.tick()
-            if ctx.get(dut.o.valid):
-                got.append(ctx.get(dut.o.payload))
+            taken = False
+            while not taken:  # q4_1 takes a 32-lane beat every 8 clocks (Quantizer.elems_per_clock)
+                _, _, taken, valid, payload = await ctx.tick().sample(dut.i.ready, dut.o.valid, dut.o.payload)
+                if valid:
+                    got.append(payload)
         ctx.set(dut.i.valid, 0)
         for _ in range(60):
             if len(got) == len(blocks):
                 break
-            await ctx.tick()
-            if ctx.get(dut.o.valid):
-                got.append(ctx.get(dut.o.payload))
+            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid:
+                got.append(payload)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

@@ -29,6 +29,9 @@ def test_generate_writes_both_blocks(tmp_path, capsys):
     (["sim", "--vectors", "-5"], "must be positive"),
     (["sim", "--vectors", "lots"], "is not an integer"),
     (["sim", "--ops", "10"], "--ops applies to --target ring only"),
+    (["generate", "-o", "x", "--elems-per-clock", "2"], "elements per clock must be one of (4, 8, 16, 32)"),
+    (["generate", "-o", "x", "--format", "int8_ph", "--elems-per-clock", "4"], "for block-scaled formats"),
+    (["synth", "--target", "dequantizer", "--elems-per-clock", "4"], "for the quantizer of a block-scaled"),
 ])
 def test_bad_arguments_get_a_message_not_a_traceback(args, message):
     r = kvpath(*args)
