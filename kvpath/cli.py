@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_LANES, KVPathConfig, get_format, load
+from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_ELEMS_PER_CLOCK, QUANT_LANES, KVPathConfig, get_format, load
 
 DEFAULT = KVPathConfig()
 TARGETS = ("quantizer", "dequantizer")
@@ -78,10 +78,18 @@ def cmd_sim(args) -> int:
     lanes = {"quantizer": args.lanes, "dequantizer": args.read_lanes}
     if args.lanes not in QUANT_LANES and "quantizer" in targets:
         raise UsageError(f"--lanes {args.lanes}: the quantizer takes {', '.join(map(str, QUANT_LANES))}")
+    rate = {}
+    if args.elems_per_clock is not None:
+        if get_format(args.fmt).family == "static" or targets != ("quantizer",):
+            raise UsageError("--elems-per-clock needs --target quantizer and a block-scaled format")
+        if args.elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
+            raise UsageError(f"--elems-per-clock {args.elems_per_clock}: the quantizer codes "
+                             f"{', '.join(map(str, QUANT_ELEMS_PER_CLOCK))} per clock")
+        rate = {"elems_per_clock": args.elems_per_clock}
     results = []
     for target in targets:
         r = regression.run(target, args.fmt, lanes[target], args.simulator, args.vectors, args.seed,
-                           Path(args.build_dir), elem=args.elem)
+                           Path(args.build_dir), elem=args.elem, **rate)
         results.append(r)
         for line in r.details:
             print(f"  {line}")
@@ -177,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--input", dest="elem", choices=ELEM_TYPES, default=DEFAULT.elem)
     sim.add_argument("--lanes", type=_lanes(QUANT_LANES), default=DEFAULT.quant_lanes)
     sim.add_argument("--read-lanes", type=_lanes(DEQUANT_LANES), default=DEFAULT.dequant_lanes)
+    sim.add_argument("--elems-per-clock", type=_positive, default=None, metavar="N",
+                     help="the quantizer's elements per clock (--target quantizer; default: the format's)")
     sim.add_argument("--vectors", type=_positive, default=262144,
                      help="elements per block under test (Verilator streams about 10^6 per second, Icarus about 10^4)")
     sim.add_argument("--ops", type=_positive, default=None, help="operations (--target ring)")

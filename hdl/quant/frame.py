@@ -81,7 +81,8 @@ class Quantizer(wiring.Component):
     """``lanes`` elements per input beat, one block per output beat, ``elems_per_clock`` elements
     coded per clock: by default the format's ``quant_elems_per_clock`` (q4_1: 4), else ``lanes``.
     A narrower rate puts a ``BeatSplitter`` before a quantizer core of ``elems_per_clock`` lanes
-    (``core``); the stream then takes a beat every ``lanes // elems_per_clock`` clocks."""
+    (``core``); the stream then takes a beat every ``lanes // elems_per_clock`` clocks, and
+    ``nonfinite_count`` counts each part as the core takes it (``COUNT_LAG`` clocks later)."""
 
     def __init__(self, fmt: str, lanes: int, elem: str = "fp16", elems_per_clock: int | None = None):
         if lanes not in QUANT_LANES + QUANT_ELEMS_PER_CLOCK:

@@ -136,12 +136,12 @@ def ref_quantize(x: np.ndarray, fmt: str, lanes: int, *, elem: str = "fp16",
 
 
 def rtl_quantize(x: np.ndarray, fmt: str, lanes: int, *, simulator: str, build_dir: Path, seed: int = 1,
-                 throttles=THROTTLES, elem: str = "fp16") -> list[SimRun]:
+                 throttles=THROTTLES, elem: str = "fp16", elems_per_clock: int | None = None) -> list[SimRun]:
     from kvpath.hdl.quant.frame import Quantizer
 
     f = get_format(fmt)
     in_beats = _elements(x, elem).view(np.uint8).reshape(-1, 2 * lanes)
-    return simulate_stream(Quantizer(fmt, lanes, elem), DUT_MODULE["quantizer"], in_beats,
+    return simulate_stream(Quantizer(fmt, lanes, elem, elems_per_clock), DUT_MODULE["quantizer"], in_beats,
                            len(in_beats) * lanes // BLOCK_ELEMS, f.block_bytes,
                            {"nonfinite_count": 32}, simulator, build_dir, seed, throttles)
 
@@ -200,19 +200,24 @@ def _compare(name: str, expected: np.ndarray, expected_counters: dict[str, int],
 
 
 def run(target: str, fmt: str, lanes: int, simulator: str, vectors: int, seed: int,
-        build_root: Path, throttles=THROTTLES, elem: str = "fp16") -> RegressionResult:
-    """Regress one block (``quantizer`` or ``dequantizer``) against the golden model."""
+        build_root: Path, throttles=THROTTLES, elem: str = "fp16",
+        elems_per_clock: int | None = None) -> RegressionResult:
+    """Regress one block (``quantizer`` or ``dequantizer``) against the golden model;
+    ``elems_per_clock`` sets the quantizer's rate (None: its format's)."""
     f = get_format(fmt)
     check_elem(elem)
+    if elems_per_clock is not None and target != "quantizer":
+        raise ValueError("elems_per_clock is the quantizer's")
     start = time.perf_counter()
-    build_dir = Path(build_root) / f"{target}_{f.name}_{elem}_l{lanes}_{simulator}"
+    rate = "" if elems_per_clock is None else f"_e{elems_per_clock}"
+    build_dir = Path(build_root) / f"{target}_{f.name}_{elem}_l{lanes}{rate}_{simulator}"
     if target == "quantizer":
         per_beat = lanes
         x = stimulus.mixed(fmt, max(vectors, per_beat), seed, elem)
         x = x[: len(x) // per_beat * per_beat]
         expected, counters = ref_quantize(x, fmt, lanes, elem=elem)
         runs = rtl_quantize(x, fmt, lanes, simulator=simulator, build_dir=build_dir, seed=seed,
-                            throttles=throttles, elem=elem)
+                            throttles=throttles, elem=elem, elems_per_clock=elems_per_clock)
         unit, elements = 1, x.size
     elif target == "dequantizer":
         per_beat = max(1, lanes // BLOCK_ELEMS)

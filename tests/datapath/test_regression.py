@@ -74,6 +74,17 @@ def test_bit_exact(target, fmt, lanes, simulator, vectors, elem, build_root):
         assert result.beats_per_cycle >= 0.99 * rate, result.summary()
 
 
+@pytest.mark.parametrize("simulator", ["icarus", pytest.param("verilator", marks=pytest.mark.long)])
+def test_full_rate_q4_1(simulator, build_root):
+    """q4_1 at a beat per clock (``elems_per_clock=16``), which kvpath generate still builds, held to
+    the golden model as the default rate is."""
+    result = regression.run("quantizer", "q4_1", 16, simulator, 4096 if simulator == "icarus" else 1 << 18,
+                            SEED, build_root, elems_per_clock=16)
+    print(result.summary())
+    assert result.mismatches == 0, f"seed {SEED}: " + "\n".join(result.details)
+    assert result.steady_beats_per_cycle >= 0.999, result.summary()
+
+
 ONE = {"fp16": 0x3C00, "bf16": 0x3F80}
 
 

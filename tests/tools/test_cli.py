@@ -32,6 +32,8 @@ def test_generate_writes_both_blocks(tmp_path, capsys):
     (["generate", "-o", "x", "--elems-per-clock", "2"], "elements per clock must be one of (4, 8, 16, 32)"),
     (["generate", "-o", "x", "--format", "int8_ph", "--elems-per-clock", "4"], "for block-scaled formats"),
     (["synth", "--target", "dequantizer", "--elems-per-clock", "4"], "for the quantizer of a block-scaled"),
+    (["sim", "--elems-per-clock", "4"], "--elems-per-clock needs --target quantizer"),
+    (["sim", "--target", "quantizer", "--elems-per-clock", "2"], "codes 4, 8, 16, 32 per clock"),
 ])
 def test_bad_arguments_get_a_message_not_a_traceback(args, message):
     r = kvpath(*args)
