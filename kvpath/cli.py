@@ -60,6 +60,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_sim(args) -> int:
+    if args.target == "ring" and args.elems_per_clock is not None:
+        raise UsageError("--elems-per-clock needs --target quantizer and a block-scaled format")
     if args.target == "ring":
         from kvpath.sim.ring.regression import run_ring_sim
 
@@ -85,6 +87,8 @@ def cmd_sim(args) -> int:
         if args.elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
             raise UsageError(f"--elems-per-clock {args.elems_per_clock}: the quantizer codes "
                              f"{', '.join(map(str, QUANT_ELEMS_PER_CLOCK))} per clock")
+        if args.elems_per_clock > args.lanes:
+            raise UsageError(f"--elems-per-clock {args.elems_per_clock} is more than --lanes {args.lanes}")
         rate = {"elems_per_clock": args.elems_per_clock}
     results = []
     for target in targets:

@@ -195,6 +195,9 @@ class KVPathConfig:
             if self.quant_elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
                 raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, "
                                  f"got {self.quant_elems_per_clock}")
+            if self.quant_elems_per_clock > self.quant_lanes:
+                raise ValueError(f"quant_elems_per_clock {self.quant_elems_per_clock} is more than the "
+                                 f"{self.quant_lanes} quant_lanes a beat brings")
             if self.format.family == "static":
                 raise ValueError(f"{self.fmt} codes quant_lanes elements per clock; "
                                  f"quant_elems_per_clock is for block-scaled formats")

@@ -103,11 +103,17 @@ class Quantizer(wiring.Component):
 
     @staticmethod
     def rate(fmt: str, lanes: int, elems_per_clock: int | None = None) -> int:
-        """Elements coded per clock: ``elems_per_clock``, else the format's default, at most ``lanes``."""
-        rate = elems_per_clock or get_format(fmt).quant_elems_per_clock or lanes
-        if rate not in QUANT_ELEMS_PER_CLOCK:
-            raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, got {rate}")
-        return min(rate, lanes)
+        """Elements coded per clock: ``elems_per_clock``, else the format's default (at most
+        ``lanes``), else ``lanes``. An ``elems_per_clock`` above ``lanes`` is refused, not lowered."""
+        if elems_per_clock is None:
+            default = get_format(fmt).quant_elems_per_clock
+            return lanes if default is None else min(default, lanes)
+        if elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
+            raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, "
+                             f"got {elems_per_clock}")
+        if elems_per_clock > lanes:
+            raise ValueError(f"quantizer elements per clock {elems_per_clock} is more than its {lanes} lanes")
+        return elems_per_clock
 
     @property
     def stall_beats(self) -> int:

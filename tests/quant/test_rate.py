@@ -42,9 +42,11 @@ def test_default_rates():
     assert Quantizer.rate("q4_1", 16) == 4
     assert Quantizer.rate("q4_1", 16, 16) == 16
     assert Quantizer.rate("q8_0", 16) == 16
-    assert Quantizer.rate("q8_0", 8, 16) == 8
-    with pytest.raises(ValueError, match="elements per clock"):
-        Quantizer.rate("q8_0", 16, 2)
+    for bad in (2, 0):
+        with pytest.raises(ValueError, match="elements per clock must be one of"):
+            Quantizer.rate("q8_0", 16, bad)
+    with pytest.raises(ValueError, match="more than its 8 lanes"):
+        Quantizer.rate("q8_0", 8, 16)
 
 
 @pytest.mark.parametrize("pattern", ["random", "none"])
@@ -147,3 +149,5 @@ def test_configuration_sets_the_rate():
         assert quant.elems_per_clock == want, over
     with pytest.raises(ValueError, match="block-scaled"):
         KVPathConfig(fmt="int4_pc", quant_elems_per_clock=4)
+    with pytest.raises(ValueError, match="more than the 8 quant_lanes"):
+        KVPathConfig(fmt="q4_1", quant_lanes=8, quant_elems_per_clock=16)
