@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_ELEMS_PER_CLOCK, QUANT_LANES, KVPathConfig, get_format, load
+from kvpath.config import DEQUANT_LANES, ELEM_TYPES, FORMATS, QUANT_LANES, KVPathConfig, get_format, load, quant_rate
 
 DEFAULT = KVPathConfig()
 TARGETS = ("quantizer", "dequantizer")
@@ -84,12 +84,10 @@ def cmd_sim(args) -> int:
     if args.elems_per_clock is not None:
         if get_format(args.fmt).family == "static" or targets != ("quantizer",):
             raise UsageError("--elems-per-clock needs --target quantizer and a block-scaled format")
-        if args.elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
-            raise UsageError(f"--elems-per-clock {args.elems_per_clock}: the quantizer codes "
-                             f"{', '.join(map(str, QUANT_ELEMS_PER_CLOCK))} per clock")
-        if args.elems_per_clock > args.lanes:
-            raise UsageError(f"--elems-per-clock {args.elems_per_clock} is more than --lanes {args.lanes}")
-        rate = {"elems_per_clock": args.elems_per_clock}
+        try:
+            rate = {"elems_per_clock": quant_rate(args.fmt, args.lanes, args.elems_per_clock)}
+        except ValueError as e:
+            raise UsageError(f"--elems-per-clock: {e}") from None
     results = []
     for target in targets:
         r = regression.run(target, args.fmt, lanes[target], args.simulator, args.vectors, args.seed,

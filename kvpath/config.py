@@ -148,6 +148,23 @@ def get_format(name: str) -> BlockFormat:
     return lookup(FORMATS, name, "format")
 
 
+def quant_rate(fmt: str, lanes: int, elems_per_clock: int | None = None) -> int:
+    """Elements the quantizer codes per clock: ``elems_per_clock``, else the format's default (at
+    most ``lanes``), else ``lanes``. A rate that is not a core's lane count, exceeds ``lanes`` or
+    is asked of a static format is refused, not adjusted."""
+    f = get_format(fmt)
+    if elems_per_clock is None:
+        return lanes if f.quant_elems_per_clock is None else min(f.quant_elems_per_clock, lanes)
+    if f.family == "static":
+        raise ValueError(f"{fmt} codes a beat per clock; elements per clock is for block-scaled formats")
+    if elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
+        raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, "
+                         f"got {elems_per_clock}")
+    if elems_per_clock > lanes:
+        raise ValueError(f"quantizer elements per clock {elems_per_clock} is more than its {lanes} lanes")
+    return elems_per_clock
+
+
 def check_elem(elem: str) -> str:
     return stream_element(elem).name
 
@@ -191,16 +208,7 @@ class KVPathConfig:
             raise ValueError(f"quantizer lanes must be one of {QUANT_LANES}, got {self.quant_lanes}")
         if self.dequant_lanes not in DEQUANT_LANES:
             raise ValueError(f"dequantizer lanes must be one of {DEQUANT_LANES}, got {self.dequant_lanes}")
-        if self.quant_elems_per_clock is not None:
-            if self.quant_elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
-                raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, "
-                                 f"got {self.quant_elems_per_clock}")
-            if self.quant_elems_per_clock > self.quant_lanes:
-                raise ValueError(f"quant_elems_per_clock {self.quant_elems_per_clock} is more than the "
-                                 f"{self.quant_lanes} quant_lanes a beat brings")
-            if self.format.family == "static":
-                raise ValueError(f"{self.fmt} codes quant_lanes elements per clock; "
-                                 f"quant_elems_per_clock is for block-scaled formats")
+        quant_rate(self.fmt, self.quant_lanes, self.quant_elems_per_clock)
         for name, low, high in (("max_seqs", 1, 256), ("n_classes", 1, 16), ("read_ports", 1, 4),
                                 ("addr_width", 32, 64), ("max_outstanding", 1, 16), ("axi_cache", 0, 15),
                                 ("axi_prot", 0, 7)):

@@ -42,7 +42,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from kvpath.config import BLOCK_ELEMS, ELEM_BITS, QUANT_ELEMS_PER_CLOCK, QUANT_LANES, check_elem, get_format, load
+from kvpath.config import (BLOCK_ELEMS, ELEM_BITS, QUANT_ELEMS_PER_CLOCK, QUANT_LANES, check_elem, get_format,
+                           load, quant_rate)
 
 from kvpath.hdl.lib.bits import tree_sum
 from kvpath.hdl.lib.pipe import delay, reg
@@ -101,19 +102,7 @@ class Quantizer(wiring.Component):
             "nonfinite_count": Out(unsigned(32)),
         })
 
-    @staticmethod
-    def rate(fmt: str, lanes: int, elems_per_clock: int | None = None) -> int:
-        """Elements coded per clock: ``elems_per_clock``, else the format's default (at most
-        ``lanes``), else ``lanes``. An ``elems_per_clock`` above ``lanes`` is refused, not lowered."""
-        if elems_per_clock is None:
-            default = get_format(fmt).quant_elems_per_clock
-            return lanes if default is None else min(default, lanes)
-        if elems_per_clock not in QUANT_ELEMS_PER_CLOCK:
-            raise ValueError(f"quantizer elements per clock must be one of {QUANT_ELEMS_PER_CLOCK}, "
-                             f"got {elems_per_clock}")
-        if elems_per_clock > lanes:
-            raise ValueError(f"quantizer elements per clock {elems_per_clock} is more than its {lanes} lanes")
-        return elems_per_clock
+    rate = staticmethod(quant_rate)  # elements coded per clock, from the arguments (kvpath.config)
 
     @property
     def stall_beats(self) -> int:

@@ -704,8 +704,6 @@ def main(argv=None, prog: str | None = None) -> int:
         return 0
     if args.rate is not None and args.all:
         parser.error("--elems-per-clock applies to one --target, not to --all (which builds the defaults)")
-    if args.rate is not None and args.rate < 1:
-        parser.error(f"--elems-per-clock {args.rate}: must be positive")
     if args.all:
         return run_all(args.workdir, args.jobs, args.doc if args.doc.exists() else None,
                        args.record if args.record.parent.is_dir() else None, args.reuse, args.wire_delay)

@@ -149,5 +149,5 @@ def test_configuration_sets_the_rate():
         assert quant.elems_per_clock == want, over
     with pytest.raises(ValueError, match="block-scaled"):
         KVPathConfig(fmt="int4_pc", quant_elems_per_clock=4)
-    with pytest.raises(ValueError, match="more than the 8 quant_lanes"):
+    with pytest.raises(ValueError, match="more than its 8 lanes"):
         KVPathConfig(fmt="q4_1", quant_lanes=8, quant_elems_per_clock=16)
